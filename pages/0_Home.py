@@ -1,0 +1,154 @@
+"""Home: pick a data source and an encoder, run the pipeline with live progress, summarise the dataset."""
+import streamlit as st
+
+from selector.errors import InputError, OfflineError
+from selector.pipeline import Config
+from selector.ui import backend, choices, state, widgets
+from selector.ui.selection_view import audit_quality
+
+FORM_KEYS = ("source", "path", "root", "tv_name", "tv_split", "clip_model", "clip_pretrained", "clip_checkpoint",
+             "noise_mode", "noise_rate", "noise_seed", "map", "seed", "k",
+             *[f"encoder_{s}" for s in choices.SOURCES])
+state.restore_form("home")
+for key, value in {**choices.HOME_DEFAULTS, **choices.default_noise("demo")}.items():
+    state.seed_widget(key, value)
+
+
+def _source_changed():
+    for key, value in choices.default_noise(st.session_state["source"]).items():
+        st.session_state[key] = value
+
+
+st.title("CLIP-powered data selection")
+st.caption("Embed a labelled image dataset, audit its labels, and keep the subset that trains best.")
+
+data_col, enc_col = st.columns(2)
+with data_col:
+    st.subheader("Data")
+    source = st.selectbox("Data source", list(choices.SOURCES), format_func=choices.SOURCES.get, key="source",
+                          on_change=_source_changed)
+    path, root, upload, tv_name, tv_split = "", "", None, "fashion-mnist", "train"
+    if source == "demo":
+        st.caption("Fashion-MNIST training set (60,000 images, 10 classes), read from a local copy, Debian's "
+                   "dataset-fashion-mnist files, or downloaded when online.")
+        root = st.text_input("Fashion-MNIST folder (optional)", key="root",
+                             help="A folder with the four idx files; leave empty to search the usual places.")
+    elif source == "image-folder":
+        path = st.text_input("Image folder", key="path", placeholder="/data/pets",
+                             help="root/<class name>/<image file>, e.g. root/cat/001.jpg")
+    elif source == "manifest":
+        path = st.text_input("Manifest path (.csv or .parquet)", key="path", placeholder="/data/labels.csv",
+                             help="Columns path,label [,id,caption,split]; relative paths are resolved against "
+                                  "the image root or the manifest's folder.")
+        upload = st.file_uploader("...or upload a manifest", type=["csv", "parquet"], key="upload_manifest")
+        root = st.text_input("Image root (for relative paths)", key="root")
+    elif source == "torchvision":
+        from selector.data import list_torchvision
+        tv_name = st.selectbox("torchvision dataset", list_torchvision(), key="tv_name")
+        tv_split = st.selectbox("Split", ["train", "test"], key="tv_split")
+        root = st.text_input("Data folder (optional)", key="root")
+    else:
+        path = st.text_input("Embeddings file (.npz)", key="path", placeholder="/data/embedded.npz",
+                             help="image_embeddings (N,d), labels (N), class_names (C) [, text_embeddings (C,d), "
+                                  "paths (N)]")
+        upload = st.file_uploader("...or upload an embeddings file", type=["npz"], key="upload_npz")
+
+with enc_col:
+    st.subheader("Encoder")
+    encoder_options = choices.encoders_for(source, tv_name)
+    encoder = st.selectbox("Encoder", encoder_options, format_func=choices.ENCODERS.get, key=f"encoder_{source}")
+    model, pretrained, checkpoint = "ViT-B-32", "laion2b_s34b_b79k", ""
+    if encoder == "open_clip":
+        model = st.text_input("open_clip model", key="clip_model")
+        pretrained = st.text_input("Pretrained tag", key="clip_pretrained")
+        checkpoint = st.text_input("Local checkpoint file (optional, replaces the tag)", key="clip_checkpoint")
+    elif encoder == "demo":
+        st.caption("Offline stand-in for CLIP: a small CNN plus learned class embeddings, trained once (about a "
+                   "minute) on half of Fashion-MNIST's test split - never on the images it audits - and cached.")
+
+    st.subheader("Noise injection")
+    st.caption("Flip a share of a copy of the labels, re-run the audit and measure how many flips it finds.")
+    noise_mode = st.selectbox("Noise mode", list(choices.NOISE_MODES), format_func=choices.NOISE_MODES.get,
+                              key="noise_mode")
+    noise_rate = st.slider("Noise rate", 0.01, 0.5, step=0.01, key="noise_rate", disabled=noise_mode == "none")
+    noise_seed = st.number_input("Noise seed", min_value=0, step=1, key="noise_seed", disabled=noise_mode == "none")
+
+with st.expander("Advanced settings"):
+    map_kind = st.selectbox("Map", list(choices.MAPS), format_func=choices.MAPS.get, key="map")
+    seed = st.number_input("Seed", min_value=0, step=1, key="seed")
+    k = st.number_input("Diversity neighbours K (0 = about 10% of the class size)", min_value=0, step=1,
+                        key="k")
+state.remember_form("home", FORM_KEYS)
+
+if st.button("Run", type="primary", key="run"):
+    with st.status("Running the pipeline...", expanded=True) as status:
+        reporter = widgets.ProgressReporter(status)
+        try:
+            if upload is not None:
+                path = backend.save_upload(upload.name, upload.getvalue())
+            config = Config(k=int(k) or None, seed=int(seed), map=map_kind, noise_mode=noise_mode,
+                            noise_rate=float(noise_rate) if noise_mode != "none" else 0.0, noise_seed=int(noise_seed))
+            spec = backend.RunSpec(source=source, path=path.strip(), name=tv_name, split=tv_split,
+                                   root=root.strip(), encoder=encoder, model=model.strip(),
+                                   pretrained=pretrained.strip(), checkpoint=checkpoint.strip(), config=config)
+            run = backend.run_pipeline(spec, progress=reporter)
+        except (InputError, OfflineError) as exc:
+            status.update(label="The run did not start - see the message below", state="error", expanded=False)
+            st.error(str(exc))
+        else:
+            reporter.finish(f"Done: {len(run.table):,} samples in {run.seconds:.1f} s")
+            state.set_run(run)
+
+run = state.current_run()
+if run is None:
+    st.info("Choose a data source and an encoder, then press Run.")
+    st.stop()
+
+widgets.sidebar(run)
+result, table = run.result, run.table
+mask, selection_error = state.current_selection(run)
+
+st.divider()
+st.header("Dataset summary")
+st.info(f"Scores produced by: **{result.encoder_name}**. Data: {result.dataset.name} "
+        f"({run.spec.describe()}).")
+flagged = int(table["flagged"].sum())
+summary = result.class_summary
+est_rate = float((summary["n"] * summary["estimated_noise_rate"]).sum() / max(summary["n"].sum(), 1))
+cols = st.columns(5)
+cols[0].metric("Samples", f"{len(table):,}")
+cols[1].metric("Classes", len(result.class_names))
+cols[2].metric("Flagged", f"{flagged:,}", help="suspected label errors, with reasons on the Label issues page")
+cols[3].metric("Estimated noise rate", f"{est_rate:.1%}")
+cols[4].metric("Selected now", f"{int(mask.sum()):,}", help="at the settings on the Selection page")
+st.dataframe(summary, hide_index=True, key="class_summary",
+             column_config={"estimated_noise_rate": st.column_config.ProgressColumn(
+                 "estimated noise rate", format="percent", min_value=0.0, max_value=1.0)})
+counts = result.manifest.get("counts", {})
+if counts.get("ood") or counts.get("near_duplicates"):
+    st.caption(f"Also found: {counts.get('ood', 0):,} images that match no class well, "
+               f"{counts.get('near_duplicates', 0):,} near-duplicates.")
+problems = list(result.dataset.problems) + [f"unreadable image skipped: {i}"
+                                            for i in result.manifest.get("inputs", {}).get("skipped_unreadable", [])]
+if problems:
+    st.warning(f"{len(problems):,} problem(s) while loading: " + "; ".join(problems[:5])
+               + (" ..." if len(problems) > 5 else ""))
+
+quality = audit_quality(table, mask)
+if quality is not None:
+    st.subheader("Audit check against the injected noise")
+    cfg = result.config
+    st.caption(f"{quality['n_true']:,} labels were flipped on purpose ({cfg.noise_mode}, rate {cfg.noise_rate:.0%}, "
+               f"seed {cfg.noise_seed}); the audit flagged {quality['n_flagged']:,} samples.")
+    cols = st.columns(5)
+    cols[0].metric("Precision", f"{quality['precision']:.3f}")
+    cols[1].metric("Recall", f"{quality['recall']:.3f}")
+    cols[2].metric("F1", f"{quality['f1']:.3f}")
+    cols[3].metric("AUROC", f"{quality['auroc']:.3f}")
+    cols[4].metric("Injected flips in subset", f"{quality['injected_in_subset']:,}",
+                   help=f"of {quality['n_true']:,} flips; subset of {quality['subset_size']:,} samples")
+if selection_error:
+    st.warning(f"Current selection settings cannot be met: {selection_error}")
+timings = result.manifest.get("timings_s") or {}
+if timings:
+    st.caption("Run time: " + ", ".join(f"{k.removesuffix('_s')} {v:.1f} s" for k, v in timings.items()))

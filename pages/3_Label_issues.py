@@ -1,0 +1,66 @@
+"""Label issues: flagged samples, most suspicious first, with their nearest neighbours; the user accepts the
+suggested label, keeps the given one, or marks the sample bad. Decisions persist and go into the export."""
+from collections import Counter
+
+import streamlit as st
+
+from selector.ui import state, widgets
+from selector.ui.selection_view import flagged_order, page_rows
+
+PER_PAGE = 10
+N_NEIGHBOURS = 6
+SHOW = {"all": "all flagged", "undecided": "not decided yet", "decided": "decided"}
+ALL = "All classes"
+
+run = state.require_run()
+widgets.sidebar(run)
+table = run.table
+decisions = state.decisions(run)
+D, I = run.result.neighbors
+
+st.title("Label issues")
+counts = Counter(decisions.values())
+st.caption(f"{int(table['flagged'].sum()):,} flagged samples, most suspicious first. Decided so far: "
+           f"{counts.get('accepted', 0)} suggestion accepted, {counts.get('kept', 0)} label kept, "
+           f"{counts.get('bad', 0)} marked bad. Accepted labels replace the given ones in the export "
+           "(corrected_label) and in class balancing; kept and accepted samples are no longer excluded as "
+           "flagged; bad ones are never selected.")
+left, right = st.columns(2)
+show = left.radio("Show", list(SHOW), format_func=SHOW.get, horizontal=True, key="issues_show")
+class_name = right.selectbox("Given label", [ALL, *run.result.class_names], key="issues_class")
+rows = flagged_order(table, decisions=decisions, show=show, label=None if class_name == ALL else class_name)
+if len(rows) == 0:
+    st.info("No flagged samples match these filters.")
+    st.stop()
+
+page = widgets.pager(len(rows), PER_PAGE, key="issues_page")
+labels = table["label"].to_numpy()
+for row in page_rows(rows, page, PER_PAGE):
+    sample = table.iloc[row]
+    sid = str(sample["id"])
+    decided = decisions.get(sid, "")
+    with st.container(border=True, key=f"issue_{row}"):
+        img_col, info_col, nn_col, act_col = st.columns([1, 2, 4, 1.4])
+        img_col.image(widgets.thumbs(run, [row], size=96)[0], caption=f"row {row}", width=96)
+        info_col.markdown(f"**given:** {sample['label']} ({sample['given_prob']:.2f})  \n"
+                          f"**suggested:** {sample['suggested_label']} ({sample['suggested_prob']:.2f})  \n"
+                          f"**noise score:** {sample['noise_score']:.3f}")
+        if sample["reason"]:
+            info_col.caption(sample["reason"])
+        if decided:
+            info_col.markdown(f"**decision:** {decided}")
+        nn = [int(j) for j in I[row, :N_NEIGHBOURS] if j >= 0]
+        with nn_col:
+            st.caption("Nearest neighbours (label, cosine similarity)")
+            widgets.image_grid(run, nn, [f"{labels[j]} ({s:.2f})" for j, s in zip(nn, D[row, :len(nn)])], width=64)
+        with act_col:
+            st.button("Accept suggestion", key=f"accept_{sid}", on_click=state.record_decision,
+                      args=(run, sid, "accepted"), disabled=decided == "accepted" or
+                      sample["suggested_label"] == sample["label"], width="stretch")
+            st.button("Keep label", key=f"keep_{sid}", on_click=state.record_decision, args=(run, sid, "kept"),
+                      disabled=decided == "kept", width="stretch")
+            st.button("Mark bad", key=f"bad_{sid}", on_click=state.record_decision, args=(run, sid, "bad"),
+                      disabled=decided == "bad", width="stretch")
+            if decided:
+                st.button("Undo", key=f"undo_{sid}", on_click=state.record_decision, args=(run, sid, None),
+                          width="stretch")

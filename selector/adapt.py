@@ -1,0 +1,213 @@
+"""Dataset adaptation: separate image and text adapters on frozen embeddings (paper module 1).
+
+Each adapter is a dimension-preserving Linear(d, d) initialised to the identity, applied to the
+L2-normalised frozen embedding, so an untrained adapter reproduces the zero-shot classifier exactly.
+Training minimises cross-entropy of cos(A_img(x_i), A_txt(t_c)) / temperature over all C class prompts
+(an adapted zero-shot classifier; in-batch InfoNCE would treat same-class pairs as negatives), plus
+`weight_decay` * squared distance of both adapters from the identity, which keeps them near the
+frozen encoder instead of towards zero.
+
+robust=True (the default) keeps the adapters from simply learning label noise:
+  * per-sample weights = agreement between the current model and the given label,
+    r_i = p(y_i | x_i) / max_c p(c | x_i) (starts from the zero-shot model, refreshed every epoch),
+    renormalised inside each given class so no class loses its total weight;
+  * early stopping on a held-out 10% split (best epoch restored), which stops before memorisation;
+  * at most `max_rows` rows per epoch (stratified sample), which bounds time for 1M-row inputs.
+robust=False is the paper's way: every row, equal weight, all epochs.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from selector.errors import InputError
+from selector.progress import Progress, ensure
+from selector.score import blas_threads, check_labels, check_matrix, l2_normalize, torch_threads
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 65_536
+
+
+class Adapters:
+    """Image and text adapters (scikit-learn style: __init__ stores, fit returns self).
+
+    Defaults: epochs=20 (upper bound when robust: early stopping), lr=1e-3 (Adam), batch 1024,
+    temperature=0.05 (logit scale 20), weight_decay=1e-3 (pull towards the identity), seed=0.
+    Learned: image_adapter_, text_adapter_ ({"weight": (d,d), "bias": (d,)} float32 numpy, applied to
+    L2-normalised inputs as x @ W.T + b), loss_history_ (train loss per epoch), val_history_,
+    best_epoch_, n_epochs_run_, sample_weights_ (final robust weights, (n,) float32).
+    """
+
+    def __init__(self, *, epochs: int = 20, lr: float = 1e-3, temperature: float = 0.05,
+                 weight_decay: float = 1e-3, seed: int = 0, robust: bool = True,
+                 batch_size: int = 1024, max_rows: int = 200_000, patience: int = 3):
+        self.epochs = epochs
+        self.lr = lr
+        self.temperature = temperature
+        self.weight_decay = weight_decay
+        self.seed = seed
+        self.robust = robust
+        self.batch_size = batch_size
+        self.max_rows = max_rows
+        self.patience = patience
+
+    # ------------------------------------------------------------------------------------------ fit
+    def _check_params(self):
+        for name in ("epochs", "batch_size", "max_rows", "patience"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or v < (0 if name == "epochs" else 1):
+                raise InputError(f"Adapters {name} must be a positive integer; got {v!r}.")
+        for name in ("lr", "temperature"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and np.isfinite(v) and v > 0):
+                raise InputError(f"Adapters {name} must be a positive number; got {v!r}.")
+        if not (np.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise InputError(f"Adapters weight_decay must be >= 0; got {self.weight_decay!r}.")
+
+    def fit(self, X, T, labels, *, weights=None, progress: Progress | None = None) -> "Adapters":
+        """X (n,d) frozen image embeddings, T (C,d) class-prompt embeddings, labels (n,) given labels in
+        [0, C); weights optional (n,) >= 0 per-sample weights (multiplied with the robust ones)."""
+        self._check_params()
+        X = check_matrix(X, "X (image embeddings)")
+        with blas_threads(1), torch_threads(self.batch_size * X.shape[1] ** 2):
+            return self._fit(X, T, labels, weights, progress)
+
+    def _fit(self, X, T, labels, weights, progress):
+        import torch
+
+        X = check_matrix(X, "X (image embeddings)")
+        T = check_matrix(T, "T (class-prompt embeddings)", dim=X.shape[1])
+        n, d = X.shape
+        C = T.shape[0]
+        if n == 0 or C < 2:
+            raise InputError(f"Adapters need at least 1 sample and 2 classes; got n={n}, C={C}.")
+        y = check_labels(labels, n, C)
+        w_user = np.ones(n, np.float32) if weights is None else np.asarray(weights, dtype=np.float32)
+        if w_user.shape != (n,) or not np.isfinite(w_user).all() or (w_user < 0).any():
+            raise InputError(f"weights must be (n,) = ({n},) finite and >= 0; got shape {w_user.shape}.")
+        progress = ensure(progress)
+        rng = np.random.default_rng(self.seed)
+        torch.manual_seed(self.seed)
+
+        Xn = torch.from_numpy(l2_normalize(X))
+        Tn = torch.from_numpy(l2_normalize(T))
+        yt = torch.from_numpy(y)
+        img, txt = torch.nn.Linear(d, d), torch.nn.Linear(d, d)
+        for layer in (img, txt):
+            with torch.no_grad():
+                layer.weight.copy_(torch.eye(d))
+                layer.bias.zero_()
+        params = list(img.parameters()) + list(txt.parameters())
+        opt = torch.optim.Adam(params, lr=self.lr)
+        eye = torch.eye(d)
+        scale = 1.0 / self.temperature
+
+        def logits_of(xb):
+            f = torch.nn.functional.normalize(img(xb), dim=1)
+            g = torch.nn.functional.normalize(txt(Tn), dim=1)
+            return f @ g.T * scale
+
+        def all_logits(rows=None):
+            with torch.no_grad():
+                src = Xn if rows is None else Xn[rows]
+                return torch.cat([logits_of(src[s:s + _CHUNK]) for s in range(0, len(src), _CHUNK)])
+
+        # robust: hold out a stratified 10% for early stopping (only when every class can spare rows)
+        val = np.zeros(n, bool)
+        if self.robust and n >= 50:
+            for c in range(C):
+                rows = np.flatnonzero(y == c)
+                if len(rows) >= 10:
+                    val[rng.choice(rows, size=len(rows) // 10, replace=False)] = True
+        train_rows = np.flatnonzero(~val)
+        val_rows = torch.from_numpy(np.flatnonzero(val))
+
+        w = w_user.copy()
+        self.loss_history_, self.val_history_ = [], []
+        best = (np.inf, None, 0)
+        bad_epochs = 0
+        for epoch in range(self.epochs):
+            if self.robust:
+                w = w_user * self._agreement_weights(all_logits(), y, C)
+            rows = train_rows
+            if self.robust and len(rows) > self.max_rows:
+                rows = rng.choice(rows, size=self.max_rows, replace=False)
+            rows = rng.permutation(rows)
+            total, wsum = 0.0, 0.0
+            for s in range(0, len(rows), self.batch_size):
+                b = torch.from_numpy(rows[s:s + self.batch_size])
+                wb = torch.from_numpy(w[b.numpy()])
+                if float(wb.sum()) <= 0:
+                    continue
+                ce = torch.nn.functional.cross_entropy(logits_of(Xn[b]), yt[b], reduction="none")
+                data_loss = (wb * ce).sum() / wb.sum()
+                reg = ((img.weight - eye) ** 2).sum() + (img.bias ** 2).sum() \
+                    + ((txt.weight - eye) ** 2).sum() + (txt.bias ** 2).sum()
+                loss = data_loss + self.weight_decay * reg
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += float(data_loss.detach()) * float(wb.sum())
+                wsum += float(wb.sum())
+            self.loss_history_.append(total / max(wsum, 1e-12))
+            progress("fitting adapters", epoch + 1, self.epochs)
+            if len(val_rows):
+                with torch.no_grad():
+                    vl = float(torch.nn.functional.cross_entropy(all_logits(val_rows), yt[val_rows]))
+                self.val_history_.append(vl)
+                if vl < best[0] - 1e-5:
+                    best = (vl, self._state(img, txt), epoch + 1)
+                    bad_epochs = 0
+                else:
+                    bad_epochs += 1
+                    if bad_epochs >= self.patience:
+                        log.info("adapters: early stop after epoch %d (best %d)", epoch + 1, best[2])
+                        break
+        self.n_epochs_run_ = len(self.loss_history_)
+        if best[1] is not None:
+            self.image_adapter_, self.text_adapter_ = best[1]
+            self.best_epoch_ = best[2]
+        else:
+            self.image_adapter_, self.text_adapter_ = self._state(img, txt)
+            self.best_epoch_ = self.n_epochs_run_
+        self.sample_weights_ = w.astype(np.float32)
+        return self
+
+    @staticmethod
+    def _agreement_weights(logits, y, C) -> np.ndarray:
+        """r_i = p(y_i|x_i) / max_c p(c|x_i), renormalised to keep each given class's total weight."""
+        L = logits.numpy()
+        r = np.exp(L[np.arange(len(y)), y] - L.max(axis=1)).astype(np.float32)
+        sums = np.bincount(y, weights=r, minlength=C)
+        counts = np.bincount(y, minlength=C)
+        return (r * (counts / np.maximum(sums, 1e-12))[y]).astype(np.float32)
+
+    @staticmethod
+    def _state(img, txt):
+        def grab(layer):
+            return {"weight": layer.weight.detach().numpy().astype(np.float32).copy(),
+                    "bias": layer.bias.detach().numpy().astype(np.float32).copy()}
+        return grab(img), grab(txt)
+
+    # ------------------------------------------------------------------------------------ transform
+    def _apply(self, A, state, name):
+        if not hasattr(self, "image_adapter_"):
+            raise InputError("Adapters are not fitted yet: call fit(X, T, labels) first.")
+        W = state["weight"]
+        A = check_matrix(A, name, dim=W.shape[1])
+        out = np.empty((A.shape[0], W.shape[0]), np.float32)
+        for s in range(0, A.shape[0], _CHUNK):
+            out[s:s + _CHUNK] = l2_normalize(A[s:s + _CHUNK]) @ W.T + state["bias"]
+        return out
+
+    def transform_images(self, X) -> np.ndarray:
+        """Adapted image embeddings F (n,d) float32 (not normalised; scores use cosine / L2 on them)."""
+        return self._apply(X, self.image_adapter_ if hasattr(self, "image_adapter_") else None,
+                           "X (image embeddings)")
+
+    def transform_texts(self, T) -> np.ndarray:
+        """Adapted class-prompt embeddings G (C,d) float32."""
+        return self._apply(T, self.text_adapter_ if hasattr(self, "text_adapter_") else None,
+                           "T (class-prompt embeddings)")

@@ -1,0 +1,222 @@
+"""Per-sample scores on (adapted) embeddings. Every score is (n,) float32; each docstring says which
+direction is better.
+
+alignment  SAS_i = cos(f_i, g_{y_i})                         higher = the image matches its given label
+diversity  SDS_i = mean L2 distance to the K-1 nearest samples with the same given label (K counts the
+           sample itself)                                    higher = sits in a sparser part of its class
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import numpy as np
+
+from selector.errors import InputError, describe_rows
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 65_536  # rows per block: keeps temporaries small for 1M-row inputs
+
+
+# ----------------------------------------------------------------------------------------- validation
+def check_matrix(X, name: str, *, dim: int | None = None, rows: int | None = None) -> np.ndarray:
+    """A finite 2-D float array as float32 (copy only when needed); InputError saying what is wrong."""
+    try:
+        A = np.asarray(X)
+    except Exception as exc:  # ragged lists etc.
+        raise InputError(f"{name} must be a 2-D numeric array; could not convert it ({exc}).") from exc
+    if A.ndim != 2:
+        raise InputError(f"{name} must be 2-D (rows, dims); got shape {A.shape}. "
+                         "Pass one embedding per row.")
+    if not np.issubdtype(A.dtype, np.number) or np.issubdtype(A.dtype, np.complexfloating):
+        raise InputError(f"{name} must be a real numeric array; got dtype {A.dtype}.")
+    if rows is not None and A.shape[0] != rows:
+        raise InputError(f"{name} has {A.shape[0]} rows but {rows} were expected (one per sample/class).")
+    if dim is not None and A.shape[1] != dim:
+        raise InputError(f"{name} has {A.shape[1]} columns but {dim} were expected: image and text "
+                         "embeddings must come from the same encoder.")
+    A = A.astype(np.float32, copy=False)
+    bad = ~np.isfinite(A).all(axis=1)
+    if bad.any():
+        rows_bad = np.flatnonzero(bad)
+        raise InputError(f"{name} has NaN/inf in {len(rows_bad)} row(s): rows {describe_rows(rows_bad)}. "
+                         "Drop those rows (e.g. undecodable images) before scoring.")
+    return A
+
+
+def check_labels(labels, n: int, n_classes: int | None, name: str = "labels") -> np.ndarray:
+    """(n,) int64 labels in [0, n_classes); InputError naming offending rows."""
+    y = np.asarray(labels)
+    if y.ndim != 1 or y.shape[0] != n:
+        raise InputError(f"{name} must be 1-D with {n} entries (one per row); got shape {y.shape}.")
+    if y.dtype == bool or not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
+        raise InputError(f"{name} must be integer class indices; got dtype {y.dtype}. "
+                         "Map class names to indices first.")
+    if np.issubdtype(y.dtype, np.floating):
+        bad = ~np.isfinite(y) | (y != np.round(y))
+        if bad.any():
+            raise InputError(f"{name} must be whole numbers; rows {describe_rows(np.flatnonzero(bad))} "
+                             "are not.")
+    y = y.astype(np.int64)
+    hi = n_classes if n_classes is not None else np.iinfo(np.int64).max
+    bad = (y < 0) | (y >= hi)
+    if bad.any():
+        rows_bad = np.flatnonzero(bad)
+        raise InputError(f"{name} must lie in [0, {n_classes}) (one per class); rows "
+                         f"{describe_rows(rows_bad)} hold {describe_rows(y[rows_bad])}.")
+    return y
+
+
+@contextlib.contextmanager
+def torch_threads(work: float):
+    """Run small torch work (work = rough flops per op) single-threaded: on a shared 2-core machine
+    intra-op threading of small matmuls costs ~10x in synchronisation. Restores the setting after."""
+    import torch
+    before = torch.get_num_threads()
+    small = work < 5e7
+    if small:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if small:
+            torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def blas_threads(n: int = 1):
+    """Limit numpy's BLAS threads for the block: the audit's matmuls are small per call, and on a busy
+    2-core machine multi-threaded OpenBLAS spends ~30x longer synchronising than computing."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # scikit-learn depends on threadpoolctl, so this is rare
+        yield
+        return
+    with threadpool_limits(limits=n, user_api="blas"):
+        yield
+
+
+def l2_normalize(X: np.ndarray) -> np.ndarray:
+    """Row-wise unit norm (float32); all-zero rows stay zero."""
+    X = np.asarray(X, dtype=np.float32)
+    norm = np.linalg.norm(X, axis=1, keepdims=True)
+    return X / np.maximum(norm, 1e-12)
+
+
+# --------------------------------------------------------------------------------------------- scores
+def alignment(F, G, labels) -> np.ndarray:
+    """SAS_i = cos(f_i, g_{y_i}) in [-1, 1], (n,) float32. Higher = the image matches its given label.
+
+    F (n,d) image embeddings, G (C,d) class-prompt embeddings, labels (n,) int in [0, C)."""
+    F = check_matrix(F, "F (image embeddings)")
+    G = check_matrix(G, "G (class-prompt embeddings)", dim=F.shape[1])
+    y = check_labels(labels, F.shape[0], G.shape[0])
+    Gn = l2_normalize(G)
+    out = np.empty(F.shape[0], dtype=np.float32)
+    for s in range(0, F.shape[0], _CHUNK):
+        Fn = l2_normalize(F[s:s + _CHUNK])
+        out[s:s + _CHUNK] = np.einsum("ij,ij->i", Fn, Gn[y[s:s + _CHUNK]])
+    return out
+
+
+def default_k(class_sizes) -> int:
+    """K for SDS (K counts the sample itself): 10% of the median class size, clamped to [2, 100].
+
+    class_sizes: sizes of the classes (or a bincount). One K for all classes, as in the paper
+    (K=100 for 5,000 per class, 50 for 500 per class); classes smaller than K use all their members."""
+    sizes = np.asarray(class_sizes, dtype=np.int64).ravel()
+    sizes = sizes[sizes > 0]
+    if sizes.size == 0:
+        raise InputError("default_k needs at least one non-empty class; got no class sizes > 0.")
+    return int(np.clip(round(0.1 * float(np.median(sizes))), 2, 100))
+
+
+def diversity(F, labels, *, k: int | None = None, neighbors=None) -> np.ndarray:
+    """SDS_i = mean Euclidean distance from f_i to its K-1 nearest samples with the same given label.
+
+    (n,) float32, >= 0. Higher = the sample lies in a sparser part of its class (more diverse); 0 for a
+    class with a single member. K counts the sample itself (K=1 would mean no neighbour); default
+    `default_k(class sizes)`; a class with fewer than K members uses all its other members.
+    neighbors: optional precomputed (D, I) from `knn_within_groups(F, labels, K-1)` (I global row ids,
+    -1 padded, self excluded); distances are recomputed exactly from I, so D may be squared or not."""
+    F = check_matrix(F, "F (image embeddings)")
+    y = check_labels(labels, F.shape[0], None)
+    n = F.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=np.float32)
+    if k is None:
+        k = default_k(np.bincount(y))
+    if int(k) != k or k < 2:
+        raise InputError(f"k must be an integer >= 2 (it counts the sample itself); got {k!r}.")
+    k = int(k)
+    if neighbors is None:
+        from selector.neighbors import knn_within_groups
+        _, I = knn_within_groups(F, y, k - 1, metric="l2", exclude_self=True)
+    else:
+        try:
+            _, I = neighbors
+        except (TypeError, ValueError) as exc:
+            raise InputError("neighbors must be a (D, I) pair from knn_within_groups; "
+                             f"got {type(neighbors).__name__}.") from exc
+        I = np.asarray(I)
+        if I.ndim != 2 or I.shape[0] != n:
+            raise InputError(f"neighbors I must be (n, K-1) = ({n}, {k - 1}); got shape {I.shape}.")
+        I = I[:, : k - 1]
+    I = I.astype(np.int64, copy=False)
+    out = np.zeros(n, dtype=np.float32)
+    for s in range(0, n, _CHUNK):
+        Ib = I[s:s + _CHUNK]
+        valid = Ib >= 0
+        Fb = F[s:s + _CHUNK]
+        d = np.linalg.norm(F[np.where(valid, Ib, 0)] - Fb[:, None, :], axis=2)
+        cnt = valid.sum(axis=1)
+        out[s:s + _CHUNK] = np.where(cnt > 0, (d * valid).sum(axis=1) / np.maximum(cnt, 1), 0.0)
+    return out
+
+
+def minmax(x) -> np.ndarray:
+    """Min-max normalise to [0, 1] as float32. A constant (or single-value) input gives zeros; NaN
+    entries stay NaN and are ignored for min/max; an empty input gives an empty array."""
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim != 1:
+        raise InputError(f"minmax expects a 1-D score array; got shape {a.shape}.")
+    if np.isinf(a).any():
+        raise InputError(f"minmax got +/-inf at rows {describe_rows(np.flatnonzero(np.isinf(a)))}; "
+                         "scores must be finite (NaN is allowed and kept).")
+    ok = ~np.isnan(a)
+    if a.size == 0 or not ok.any():
+        return a.astype(np.float32)
+    lo, hi = a[ok].min(), a[ok].max()
+    if hi - lo <= 1e-12 * max(1.0, abs(hi)):
+        return np.where(ok, 0.0, np.nan).astype(np.float32)
+    return ((a - lo) / (hi - lo)).astype(np.float32)
+
+
+def zero_shot_logits(X, T) -> np.ndarray:
+    """cos(x_i, t_c), (n,C) float32 (no validation; private helper for score/noise)."""
+    Tn = l2_normalize(T)
+    out = np.empty((X.shape[0], Tn.shape[0]), dtype=np.float32)
+    for s in range(0, X.shape[0], _CHUNK):
+        out[s:s + _CHUNK] = l2_normalize(X[s:s + _CHUNK]) @ Tn.T
+    return out
+
+
+def softmax(Z: np.ndarray, axis: int = 1) -> np.ndarray:
+    Z = Z - Z.max(axis=axis, keepdims=True)
+    np.exp(Z, out=Z)
+    Z /= Z.sum(axis=axis, keepdims=True)
+    return Z
+
+
+def zero_shot_probs(X, T, *, temperature: float = 0.01) -> np.ndarray:
+    """CLIP zero-shot class probabilities: softmax_c(cos(x_i, t_c) / temperature), (n,C) float32.
+
+    Independent of the given labels. temperature 0.01 is CLIP's learned logit scale (100)."""
+    X = check_matrix(X, "X (image embeddings)")
+    T = check_matrix(T, "T (class-prompt embeddings)", dim=X.shape[1])
+    if not (np.isfinite(temperature) and temperature > 0):
+        raise InputError(f"temperature must be a positive number; got {temperature!r}.")
+    if T.shape[0] == 0:
+        raise InputError("T must hold at least one class-prompt embedding; got 0 rows.")
+    return softmax(zero_shot_logits(X, T) / np.float32(temperature))

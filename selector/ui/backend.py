@@ -1,0 +1,274 @@
+"""The cached backend every browser session shares (read-only): encoders, pipeline results, thumbnails.
+
+One process-wide registry (`st.cache_resource`) holds the heavy objects: loaded encoders, and finished runs
+keyed by (dataset fingerprint, encoder cache key, config key). Runs are computed outside any streamlit cache
+function so the engine's progress callback can draw on the page; a per-key lock makes a second session asking
+for the same run wait for the first instead of computing it twice. Results also live on disk
+(`pipeline.load_or_run`), so a server restart re-opens them in seconds. Nothing here is per user: sliders,
+decisions and the current selection live in st.session_state (see state.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import streamlit as st
+
+from selector import pipeline, sources
+from selector.errors import InputError
+from selector.progress import Progress
+
+MAX_RESULTS = 3          # finished runs kept in memory (a 60k x 512 run is a few hundred MB)
+THUMB_PX = 64
+UPLOAD_DIR = "uploads"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What the Home page asks for: a data source, an encoder and the pipeline settings."""
+    source: str = "demo"                   # one of selector.data.list_sources()
+    path: str = ""                         # image folder / manifest / .npz for the file sources
+    name: str = "fashion-mnist"            # torchvision dataset name
+    split: str = "train"
+    root: str = ""                         # local data folder (demo/torchvision) or image root (manifest)
+    encoder: str = "demo"                  # one of selector.embed.list_encoders()
+    model: str = "ViT-B-32"
+    pretrained: str = "laion2b_s34b_b79k"
+    checkpoint: str = ""
+    config: pipeline.Config = pipeline.Config()
+
+    def describe(self) -> str:
+        where = {"demo": "built-in demo (Fashion-MNIST train)", "torchvision": f"torchvision {self.name}/{self.split}"}
+        return where.get(self.source, f"{self.source}: {self.path}")
+
+
+@dataclass(eq=False)
+class Run:
+    """A finished pipeline run, shared read-only by every session that asks for the same inputs."""
+    key: str
+    spec: RunSpec
+    result: pipeline.Result
+    cache_dir: Path
+    seconds: float
+    _derived: dict = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def table(self):
+        return self.result.table
+
+    @property
+    def fingerprint(self) -> str:
+        return self.result.dataset.fingerprint
+
+    def derived(self, name: str, compute: Callable[[], object]):
+        """A value computed once per run on first use (e.g. the coverage space), then shared."""
+        with self._lock:
+            if name not in self._derived:
+                self._derived[name] = compute()
+            return self._derived[name]
+
+
+class _Registry:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.runs: "OrderedDict[str, Run]" = OrderedDict()
+        self.encoders: dict = {}
+        self.datasets: dict = {}
+        self.key_locks: dict[str, threading.Lock] = {}
+
+    def lock_for(self, key: str) -> threading.Lock:
+        with self.lock:
+            return self.key_locks.setdefault(key, threading.Lock())
+
+    def get_run(self, key: str) -> Optional[Run]:
+        with self.lock:
+            run = self.runs.get(key)
+            if run is not None:
+                self.runs.move_to_end(key)
+            return run
+
+    def put_run(self, run: Run) -> None:
+        with self.lock:
+            self.runs[run.key] = run
+            self.runs.move_to_end(run.key)
+            while len(self.runs) > MAX_RESULTS:
+                self.runs.popitem(last=False)
+
+
+@st.cache_resource(show_spinner=False)
+def registry() -> _Registry:
+    """The one registry of this server process."""
+    return _Registry()
+
+
+def cache_dir() -> Path:
+    """$SELECTOR_CACHE_DIR, else ~/.cache/selector (read on every call so tests can point it elsewhere)."""
+    return Path(sources.default_cache_dir())
+
+
+# ------------------------------------------------------------------------------------------- running
+def _open_dataset(spec: RunSpec):
+    reg = registry()
+    static = spec.source in ("demo", "torchvision")      # files that never change: keep the loaded Dataset
+    dkey = json.dumps([spec.source, spec.name, spec.split, spec.root])
+    if static:
+        with reg.lock:
+            hit = reg.datasets.get(dkey)
+        if hit is not None:
+            return hit
+    dataset = sources.open_source(spec.source, path=spec.path or None, name=spec.name, split=spec.split,
+                                  root=spec.root or None)
+    if static:
+        with reg.lock:
+            reg.datasets[dkey] = dataset
+    return dataset
+
+
+def _open_encoder(spec: RunSpec, progress: Optional[Progress]):
+    reg = registry()
+    ekey = json.dumps([spec.encoder, spec.model, spec.pretrained, spec.checkpoint, str(cache_dir())])
+    with reg.lock_for("encoder:" + ekey):
+        with reg.lock:
+            hit = reg.encoders.get(ekey)
+        if hit is not None:
+            return hit
+        encoder = sources.open_encoder(spec.encoder, cache_dir=cache_dir(), model=spec.model,
+                                       pretrained=spec.pretrained or None, checkpoint=spec.checkpoint or None,
+                                       progress=progress)
+        with reg.lock:
+            reg.encoders[ekey] = encoder
+        return encoder
+
+
+def run_key(dataset, encoder, config: pipeline.Config) -> str:
+    blob = f"{dataset.fingerprint}|{encoder.cache_key}|{config.key()}"
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def run_pipeline(spec: RunSpec, progress: Optional[Progress] = None) -> Run:
+    """Open the source and encoder and run (or re-open) the pipeline; raises InputError/OfflineError."""
+    spec.config.validate()
+    t0 = time.perf_counter()
+    dataset = _open_dataset(spec)
+    encoder = _open_encoder(spec, progress)
+    key = run_key(dataset, encoder, spec.config)
+    reg = registry()
+    with reg.lock_for(key):
+        run = reg.get_run(key)
+        if run is None:
+            result = pipeline.load_or_run(dataset, encoder, spec.config, cache_dir=cache_dir(), progress=progress)
+            run = Run(key=key, spec=spec, result=result, cache_dir=cache_dir(), seconds=time.perf_counter() - t0)
+            reg.put_run(run)
+    return run
+
+
+def find_run(key: str) -> Optional[Run]:
+    return registry().get_run(key) if key else None
+
+
+def save_upload(name: str, data: bytes) -> str:
+    """Store an uploaded file under the cache dir (content-addressed) and return its path."""
+    suffix = Path(name).suffix.lower()
+    if suffix not in (".csv", ".parquet", ".npz"):
+        raise InputError(f"uploaded file {name!r} must be .csv, .parquet or .npz, got {suffix or 'no suffix'}.")
+    from selector.data import atomic_write_bytes
+    path = cache_dir() / UPLOAD_DIR / f"{hashlib.sha1(data).hexdigest()[:16]}{suffix}"
+    if not path.exists():
+        atomic_write_bytes(path, data)
+    return str(path)
+
+
+# ------------------------------------------------------------------------------------------ derived
+def coverage_space(run: Run):
+    """The low-dimensional embedding copy + probe used to compare subsets (computed once per run)."""
+    from selector.ui.selection_view import coverage_space as compute
+    return run.derived("coverage_space", lambda: compute(run.result.F, seed=run.result.config.seed))
+
+
+def has_images(run: Run) -> bool:
+    ds = run.result.dataset
+    return ds.pixels is not None or bool((ds.table["path"].astype(str) != "").any())
+
+
+def _thumb_png(image, size: int) -> bytes:
+    from PIL import Image
+    w, h = image.size
+    scale = size / max(w, h)
+    resample = Image.NEAREST if scale > 1 else Image.BILINEAR
+    image = image.resize((max(1, round(w * scale)), max(1, round(h * scale))), resample)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+@st.cache_data(max_entries=50_000, show_spinner=False)
+def _thumbnail(_dataset, dataset_key: str, row: int, size: int) -> Optional[bytes]:
+    try:
+        return _thumb_png(_dataset.image(row), size)
+    except (InputError, OSError, ValueError):
+        return None
+
+
+def thumbnail(run: Run, row: int, size: int = THUMB_PX) -> Optional[bytes]:
+    """PNG bytes of row's image at `size` px on its long side, made once per (dataset, row) and cached;
+    None when the dataset has no images or this one cannot be decoded."""
+    if not has_images(run):
+        return None
+    return _thumbnail(run.result.dataset, run.fingerprint, int(row), int(size))
+
+
+def placeholder_png(size: int = THUMB_PX) -> bytes:
+    """A plain grey square for samples without an image (embeddings-only datasets, undecodable files)."""
+    return _placeholder(size)
+
+
+@st.cache_data(show_spinner=False)
+def _placeholder(size: int) -> bytes:
+    from PIL import Image
+    return _thumb_png(Image.new("RGB", (size, size), (200, 200, 200)), size)
+
+
+def table_bytes(table, fmt: str) -> bytes:
+    """The exact bytes of a download: CSV (formula-safe, as selector.data.write_table) or Parquet."""
+    from selector.data import csv_safe
+    if fmt == "csv":
+        return csv_safe(table).to_csv(index=False).encode("utf-8")
+    if fmt == "parquet":
+        buf = io.BytesIO()
+        table.to_parquet(buf, index=False)
+        return buf.getvalue()
+    raise InputError(f"download format must be csv or parquet, got {fmt!r}.")
+
+
+def manifest_bytes(run: Run, selection: dict, *, n_selected: int, n_decisions: int) -> bytes:
+    """The run manifest JSON with this user's selection settings and counts added."""
+    manifest = dict(run.result.manifest)
+    manifest["selection"] = selection
+    counts = dict(manifest.get("counts", {}))
+    counts.update(selected=int(n_selected), decisions=int(n_decisions))
+    manifest["counts"] = counts
+    return (json.dumps(manifest, indent=2, default=_json_default) + "\n").encode("utf-8")
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def spec_summary(spec: RunSpec) -> dict:
+    d = dataclasses.asdict(spec)
+    d["config"] = dataclasses.asdict(spec.config)
+    return d

@@ -1,0 +1,367 @@
+"""What the Selection, Scores, Map and Export pages show, as plain functions (no streamlit; unit-tested).
+
+Everything here is cheap enough to run on every slider move on 60k rows: the subset comes from the engine's
+millisecond `pipeline.selection_mask`; the comparison with a random subset uses a fixed probe sample and a
+low-dimensional copy of the embeddings computed once per run (`coverage_space`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+
+from selector.errors import InputError
+
+STRATEGIES = ("topk", "stratified")
+STRATEGY_LABELS = {"topk": "top-k (the paper's optimum)", "stratified": "stratified (spread over each class)"}
+SCORE_COLUMNS = ("noise_score", "alignment", "diversity", "alignment_norm", "diversity_norm", "cleanliness",
+                 "given_prob", "suggested_prob", "knn_agreement", "ood_score")
+"""Per-sample score columns of the table (all numeric, one value per row)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One user's selection settings; the app keeps one per browser session."""
+    ratio: float = 0.5
+    alignment: float = 1.0
+    diversity: float = 0.1
+    cleanliness: float = 0.0
+    exclude_flagged: bool = True
+    class_balance: bool = False
+    strategy: str = "topk"
+
+    @property
+    def weights(self) -> dict:
+        return {"alignment": self.alignment, "diversity": self.diversity, "cleanliness": self.cleanliness}
+
+    def as_dict(self) -> dict:
+        """The settings as written into the run manifest of an export."""
+        return {"ratio": self.ratio, "weights": self.weights, "exclude_flagged": self.exclude_flagged,
+                "class_balance": self.class_balance, "strategy": self.strategy}
+
+    def validate(self) -> "Settings":
+        if not 0.0 < self.ratio <= 1.0:
+            raise InputError(f"selection ratio must be in (0, 1], got {self.ratio}.")
+        if self.strategy not in STRATEGIES:
+            raise InputError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}.")
+        if min(self.weights.values()) < 0 or sum(self.weights.values()) <= 0:
+            raise InputError(f"objective weights must be >= 0 and not all 0, got {self.weights}. "
+                             "Raise at least one weight above 0.")
+        return self
+
+
+# ----------------------------------------------------------------------------------------- decisions
+DECISIONS = ("accepted", "kept", "bad")
+"""accepted: the suggested label is right; kept: the given label is right; bad: drop the sample."""
+
+
+def decision_column(table: pd.DataFrame, decisions: dict | None) -> pd.Series:
+    """(n,) str: each row's decision, "" where there is none."""
+    if not decisions:
+        return pd.Series("", index=table.index, dtype=object)
+    return table["id"].astype(str).map(decisions).astype(object).fillna("")
+
+
+def selection_table(table: pd.DataFrame, decisions: dict) -> pd.DataFrame:
+    """The columns the selection reads, with the user's decisions applied.
+
+    accepted -> label becomes the suggested label and the sample counts as clean (not flagged, not OOD);
+    kept -> the given label stays and the sample counts as clean; bad -> handled as `never` by selection_mask.
+    """
+    cols = ["id", "label", "suggested_label", "flagged", "ood", "duplicate_of",
+            "alignment_norm", "diversity_norm", "cleanliness"]
+    out = table[cols].copy()
+    if decisions:
+        decided = decision_column(out, decisions)
+        accepted = (decided == "accepted").to_numpy()
+        reviewed = accepted | (decided == "kept").to_numpy()
+        if accepted.any():
+            out.loc[accepted, "label"] = out.loc[accepted, "suggested_label"]
+        out.loc[reviewed, "flagged"] = False
+        out.loc[reviewed, "ood"] = False
+    return out
+
+
+def selection_mask(table: pd.DataFrame, settings: Settings, decisions: dict | None = None) -> np.ndarray:
+    """(n,) bool: the subset for these settings, exactly round(ratio * n) rows (InputError if impossible)."""
+    from selector.pipeline import selection_mask as engine_mask
+
+    settings.validate()
+    decisions = decisions or {}
+    bad = [i for i, d in decisions.items() if d == "bad"]
+    known = set(table["id"].astype(str))
+    bad = [i for i in bad if i in known]
+    return engine_mask(selection_table(table, decisions), ratio=settings.ratio, weights=settings.weights,
+                       exclude_flagged=settings.exclude_flagged, class_balance=settings.class_balance,
+                       strategy=settings.strategy, never=bad)
+
+
+def selection_score(table: pd.DataFrame, settings: Settings) -> np.ndarray:
+    """(n,) float32: the weighted objective the top-k strategy ranks by (higher = kept first)."""
+    from selector.optimize import selection_score as engine_score
+    from selector.pipeline import WEIGHT_COLUMNS
+
+    return np.asarray(engine_score({name: table[col].to_numpy() for name, col in WEIGHT_COLUMNS.items()},
+                                   settings.weights), dtype=np.float32)
+
+
+def corrected_labels(table: pd.DataFrame, decisions: dict) -> pd.Series:
+    """The label each sample should carry after the user's decisions (suggested label where accepted)."""
+    decided = decision_column(table, decisions)
+    return table["label"].where(decided != "accepted", table["suggested_label"])
+
+
+def export_table(table: pd.DataFrame, mask: np.ndarray, decisions: dict | None = None) -> pd.DataFrame:
+    """The full per-sample table + `selected`, `decision` ("" when none) and `corrected_label`."""
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != (len(table),):
+        raise InputError(f"selection mask must have one entry per row ({len(table)}), got {mask.shape}.")
+    decisions = decisions or {}
+    out = table.copy()
+    out["selected"] = mask
+    out["decision"] = decision_column(table, decisions).astype(str)
+    out["corrected_label"] = corrected_labels(table, decisions)
+    return out
+
+
+def decisions_table(table: pd.DataFrame, decisions: dict | None) -> pd.DataFrame:
+    """One row per decided sample: id, path, label, suggested_label, decision, corrected_label."""
+    decisions = decisions or {}
+    ids = table["id"].astype(str)
+    rows = ids.isin(decisions.keys()).to_numpy()
+    sub = table.loc[rows, ["id", "path", "label", "suggested_label"]].copy()
+    sub["decision"] = ids[rows].map(decisions).astype(str)
+    sub["corrected_label"] = corrected_labels(table.loc[rows], decisions)
+    return sub.reset_index(drop=True)
+
+
+def flagged_order(table: pd.DataFrame, *, decisions: dict | None = None, show: str = "all",
+                  label: str | None = None) -> np.ndarray:
+    """Row indices of flagged samples, most suspicious (highest noise_score) first.
+
+    show: "all" flagged, "undecided" (no decision yet) or "decided"; label: only this given label.
+    """
+    keep = table["flagged"].to_numpy(dtype=bool).copy()
+    if label:
+        keep &= (table["label"] == label).to_numpy()
+    if show != "all":
+        decided = table["id"].astype(str).isin((decisions or {}).keys()).to_numpy()
+        keep &= ~decided if show == "undecided" else decided
+    rows = np.flatnonzero(keep)
+    order = np.argsort(-table["noise_score"].to_numpy()[rows], kind="stable")
+    return rows[order]
+
+
+def page_rows(rows: np.ndarray, page: int, per_page: int) -> np.ndarray:
+    """The rows shown on 1-based `page` of a gallery (clamped to the last page)."""
+    n_pages = max(1, -(-len(rows) // per_page))
+    page = min(max(int(page), 1), n_pages)
+    return rows[(page - 1) * per_page: page * per_page]
+
+
+def n_pages(n: int, per_page: int) -> int:
+    return max(1, -(-n // per_page))
+
+
+# ------------------------------------------------------------------------------------ class breakdown
+def class_breakdown(labels_before: pd.Series, mask: np.ndarray, class_names, labels_after=None) -> pd.DataFrame:
+    """Per class: samples in the full set, kept in the subset, dropped, and the class's share before/after.
+
+    labels_after: labels of the subset rows after decisions (default: labels_before).
+    """
+    mask = np.asarray(mask, dtype=bool)
+    labels_after = labels_before if labels_after is None else labels_after
+    names = list(class_names)
+    before = pd.Series(np.asarray(labels_before)).value_counts().reindex(names, fill_value=0)
+    kept = pd.Series(np.asarray(labels_after)[mask]).value_counts().reindex(names, fill_value=0)
+    n, k = max(int(before.sum()), 1), max(int(mask.sum()), 1)
+    out = pd.DataFrame({"class": names, "before": before.to_numpy(), "kept": kept.to_numpy()})
+    out["dropped"] = np.maximum(out["before"] - out["kept"], 0)
+    out["kept_pct"] = np.round(100.0 * out["kept"] / out["before"].clip(lower=1), 1)
+    out["share_before_pct"] = np.round(100.0 * out["before"] / n, 1)
+    out["share_after_pct"] = np.round(100.0 * out["kept"] / k, 1)
+    return out
+
+
+# -------------------------------------------------------------------------- comparison with random
+def random_mask(n: int, k: int, seed: int = 0) -> np.ndarray:
+    """(n,) bool with exactly k True at seeded random rows: the baseline subset of the same size."""
+    if not 0 <= k <= n:
+        raise InputError(f"random subset size must be in [0, {n}], got {k}.")
+    mask = np.zeros(n, dtype=bool)
+    mask[np.random.default_rng(seed).choice(n, size=k, replace=False)] = True
+    return mask
+
+
+@dataclass(frozen=True)
+class CoverageSpace:
+    """A low-dimensional copy of the embeddings and a fixed probe sample, computed once per run."""
+    Z: np.ndarray           # (n, dims) float32: unit-normalised embeddings projected on their top PCA axes
+    probe: np.ndarray       # (m,) int64 rows whose distance to the subset is measured
+
+
+def coverage_space(F: np.ndarray, *, dims: int = 32, n_probe: int = 1000, seed: int = 0) -> CoverageSpace:
+    """Project unit-normalised F on its top `dims` principal axes (fit on <= 5,000 rows) and pick the probe."""
+    F = np.asarray(F, dtype=np.float32)
+    n = len(F)
+    Fn = F / np.maximum(np.linalg.norm(F, axis=1, keepdims=True), 1e-12)
+    rng = np.random.default_rng(seed)
+    fit = Fn[rng.choice(n, size=min(n, 5000), replace=False)]
+    mean = fit.mean(0)
+    _, _, vt = np.linalg.svd(fit - mean, full_matrices=False)
+    Z = ((Fn - mean) @ vt[: min(dims, vt.shape[0])].T).astype(np.float32)
+    probe = np.sort(rng.choice(n, size=min(n, n_probe), replace=False)).astype(np.int64)
+    return CoverageSpace(Z=Z, probe=probe)
+
+
+def coverage_distance(space: CoverageSpace, mask: np.ndarray, *, chunk: int = 8192) -> float:
+    """Mean Euclidean distance from each probe point to its nearest selected point (lower = better coverage)."""
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        return float("nan")
+    Q = space.Z[space.probe]
+    qq = (Q * Q).sum(1)
+    best = np.full(len(Q), np.inf, dtype=np.float32)
+    sel = np.flatnonzero(mask)
+    for start in range(0, len(sel), chunk):
+        S = space.Z[sel[start:start + chunk]]
+        d2 = qq[:, None] - 2.0 * (Q @ S.T) + (S * S).sum(1)[None, :]
+        np.minimum(best, d2.min(1), out=best)
+    return float(np.sqrt(np.maximum(best, 0.0)).mean())
+
+
+def subset_stats(labels: np.ndarray, n_classes: int, mask: np.ndarray, *, flagged=None, truth=None,
+                 space: CoverageSpace | None = None) -> dict:
+    """How one subset looks: size, classes covered, balance, coverage distance, flagged / injected inside."""
+    mask = np.asarray(mask, dtype=bool)
+    labels = np.asarray(labels)
+    full = np.bincount(labels, minlength=n_classes).astype(float)
+    sub = np.bincount(labels[mask], minlength=n_classes).astype(float)
+    present = full > 0
+    share_full = full / max(full.sum(), 1)
+    share_sub = sub / max(sub.sum(), 1)
+    ratio = np.where(present, share_sub / np.where(present, share_full, 1), np.nan)
+    out = {
+        "size": int(mask.sum()),
+        "classes_covered": int(((sub > 0) & present).sum()),
+        "classes_total": int(present.sum()),
+        "smallest_class_share_vs_full": float(np.nanmin(ratio)) if present.any() else float("nan"),
+        "class_distribution_gap": float(0.5 * np.abs(share_sub - share_full).sum()),
+    }
+    if space is not None:
+        out["coverage_distance"] = coverage_distance(space, mask)
+    if flagged is not None:
+        out["flagged_in_subset"] = int((np.asarray(flagged, dtype=bool) & mask).sum())
+    if truth is not None:
+        out["injected_in_subset"] = int((np.asarray(truth, dtype=bool) & mask).sum())
+    return out
+
+
+COMPARISON_ROWS = {
+    "size": "samples",
+    "classes_covered": "classes covered",
+    "smallest_class_share_vs_full": "smallest class share vs full set (1 = as in full set)",
+    "class_distribution_gap": "class distribution gap vs full set (0 = same mix)",
+    "coverage_distance": "mean distance to nearest selected sample (lower = better embedding coverage)",
+    "flagged_in_subset": "flagged samples in subset",
+    "injected_in_subset": "injected label flips in subset",
+}
+
+
+def compare_with_random(labels, n_classes: int, mask, *, flagged=None, truth=None,
+                        space: CoverageSpace | None = None, seed: int = 0) -> pd.DataFrame:
+    """Table metric | subset | random subset of the same size (seeded)."""
+    mask = np.asarray(mask, dtype=bool)
+    rand = random_mask(len(mask), int(mask.sum()), seed)
+    a = subset_stats(labels, n_classes, mask, flagged=flagged, truth=truth, space=space)
+    b = subset_stats(labels, n_classes, rand, flagged=flagged, truth=truth, space=space)
+    rows = [(COMPARISON_ROWS[k], a[k], b[k]) for k in a if k in COMPARISON_ROWS]
+    out = pd.DataFrame(rows, columns=["metric", "subset", "random subset"])
+    out["subset"] = out["subset"].astype(float).round(4)
+    out["random subset"] = out["random subset"].astype(float).round(4)
+    return out
+
+
+# --------------------------------------------------------------------------------------- audit check
+def audit_quality(table: pd.DataFrame, mask: np.ndarray | None = None) -> dict | None:
+    """Flags vs injected truth (precision, recall, F1, AUROC, ...) and flips left in the subset; None if no
+    noise was injected."""
+    if "noise_injected" not in table:
+        return None
+    from selector.noise import audit_metrics
+
+    truth = table["noise_injected"].to_numpy(dtype=bool)
+    out = audit_metrics(table["noise_score"].to_numpy(), table["flagged"].to_numpy(dtype=bool), truth)
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        out["injected_in_subset"] = int((truth & mask).sum())
+        out["subset_size"] = int(mask.sum())
+    return out
+
+
+# ---------------------------------------------------------------------------------------- histograms
+@dataclass(frozen=True)
+class Histogram:
+    """Bin edges and counts of one score, split into selected / not selected rows."""
+    edges: np.ndarray
+    selected: np.ndarray
+    dropped: np.ndarray
+    centers: np.ndarray = field(init=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "centers", (self.edges[:-1] + self.edges[1:]) / 2)
+
+
+def histogram(values: np.ndarray, mask: np.ndarray, *, bins: int = 50) -> Histogram:
+    """Counts per bin for selected and dropped rows over a common range (NaN/inf ignored)."""
+    values = np.asarray(values, dtype=np.float64)
+    mask = np.asarray(mask, dtype=bool)
+    finite = np.isfinite(values)
+    lo, hi = (values[finite].min(), values[finite].max()) if finite.any() else (0.0, 1.0)
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    edges = np.linspace(lo, hi, bins + 1)
+    sel, _ = np.histogram(values[finite & mask], bins=edges)
+    drop, _ = np.histogram(values[finite & ~mask], bins=edges)
+    return Histogram(edges=edges, selected=sel, dropped=drop)
+
+
+def selection_cut(score: np.ndarray, mask: np.ndarray) -> float | None:
+    """The lowest objective value that made it into the subset (the top-k cut); None for an empty subset."""
+    mask = np.asarray(mask, dtype=bool)
+    return float(np.min(np.asarray(score)[mask])) if mask.any() else None
+
+
+# --------------------------------------------------------------------------------------------- map
+def map_rows(n: int, *, limit: int, always=None, seed: int = 0) -> np.ndarray:
+    """Rows to draw on the map: all when n <= limit, else a seeded sample that keeps every `always` row."""
+    if n <= limit:
+        return np.arange(n)
+    always = np.zeros(n, dtype=bool) if always is None else np.asarray(always, dtype=bool)
+    must = np.flatnonzero(always)[:limit]
+    rest = np.flatnonzero(~always)
+    extra = np.random.default_rng(seed).choice(rest, size=max(0, min(len(rest), limit - len(must))), replace=False)
+    return np.sort(np.concatenate([must, extra]))
+
+
+def rows_from_selection(selection) -> list[int]:
+    """Table rows picked in a plotly selection event (each point carries its row as customdata[0])."""
+    if not selection:
+        return []
+    rows = []
+    for point in selection.get("points", []) or []:
+        data = point.get("customdata")
+        if isinstance(data, (list, tuple)) and data:
+            data = data[0]
+        if data is None:
+            continue
+        try:
+            rows.append(int(data))
+        except (TypeError, ValueError):
+            continue
+    return list(dict.fromkeys(rows))
+
+
+def with_settings(settings: Settings, **changes) -> Settings:
+    return replace(settings, **changes)

@@ -1,0 +1,122 @@
+"""Per-browser-session state: which run this user looks at, their selection settings and label decisions.
+
+Everything here lives in st.session_state, so one user's sliders never change another user's view; the
+shared, read-only heavy objects live in backend.py. Decisions are also written to a small JSON file per
+dataset fingerprint so they survive reloads.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import streamlit as st
+
+from selector.errors import InputError, OfflineError
+from selector.ui import backend
+from selector.ui.decisions import decide, decisions_path, load_decisions, save_decisions
+from selector.ui.selection_view import Settings, selection_mask
+
+RUN_KEY = "run_key"
+SPEC_KEY = "run_spec"
+SETTINGS_KEY = "selection_settings"
+DECISIONS_KEY = "decisions"
+MAP_ROWS_KEY = "map_rows"
+_MEMO_KEY = "_selection_memo"
+HOME_PAGE = "pages/0_Home.py"
+
+
+def set_run(run: backend.Run) -> None:
+    """Make `run` this session's current run (keeps settings; drops the map selection of the old run)."""
+    if st.session_state.get(RUN_KEY) != run.key:
+        st.session_state.pop(MAP_ROWS_KEY, None)
+    st.session_state[RUN_KEY] = run.key
+    st.session_state[SPEC_KEY] = run.spec
+
+
+def current_run() -> Optional[backend.Run]:
+    """This session's run, or None. A run evicted from memory is re-opened from the disk cache."""
+    key = st.session_state.get(RUN_KEY)
+    if not key:
+        return None
+    run = backend.find_run(key)
+    if run is None and SPEC_KEY in st.session_state:
+        with st.spinner("Re-opening the last run from the cache..."):
+            try:
+                run = backend.run_pipeline(st.session_state[SPEC_KEY])
+            except (InputError, OfflineError) as exc:
+                st.error(f"The last run could not be re-opened: {exc}")
+                return None
+        st.session_state[RUN_KEY] = run.key
+    return run
+
+
+def require_run() -> backend.Run:
+    """The current run; without one, a note pointing to Home and st.stop()."""
+    run = current_run()
+    if run is None:
+        st.info("Run the pipeline on the Home page first.")
+        st.page_link(HOME_PAGE, label="Go to Home", icon=":material/home:")
+        st.stop()
+    return run
+
+
+# ------------------------------------------------------------------------------------------ settings
+def settings() -> Settings:
+    return st.session_state.get(SETTINGS_KEY) or Settings()
+
+
+def set_settings(value: Settings) -> None:
+    st.session_state[SETTINGS_KEY] = value
+
+
+def seed_widget(key: str, value) -> None:
+    """Give a keyed widget its persisted value when it is (re)created; streamlit drops the state of widgets
+    on pages the user left, so the persisted copy lives under a non-widget key (see set_settings)."""
+    if key not in st.session_state:
+        st.session_state[key] = value
+
+
+def restore_form(name: str) -> None:
+    """Re-seed a page's input widgets with the values this session last gave them (see remember_form)."""
+    for key, value in st.session_state.get(f"_form_{name}", {}).items():
+        seed_widget(key, value)
+
+
+def remember_form(name: str, keys) -> None:
+    """Keep the current values of these widget keys so the page shows them again after a page switch."""
+    st.session_state[f"_form_{name}"] = {k: st.session_state[k] for k in keys if k in st.session_state}
+
+
+# ----------------------------------------------------------------------------------------- decisions
+def decisions(run: backend.Run) -> dict[str, str]:
+    """This run's label decisions {sample id: accepted|kept|bad}, loaded from disk on first use."""
+    held = st.session_state.get(DECISIONS_KEY)
+    if not held or held.get("fingerprint") != run.fingerprint:
+        held = {"fingerprint": run.fingerprint,
+                "items": load_decisions(decisions_path(run.cache_dir, run.fingerprint))}
+        st.session_state[DECISIONS_KEY] = held
+    return held["items"]
+
+
+def record_decision(run: backend.Run, sample_id: str, decision: Optional[str]) -> None:
+    """Store one decision (None clears it) in the session and atomically in the decisions file."""
+    items = decide(decisions(run), sample_id, decision)
+    st.session_state[DECISIONS_KEY] = {"fingerprint": run.fingerprint, "items": items}
+    save_decisions(decisions_path(run.cache_dir, run.fingerprint), items, fingerprint=run.fingerprint)
+
+
+# ----------------------------------------------------------------------------------------- selection
+def current_selection(run: backend.Run) -> tuple[np.ndarray, Optional[str]]:
+    """(mask, error): the subset for this user's settings and decisions. When the settings cannot be met
+    (e.g. more samples asked than candidates left), mask is all False and error says why."""
+    s, d = settings(), decisions(run)
+    memo_key = (run.key, s, tuple(sorted(d.items())))
+    memo = st.session_state.get(_MEMO_KEY)
+    if memo and memo[0] == memo_key:
+        return memo[1], memo[2]
+    try:
+        mask, error = selection_mask(run.table, s, d), None
+    except InputError as exc:
+        mask, error = np.zeros(len(run.table), dtype=bool), str(exc)
+    st.session_state[_MEMO_KEY] = (memo_key, mask, error)
+    return mask, error

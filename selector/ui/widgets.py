@@ -1,0 +1,95 @@
+"""Widgets several pages share: the run summary in the sidebar, a pager, thumbnail grids, live progress."""
+from __future__ import annotations
+
+import time
+from typing import Optional, Sequence
+
+import numpy as np
+import streamlit as st
+
+from selector.ui import backend, state
+from selector.ui.selection_view import n_pages, page_rows
+
+
+def sidebar(run: backend.Run) -> None:
+    """What this page shows, in one glance: dataset, encoder, counts, current subset size."""
+    mask, error = state.current_selection(run)
+    table = run.table
+    with st.sidebar:
+        st.caption("Current run")
+        st.markdown(f"**{run.result.dataset.name}** - {len(table):,} samples, "
+                    f"{len(run.result.class_names)} classes")
+        st.markdown(f"Encoder: {run.result.encoder_name}")
+        st.markdown(f"Flagged: {int(table['flagged'].sum()):,} - Selected: "
+                    f"{int(mask.sum()):,} ({state.settings().ratio:.0%})")
+        if error:
+            st.warning(error)
+
+
+def pager(n: int, per_page: int, key: str) -> int:
+    """A 'Page' number input (1-based) for a gallery of n items; returns the page."""
+    pages = n_pages(n, per_page)
+    if st.session_state.get(key, 1) > pages:
+        st.session_state[key] = pages
+    if pages <= 1:
+        return 1
+    page = st.number_input(f"Page (of {pages})", min_value=1, max_value=pages, step=1, key=key)
+    return int(page)
+
+
+def thumbs(run: backend.Run, rows: Sequence[int], size: int = backend.THUMB_PX) -> list[bytes]:
+    """Cached thumbnails of rows; a grey square where there is no image."""
+    blank = backend.placeholder_png(size)
+    return [backend.thumbnail(run, int(r), size) or blank for r in rows]
+
+
+def image_grid(run: backend.Run, rows: Sequence[int], captions: Sequence[str], *, width: int = 96) -> None:
+    """One st.image element holding many small images (cheap to send, wraps like a grid)."""
+    if len(rows) == 0:
+        return
+    st.image(thumbs(run, rows), caption=list(captions), width=width)
+
+
+def paged_gallery(run: backend.Run, rows: np.ndarray, *, key: str, per_page: int = 48) -> np.ndarray:
+    """A paged grid of thumbnails captioned with label and noise score; returns the rows shown."""
+    table = run.table
+    page = pager(len(rows), per_page, key)
+    shown = page_rows(rows, page, per_page)
+    labels = table["label"].to_numpy()
+    noise = table["noise_score"].to_numpy()
+    captions = [f"#{r} {labels[r]} ({noise[r]:.2f})" for r in shown]
+    image_grid(run, shown, captions)
+    st.caption(f"{len(rows):,} samples; showing {len(shown)} (caption: row, given label, noise score).")
+    return shown
+
+
+class ProgressReporter:
+    """The engine's progress callback drawn as a bar inside an st.status box, throttled to ~5 updates/s."""
+
+    def __init__(self, status, min_interval: float = 0.2):
+        self.status = status
+        self.bar = status.progress(0.0, text="starting")
+        self.min_interval = min_interval
+        self.stage: Optional[str] = None
+        self.stage_t0 = time.perf_counter()
+        self.last = 0.0
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        now = time.perf_counter()
+        new_stage = stage != self.stage
+        if new_stage:
+            if self.stage is not None:
+                self.status.write(f"{self.stage}: done in {now - self.stage_t0:.1f} s")
+            self.stage, self.stage_t0 = stage, now
+            self.status.update(label=f"Running: {stage}...")
+        if not (new_stage or done >= total or now - self.last >= self.min_interval):
+            return
+        self.last = now
+        frac = min(max(done / total, 0.0), 1.0) if total else 0.0
+        self.bar.progress(frac, text=f"{stage}: {done:,} / {total:,}")
+
+    def finish(self, label: str) -> None:
+        if self.stage is not None:
+            self.status.write(f"{self.stage}: done in {time.perf_counter() - self.stage_t0:.1f} s")
+        self.bar.progress(1.0, text="done")
+        self.status.update(label=label, state="complete", expanded=False)

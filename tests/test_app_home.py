@@ -1,0 +1,85 @@
+"""Home page (AppTest): defaults, a real run with live progress and the dataset summary, the audit check
+against injected noise, bad input shown inline (never a traceback), and the cache on a re-run."""
+import time
+
+import pandas as pd
+import pytest
+
+from tests.test_app_support import cache_env, frame, make_embeddings, new_app, run_embeddings
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("home")
+    with cache_env(tmp / "cache"):
+        yield {"tmp": tmp, "npz": make_embeddings(tmp / "emb.npz", seed=11)}
+
+
+def test_first_screen_defaults_to_the_demo_with_noise_on(env):
+    at = new_app()
+    assert not at.exception
+    assert at.selectbox(key="source").value == "demo"
+    assert at.selectbox(key="encoder_demo").value == "demo"
+    assert at.selectbox(key="noise_mode").value == "uniform" and at.slider(key="noise_rate").value == 0.2
+    assert at.button(key="run").label == "Run"
+    assert any("press Run" in i.value for i in at.info)
+
+
+def test_run_shows_summary_encoder_and_audit_check(env):
+    t0 = time.perf_counter()
+    at = run_embeddings(new_app(), env["npz"])
+    first = time.perf_counter() - t0
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Samples"] == "240" and metrics["Classes"] == "4"
+    assert int(metrics["Flagged"]) > 0
+    for name in ("Precision", "Recall", "F1", "AUROC"):
+        assert 0.0 <= float(metrics[name]) <= 1.0
+    assert float(metrics["AUROC"]) > 0.9                     # the planted flips are found
+    assert "Injected flips in subset" in metrics
+    assert any("Scores produced by" in i.value and "precomputed" in i.value.lower() for i in at.info)
+    summary = frame(at, "estimated_noise_rate")
+    assert isinstance(summary, pd.DataFrame) and summary["n"].sum() == 240 and len(summary) == 4
+    assert at.session_state["run_key"]
+    # real progress: a status box with a bar, one line per finished engine stage, ending complete
+    status = at.get("status")[0]
+    assert status.label.startswith("Done: 240 samples") and status.state == "complete"
+    stages = " ".join(str(c.value) for c in status if type(c).__name__ == "Markdown")
+    for stage in ("embedding", "adapting", "neighbours", "scoring"):
+        assert stage in stages
+    # a second session asking for the same inputs gets the cached run in well under the first run's time
+    t0 = time.perf_counter()
+    again = run_embeddings(new_app(), env["npz"])
+    assert again.session_state["run_key"] == at.session_state["run_key"]
+    assert time.perf_counter() - t0 < max(first, 5.0)
+
+
+@pytest.mark.parametrize("source,field,value,expect", [
+    ("embeddings", "path", "/no/such/file.npz", "does not exist"),
+    ("embeddings", "path", "", "needs a path"),
+    ("image-folder", "path", "EMPTY_DIR", ""),
+    ("manifest", "path", "BAD_CSV", ""),
+])
+def test_bad_input_gives_an_inline_error_not_a_traceback(env, source, field, value, expect):
+    tmp = env["tmp"]
+    if value == "EMPTY_DIR":
+        (tmp / "empty").mkdir(exist_ok=True)
+        value = str(tmp / "empty")
+    elif value == "BAD_CSV":
+        (tmp / "bad.csv").write_text("filename,klass\na.png,cat\n")
+        value = str(tmp / "bad.csv")
+    at = new_app()
+    at.selectbox(key="source").set_value(source).run()
+    at.text_input(key=field).input(value)
+    if source != "embeddings":
+        at.text_input(key="clip_checkpoint").input("")
+    at.button(key="run").click().run(timeout=60)
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.error) == 1 and expect in at.error[0].value
+    assert "Traceback" not in at.error[0].value
+    assert "run_key" not in at.session_state
+
+
+def test_noise_off_hides_the_audit_check(env):
+    at = run_embeddings(new_app(), env["npz"], noise="none")
+    labels = [m.label for m in at.metric]
+    assert "Samples" in labels and "Precision" not in labels

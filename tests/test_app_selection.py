@@ -1,0 +1,82 @@
+"""Selection page (AppTest): every slider move re-selects at once, counts per class and the random-subset
+comparison follow, impossible settings give an inline error, settings survive page switches, and two
+sessions never share sliders."""
+import numpy as np
+import pytest
+
+from selector.optimize import subset_size
+from tests.test_app_support import cache_env, frame, goto, make_embeddings, new_app, started
+
+PAGE = "pages/4_Selection.py"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("selection")
+    with cache_env(tmp / "cache"):
+        yield {"npz": make_embeddings(tmp / "emb.npz", seed=44)}
+
+
+def selected(at):
+    return int(next(m.value for m in at.metric if m.label == "Selected").replace(",", ""))
+
+
+def test_without_a_run_the_page_points_home(env):
+    at = goto(new_app(), PAGE)
+    assert [i.value for i in at.info] == ["Run the pipeline on the Home page first."]
+
+
+def test_ratio_slider_changes_the_subset_and_its_tables(env):
+    at = goto(started(env["npz"]), PAGE)
+    assert at.slider(key="sel_ratio").label == "Selection ratio"
+    assert selected(at) == subset_size(240, 0.5)
+    at.slider(key="sel_ratio").set_value(0.25).run()
+    assert not at.exception and selected(at) == subset_size(240, 0.25)
+    breakdown = frame(at, "kept")
+    assert breakdown["kept"].sum() == subset_size(240, 0.25) and breakdown["before"].sum() == 240
+    assert (breakdown["kept"] + breakdown["dropped"] == breakdown["before"]).all()
+    flagged_in = int(next(m.value for m in at.metric if m.label == "Flagged in subset"))
+    assert flagged_in == 0                                   # exclude flagged is on by default
+    comparison = frame(at, "random subset")
+    assert comparison.columns.tolist() == ["metric", "subset", "random subset"]
+    sizes = comparison.loc[comparison["metric"] == "samples"]
+    assert sizes["subset"].item() == sizes["random subset"].item() == subset_size(240, 0.25)
+    assert np.isfinite(comparison.loc[comparison["metric"].str.contains("distance"), "subset"]).all()
+
+
+def test_toggles_weights_and_strategy(env):
+    at = goto(started(env["npz"]), PAGE)
+    at.toggle(key="sel_class_balance").set_value(True)
+    at.radio(key="sel_strategy").set_value("stratified").run()
+    breakdown = frame(at, "kept")
+    assert breakdown["kept"].max() - breakdown["kept"].min() <= 1
+    at.toggle(key="sel_exclude_flagged").set_value(False)
+    at.slider(key="sel_ratio").set_value(1.0).run()
+    assert selected(at) == 240
+    for key in ("sel_alignment", "sel_diversity", "sel_cleanliness"):
+        at.slider(key=key).set_value(0.0)
+    at.run()
+    assert not at.exception and len(at.error) == 1 and "weights" in at.error[0].value
+
+
+def test_impossible_ratio_is_an_inline_error(env):
+    at = goto(started(env["npz"]), PAGE)
+    at.slider(key="sel_ratio").set_value(1.0).run()     # flagged samples are excluded: 100% cannot be met
+    assert not at.exception and len(at.error) == 1
+
+
+def test_settings_survive_page_switches(env):
+    at = goto(started(env["npz"]), PAGE)
+    at.slider(key="sel_ratio").set_value(0.3).run()
+    goto(at, "pages/5_Export.py")
+    goto(at, PAGE)
+    assert at.slider(key="sel_ratio").value == 0.3 and selected(at) == subset_size(240, 0.3)
+
+
+def test_sessions_are_independent(env):
+    a = goto(started(env["npz"]), PAGE)
+    b = goto(started(env["npz"]), PAGE)
+    a.slider(key="sel_ratio").set_value(0.1).run()
+    b.run()
+    assert b.slider(key="sel_ratio").value == 0.5 and selected(b) == subset_size(240, 0.5)
+    assert selected(a) == subset_size(240, 0.1)

@@ -1,0 +1,261 @@
+"""The app's page logic as plain functions: selection with decisions, per-class counts, the random-subset
+comparison, histograms, decisions on disk, the map's helpers and the figures. Seeded data, known answers."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from selector.errors import InputError
+from selector.optimize import subset_size
+from selector.ui import charts
+from selector.ui.decisions import decide, decisions_path, load_decisions, save_decisions
+from selector.ui.selection_view import (Settings, audit_quality, class_breakdown, compare_with_random,
+                                        corrected_labels, coverage_distance, coverage_space, decisions_table,
+                                        export_table, flagged_order, histogram, map_rows, n_pages, page_rows,
+                                        random_mask, rows_from_selection, selection_cut, selection_mask,
+                                        selection_score, selection_table, subset_stats)
+
+CLASSES = ("cat", "dog", "fox")
+
+
+def make_table(n=300, seed=0):
+    """A per-sample table shaped like pipeline.Result.table, with planted flags and injected noise."""
+    rng = np.random.default_rng(seed)
+    labels = np.array(CLASSES)[np.arange(n) % 3]
+    noise = rng.random(n).astype(np.float32)
+    flagged = noise > 0.85
+    suggested = np.where(flagged, np.array(CLASSES)[(np.arange(n) + 1) % 3], labels)
+    a, d = rng.random(n).astype(np.float32), rng.random(n).astype(np.float32)
+    return pd.DataFrame({
+        "id": [f"s{i}" for i in range(n)], "path": [f"/img/{i}.png" for i in range(n)], "label": labels,
+        "noise_score": noise, "flagged": flagged, "suggested_label": suggested, "reason": "",
+        "alignment": a, "diversity": d, "alignment_norm": a, "diversity_norm": d, "cleanliness": 1 - noise,
+        "given_prob": 1 - noise, "suggested_prob": noise, "knn_agreement": 1 - noise, "ood_score": rng.random(n),
+        "ood": np.zeros(n, bool), "duplicate_of": -np.ones(n, np.int64),
+        "map_x": rng.normal(size=n).astype(np.float32), "map_y": rng.normal(size=n).astype(np.float32),
+        "original_label": labels, "noise_injected": noise > 0.8,
+    })
+
+
+@pytest.fixture
+def table():
+    return make_table()
+
+
+# ------------------------------------------------------------------------------------------ selection
+@pytest.mark.parametrize("ratio", [0.05, 0.3, 0.5])
+@pytest.mark.parametrize("strategy", ["topk", "stratified"])
+@pytest.mark.parametrize("balance", [False, True])
+def test_selection_has_exact_size_and_no_flagged(table, ratio, strategy, balance):
+    s = Settings(ratio=ratio, strategy=strategy, class_balance=balance)
+    mask = selection_mask(table, s)
+    assert mask.dtype == bool and mask.sum() == subset_size(len(table), ratio)
+    assert not (mask & table["flagged"].to_numpy()).any()
+    if balance:
+        per_class = pd.Series(table["label"][mask]).value_counts()
+        assert per_class.max() - per_class.min() <= 1
+
+
+def test_topk_keeps_the_best_objective_and_matches_the_cut(table):
+    s = Settings(ratio=0.2, alignment=1.0, diversity=0.0, cleanliness=0.0, exclude_flagged=False)
+    mask = selection_mask(table, s)
+    score = selection_score(table, s)
+    cut = selection_cut(score, mask)
+    assert cut == pytest.approx(score[mask].min())
+    assert (score[~mask] <= cut + 1e-6).all()
+    # with alignment only, the objective orders rows like alignment itself
+    assert np.array_equal(np.argsort(-score, kind="stable")[:10], np.argsort(-table["alignment"].to_numpy(),
+                                                                              kind="stable")[:10])
+
+
+def test_decisions_change_the_selection(table):
+    flagged_ids = table.loc[table["flagged"], "id"].tolist()
+    s = Settings(ratio=0.9, alignment=0.0, diversity=0.0, cleanliness=1.0, exclude_flagged=True)
+    with pytest.raises(InputError):  # 90% cannot be met while ~15% are excluded
+        selection_mask(table, s)
+    decisions = {i: "kept" for i in flagged_ids}
+    mask = selection_mask(table, s, decisions)           # reviewed samples are candidates again
+    assert mask.sum() == subset_size(len(table), 0.9)
+    s2 = Settings(ratio=0.5)
+    best = table["id"][selection_mask(table, s2)].tolist()[:3]
+    mask = selection_mask(table, s2, {i: "bad" for i in best})
+    assert not table["id"][mask].isin(best).any()        # bad samples are never selected
+    assert selection_mask(table, s2, {"unknown-id": "bad"}).sum() == subset_size(len(table), 0.5)
+
+
+def test_selection_table_applies_accepted_labels(table):
+    row = int(np.flatnonzero(table["flagged"])[0])
+    sid = table["id"][row]
+    out = selection_table(table, {sid: "accepted"})
+    assert out["label"][row] == table["suggested_label"][row] and not out["flagged"][row]
+    assert table["flagged"][row]  # the input is untouched
+    assert corrected_labels(table, {sid: "accepted"})[row] == table["suggested_label"][row]
+    assert corrected_labels(table, {sid: "kept"})[row] == table["label"][row]
+
+
+def test_settings_validate():
+    with pytest.raises(InputError, match="ratio"):
+        Settings(ratio=0).validate()
+    with pytest.raises(InputError, match="weights"):
+        Settings(alignment=0, diversity=0, cleanliness=0).validate()
+    with pytest.raises(InputError, match="strategy"):
+        Settings(strategy="greedy").validate()
+    assert Settings().as_dict()["weights"] == {"alignment": 1.0, "diversity": 0.1, "cleanliness": 0.0}
+
+
+# ------------------------------------------------------------------------------------- export tables
+def test_export_table_and_decisions_table(table):
+    mask = np.zeros(len(table), bool)
+    mask[:10] = True
+    decisions = {"s1": "accepted", "s2": "bad", "s3": "kept"}
+    out = export_table(table, mask, decisions)
+    assert list(out.columns[: len(table.columns)]) == list(table.columns)
+    assert out.columns[-3:].tolist() == ["selected", "decision", "corrected_label"]
+    assert out["selected"].sum() == 10 and out["decision"][1] == "accepted" and out["decision"][0] == ""
+    assert out["corrected_label"][1] == table["suggested_label"][1]
+    d = decisions_table(table, decisions)
+    assert d["id"].tolist() == ["s1", "s2", "s3"] and d["decision"].tolist() == ["accepted", "bad", "kept"]
+    assert decisions_table(table, {}).empty
+    with pytest.raises(InputError):
+        export_table(table, mask[:5])
+
+
+def test_decisions_roundtrip_atomic_and_tolerant(tmp_path):
+    path = decisions_path(tmp_path, "abc")
+    assert load_decisions(path) == {}
+    d = decide({}, "s1", "accepted")
+    d = decide(d, "s2", "bad")
+    d = decide(d, "s1", None)
+    save_decisions(path, d, fingerprint="abc")
+    assert load_decisions(path) == {"s2": "bad"}
+    assert json.loads(path.read_text())["fingerprint"] == "abc"
+    assert not list(path.parent.glob("*.tmp"))
+    path.write_text("{not json")
+    assert load_decisions(path) == {}
+    path.write_text(json.dumps({"decisions": {"a": "bad", "b": "whatever"}}))
+    assert load_decisions(path) == {"a": "bad"}
+    with pytest.raises(ValueError):
+        decide({}, "x", "maybe")
+
+
+# ---------------------------------------------------------------------------------- class breakdown
+def test_class_breakdown_counts(table):
+    mask = (table["label"] == "cat").to_numpy() & (np.arange(len(table)) < 30)
+    out = class_breakdown(table["label"], mask, CLASSES)
+    assert out["class"].tolist() == list(CLASSES)
+    assert out["before"].tolist() == [100, 100, 100]
+    assert out["kept"].tolist() == [10, 0, 0] and out["dropped"].tolist() == [90, 100, 100]
+    assert out["share_after_pct"].tolist() == [100.0, 0.0, 0.0]
+    moved = class_breakdown(table["label"], mask, CLASSES, labels_after=pd.Series(["dog"] * len(table)))
+    assert moved["kept"].tolist() == [0, 10, 0]
+
+
+# ------------------------------------------------------------------------------ random comparison
+def test_random_mask_exact_and_seeded():
+    m = random_mask(100, 37, seed=3)
+    assert m.sum() == 37 and np.array_equal(m, random_mask(100, 37, seed=3))
+    with pytest.raises(InputError):
+        random_mask(10, 11)
+
+
+def test_coverage_distance_matches_brute_force():
+    rng = np.random.default_rng(0)
+    F = rng.normal(size=(500, 16)).astype(np.float32)
+    space = coverage_space(F, dims=8, n_probe=100, seed=1)
+    mask = rng.random(500) < 0.3
+    Q, S = space.Z[space.probe], space.Z[mask]
+    brute = np.sqrt(((Q[:, None, :] - S[None, :, :]) ** 2).sum(-1)).min(1).mean()
+    assert coverage_distance(space, mask, chunk=17) == pytest.approx(brute, rel=1e-4)
+    assert coverage_distance(space, np.ones(500, bool)) == pytest.approx(0.0, abs=1e-3)
+    assert np.isnan(coverage_distance(space, np.zeros(500, bool)))
+
+
+def test_subset_stats_and_comparison():
+    labels = np.repeat([0, 1, 2], 10)
+    mask = np.zeros(30, bool)
+    mask[:5] = True                                        # class 0 only
+    flagged = np.zeros(30, bool)
+    flagged[[0, 20]] = True
+    stats = subset_stats(labels, 3, mask, flagged=flagged, truth=flagged)
+    assert stats["classes_covered"] == 1 and stats["classes_total"] == 3
+    assert stats["smallest_class_share_vs_full"] == 0.0
+    assert stats["class_distribution_gap"] == pytest.approx(2 / 3)
+    assert stats["flagged_in_subset"] == 1 and stats["injected_in_subset"] == 1
+    rng = np.random.default_rng(0)
+    space = coverage_space(rng.normal(size=(30, 4)), dims=4, n_probe=30)
+    cmp = compare_with_random(labels, 3, mask, flagged=flagged, space=space)
+    assert cmp.columns.tolist() == ["metric", "subset", "random subset"]
+    assert cmp.loc[cmp["metric"] == "samples", "random subset"].item() == 5
+    assert cmp["metric"].str.contains("distance").any()
+
+
+def test_audit_quality_against_injected_truth(table):
+    q = audit_quality(table, mask=np.ones(len(table), bool))
+    truth, flagged = table["noise_injected"].to_numpy(), table["flagged"].to_numpy()
+    assert q["precision"] == pytest.approx((truth & flagged).sum() / flagged.sum())
+    assert q["recall"] == pytest.approx((truth & flagged).sum() / truth.sum())
+    assert q["auroc"] == pytest.approx(1.0)       # noise_score > 0.8 is exactly the truth here
+    assert q["injected_in_subset"] == truth.sum()
+    assert audit_quality(table.drop(columns=["noise_injected"])) is None
+
+
+# ------------------------------------------------------------------------------- galleries, hist
+def test_flagged_order_and_paging(table):
+    rows = flagged_order(table)
+    assert set(rows) == set(np.flatnonzero(table["flagged"]))
+    assert (np.diff(table["noise_score"].to_numpy()[rows]) <= 0).all()
+    first = table["id"][rows[0]]
+    assert first not in table["id"][flagged_order(table, decisions={first: "kept"}, show="undecided")].tolist()
+    assert table["id"][flagged_order(table, decisions={first: "kept"}, show="decided")].tolist() == [first]
+    assert (table["label"][flagged_order(table, label="dog")] == "dog").all()
+    assert n_pages(0, 10) == 1 and n_pages(21, 10) == 3
+    assert page_rows(np.arange(21), 3, 10).tolist() == [20]
+    assert page_rows(np.arange(21), 99, 10).tolist() == [20]
+
+
+def test_histogram_splits_selected_and_dropped():
+    values = np.array([0.0, 0.1, 0.5, 0.9, 1.0, np.nan])
+    mask = np.array([True, False, True, False, True, True])
+    h = histogram(values, mask, bins=4)
+    assert h.selected.sum() == 3 and h.dropped.sum() == 2     # NaN ignored
+    assert len(h.centers) == 4 and h.edges[0] == 0.0 and h.edges[-1] == 1.0
+    flat = histogram(np.ones(5), np.ones(5, bool), bins=3)
+    assert flat.selected.sum() == 5
+
+
+# ------------------------------------------------------------------------------------------ the map
+def test_map_rows_keeps_every_always_row():
+    always = np.zeros(1000, bool)
+    always[::50] = True
+    rows = map_rows(1000, limit=100, always=always, seed=0)
+    assert len(rows) == 100 and len(set(rows)) == 100 and set(np.flatnonzero(always)) <= set(rows)
+    assert map_rows(50, limit=100).tolist() == list(range(50))
+
+
+def test_rows_from_selection_reads_customdata():
+    event = {"points": [{"customdata": [7, 0.1]}, {"customdata": [3.0]}, {"customdata": 7}, {"x": 1}],
+             "point_indices": [0, 1, 2, 3]}
+    assert rows_from_selection(event) == [7, 3]
+    assert rows_from_selection(None) == [] and rows_from_selection({"points": []}) == []
+
+
+@pytest.mark.parametrize("colour", ["label", "flagged", "selected", "noise_injected", "noise_score"])
+def test_map_figure_carries_rows(table, colour):
+    mask = np.zeros(len(table), bool)
+    mask[::2] = True
+    rows = np.arange(0, len(table), 3)
+    fig = charts.map_figure(table, mask, colour, rows)
+    drawn = np.concatenate([np.asarray(t.customdata)[:, 0] for t in fig.data]).astype(int)
+    assert sorted(drawn.tolist()) == rows.tolist()
+    assert all(t.type == "scattergl" for t in fig.data)
+    assert colour in charts.colour_options(table)
+
+
+def test_histogram_and_box_figures(table):
+    h = histogram(table["noise_score"].to_numpy(), table["flagged"].to_numpy(), bins=10)
+    fig = charts.histogram_figure(h, title="noise", lines=[(0.85, "flag threshold", "red")])
+    assert [t.name for t in fig.data] == ["selected", "dropped"]
+    assert fig.layout.shapes[0].x0 == 0.85
+    box = charts.class_box_figure(table, "alignment", max_points_per_class=20)
+    assert len(box.data) == 3 and all(len(t.y) == 20 for t in box.data)

@@ -1,0 +1,94 @@
+"""selector.project: UMAP on our kNN graph (no second neighbour search), PCA."""
+import numpy as np
+import pytest
+
+from selector.errors import InputError
+from selector.neighbors import knn
+from selector.project import _fit_umap, _knn_graph, pca_2d, umap_from_knn
+
+
+def blobs(n=600, d=16, c=4, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((c, d)) * 4
+    y = rng.integers(0, c, n)
+    return (centers[y] + rng.standard_normal((n, d))).astype(np.float32), y
+
+
+@pytest.fixture
+def no_umap_search(monkeypatch):
+    """Make umap-learn's own neighbour search fail loudly if it is ever called."""
+    import umap.umap_ as umap_module
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("umap ran its own nearest-neighbour search")
+
+    monkeypatch.setattr(umap_module, "nearest_neighbors", forbidden)
+
+
+def test_umap_uses_our_graph_and_is_seeded(no_umap_search):
+    X, y = blobs()
+    S, I = knn(X, 10, metric="cosine", exclude_self=True)
+    D = 1.0 - S
+    reducer = _fit_umap(I, D, seed=0, n_epochs=100)
+    n = len(X)
+    assert (reducer._knn_indices[:, 0] == np.arange(n)).all()          # self prepended
+    assert np.array_equal(reducer._knn_indices[:, 1:], I)               # then exactly our neighbours
+    np.testing.assert_allclose(reducer._knn_dists[:, 1:], D, atol=1e-6)
+    emb = umap_from_knn(I, D, seed=0, n_epochs=100)
+    assert emb.shape == (n, 2) and emb.dtype == np.float32 and np.isfinite(emb).all()
+    assert np.array_equal(emb, reducer.embedding_.astype(np.float32))  # same seed, same layout
+    # the layout keeps the blobs apart: each point's nearest 2-D neighbour mostly shares its blob
+    d2 = ((emb[:, None] - emb[None]) ** 2).sum(-1)
+    np.fill_diagonal(d2, np.inf)
+    assert (y[d2.argmin(1)] == y).mean() > 0.9
+
+
+def test_umap_handles_padding_and_graph_with_self(no_umap_search):
+    X, _ = blobs(n=300, seed=1)
+    S, I = knn(X, 8, metric="l2", exclude_self=False)                 # self already first
+    I = I.copy()
+    S = S.copy()
+    I[:20, 5:] = -1                                                     # padded rows (small groups)
+    S[:20, 5:] = np.inf
+    emb = umap_from_knn(I, S, seed=3, n_epochs=50, X=X)
+    assert emb.shape == (300, 2) and np.isfinite(emb).all()
+    Ig, Dg = _knn_graph(I, S)
+    assert Ig.shape == I.shape and (Ig[:, 0] == np.arange(300)).all()
+    assert (Ig[:20, 5:] == np.arange(20)[:, None]).all() and np.isfinite(Dg).all()
+    assert (np.diff(Dg, axis=1) >= 0).all()
+
+
+def test_umap_input_errors():
+    X, _ = blobs(n=50)
+    S, I = knn(X, 5, metric="l2")
+    with pytest.raises(InputError, match="same"):
+        umap_from_knn(I, S[:, :3])
+    with pytest.raises(InputError, match="distances"):
+        umap_from_knn(I, -S)
+    bad = I.copy()
+    bad[4, 0] = 50
+    with pytest.raises(InputError, match="rows 4"):
+        umap_from_knn(bad, S)
+    S5, I5 = knn(X[:5], 4, metric="l2")                 # 5 samples, 4 neighbours + self
+    with pytest.raises(InputError, match="more samples"):
+        umap_from_knn(I5, S5)
+
+
+def test_pca_2d():
+    rng = np.random.default_rng(2)
+    Z = rng.standard_normal((400, 3)) * [5.0, 2.0, 0.1]
+    R, _ = np.linalg.qr(rng.standard_normal((8, 8)))
+    X = (np.hstack([Z, rng.standard_normal((400, 5)) * 0.01]) @ R + 3.0).astype(np.float32)
+    P = pca_2d(X)
+    assert P.shape == (400, 2) and P.dtype == np.float32
+    np.testing.assert_allclose(P.mean(0), 0, atol=1e-3)
+    U, s, Vt = np.linalg.svd(X - X.mean(0), full_matrices=False)
+    ref = (X - X.mean(0)) @ Vt[:2].T
+    for j in range(2):                                  # same axes up to sign
+        assert abs(np.corrcoef(P[:, j], ref[:, j])[0, 1]) > 0.999
+    assert np.array_equal(P, pca_2d(X.copy()))
+    assert pca_2d(X[:1]).shape == (1, 2)
+    one_d = pca_2d(X[:, :1])
+    assert one_d.shape == (400, 2) and (one_d[:, 1] == 0).all()
+    with pytest.raises(InputError, match="rows 7"):
+        pca_2d(np.where(np.arange(400)[:, None] == 7, np.nan, X))
