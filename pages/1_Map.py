@@ -29,7 +29,6 @@ chart_col, detail_col = st.columns([3, 1])
 with chart_col:
     chart_key = f"map_chart_{st.session_state.get('map_chart_gen', 0)}"
     event = st.plotly_chart(fig, key=chart_key, on_select="rerun", selection_mode=("points", "box", "lasso"))
-print("EVENT", repr(event)[:500], flush=True)
 picked_now = rows_from_selection(event.selection if event else None)
 if picked_now:
     st.session_state[state.MAP_ROWS_KEY] = picked_now
@@ -41,7 +40,7 @@ with detail_col:
     else:
         row = picked[0]
         sample = table.iloc[row]
-        st.image(widgets.thumbs(run, [row], size=160)[0], caption=f"row {row}: {sample['label']}", width=160)
+        widgets.image_grid(run, [row], [f"row {row}: {sample['label']}"], width=160, size=160)
         st.markdown(f"**given** {sample['label']}  \n**suggested** {sample['suggested_label']}  \n"
                     f"**noise score** {sample['noise_score']:.3f}{' (flagged)' if sample['flagged'] else ''}  \n"
                     f"**alignment** {sample['alignment']:.3f}  \n**diversity** {sample['diversity']:.3f}  \n"
@@ -50,7 +49,7 @@ with detail_col:
             st.caption(sample["reason"])
 
 if picked:
-    st.subheader(f"Picked on the map: {len(picked):,} samples")
+    st.subheader(f"Picked on the map: {len(picked):,} sample{'' if len(picked) == 1 else 's'}")
     if st.button("Clear the picked samples", key="map_clear"):
         st.session_state.pop(state.MAP_ROWS_KEY, None)
         st.session_state["map_chart_gen"] = st.session_state.get("map_chart_gen", 0) + 1  # a fresh, empty chart

@@ -47,7 +47,8 @@ st.plotly_chart(charts.histogram_figure(histogram(values_of(focus)[rows], mask[r
                                         title=f"{focus} - {class_name}", lines=lines_for(focus)), key="scores_focus")
 box_table = table[["label"]].assign(**{focus: values_of(focus)})
 box_line = next(iter(lines_for(focus)), None) if class_name == ALL else None
-st.plotly_chart(charts.class_box_figure(box_table, focus, line=box_line), key="scores_per_class")
+st.plotly_chart(charts.class_box_figure(box_table, focus, classes=run.result.class_names, line=box_line),
+                key="scores_per_class")
 
 st.subheader(f"Every score - {class_name}")
 columns = [OBJECTIVE, *[c for c in SCORE_COLUMNS if c in table]]

@@ -41,7 +41,8 @@ for row in page_rows(rows, page, PER_PAGE):
     decided = decisions.get(sid, "")
     with st.container(border=True, key=f"issue_{row}"):
         img_col, info_col, nn_col, act_col = st.columns([1, 2, 4, 1.4])
-        img_col.image(widgets.thumbs(run, [row], size=96)[0], caption=f"row {row}", width=96)
+        with img_col:
+            widgets.image_grid(run, [row], [f"row {row}"], width=96)
         info_col.markdown(f"**given:** {sample['label']} ({sample['given_prob']:.2f})  \n"
                           f"**suggested:** {sample['suggested_label']} ({sample['suggested_prob']:.2f})  \n"
                           f"**noise score:** {sample['noise_score']:.3f}")

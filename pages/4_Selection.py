@@ -11,6 +11,7 @@ table = run.table
 current = state.settings()
 for key, value in {"sel_ratio": current.ratio, "sel_alignment": current.alignment, "sel_diversity": current.diversity,
                    "sel_cleanliness": current.cleanliness, "sel_exclude_flagged": current.exclude_flagged,
+                   "sel_exclude_duplicates": current.exclude_duplicates,
                    "sel_class_balance": current.class_balance, "sel_strategy": current.strategy}.items():
     state.seed_widget(key, value)
 
@@ -23,7 +24,9 @@ with controls:
                         help="top-k keeps the highest objective values (what the paper's optimiser converges to); "
                              "stratified spreads the budget over the objective's range within each class.")
     exclude = st.toggle("Exclude flagged samples", key="sel_exclude_flagged",
-                        help="Drop suspected label errors, images that match no class and near-duplicates first.")
+                        help="Drop suspected label errors and images that match no class before choosing.")
+    dedupe = st.toggle("Exclude near-duplicates", key="sel_exclude_duplicates",
+                       help="Drop the later copy of each near-duplicate pair before choosing.")
     balance = st.toggle("Class balance", key="sel_class_balance",
                         help="Give every class the same share of the budget instead of choosing globally.")
 with weights:
@@ -35,7 +38,7 @@ with weights:
     w_clean = st.slider("Cleanliness weight", 0.0, 2.0, step=0.05, key="sel_cleanliness",
                         help="1 - noise score: how sure the audit is that the label is right.")
 settings = Settings(ratio=float(ratio), alignment=float(w_align), diversity=float(w_div), cleanliness=float(w_clean),
-                    exclude_flagged=bool(exclude), class_balance=bool(balance), strategy=strategy)
+                    exclude_flagged=bool(exclude), exclude_duplicates=bool(dedupe), class_balance=bool(balance), strategy=strategy)
 state.set_settings(settings)
 widgets.sidebar(run)
 

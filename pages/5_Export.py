@@ -28,7 +28,7 @@ else:
     shown = decisions_table(run.table, decisions)
 st.caption(f"{len(shown):,} rows x {shown.shape[1]} columns. Selection: ratio {settings.ratio:.2f}, weights "
            f"{settings.weights}, strategy {settings.strategy}, exclude flagged {settings.exclude_flagged}, "
-           f"class balance {settings.class_balance}. CSV cells that start with = + - @ get a leading ' so "
+           f"exclude near-duplicates {settings.exclude_duplicates}, class balance {settings.class_balance}. CSV cells that start with = + - @ get a leading ' so "
            "spreadsheets do not run them as formulas.")
 
 stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", run.result.dataset.name).strip("-") or "dataset"

@@ -11,27 +11,23 @@ load the cached weights in well under a second.
 """
 from __future__ import annotations
 
-import gzip
-import math
 import hashlib
+import io
 import json
 import logging
+import math
 import os
-import struct
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from selector.data import FASHION_MNIST_CLASSES, load_fashion_mnist
 from selector.errors import InputError, describe_rows
 from selector.progress import Progress, ensure
 
 log = logging.getLogger(__name__)
-
-FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 
 ARCH_VERSION = 1          # bump when the network or the training recipe changes (invalidates caches)
 EMBED_DIM = 128
@@ -40,48 +36,10 @@ _MEAN, _STD = 0.2860, 0.3530   # Fashion-MNIST pixel statistics (0..1 scale)
 
 
 # ----------------------------------------------------------------------------------------------- data
-def _read_idx(path: Path) -> np.ndarray:
-    """Read a (gzipped) idx file as a uint8 array."""
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    zero, dtype, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or dtype != 0x08:
-        raise InputError(f"{path} is not a uint8 idx file (header {data[:4]!r}); expected a Fashion-MNIST idx file.")
-    shape = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
-def _find_idx(root: Path, stem: str) -> Path | None:
-    for name in (f"{stem}.gz", stem):
-        if (root / name).is_file():
-            return root / name
-    return None
-
-
 def load_fashion_mnist_arrays(split: str = "test", root=None) -> tuple[np.ndarray, np.ndarray]:
-    """Fashion-MNIST as arrays: images (n,28,28) uint8 and labels (n,) int64, in the file's order.
-
-    Uses ``selector.data.load_fashion_mnist`` when it can; otherwise reads the idx files from ``root`` or
-    the Debian dataset folder.
-    """
-    if split not in ("train", "test"):
-        raise InputError(f"split must be 'train' or 'test', got {split!r}.")
-    try:
-        from selector.data import load_fashion_mnist  # the project's loader, when present
-    except ImportError:
-        load_fashion_mnist = None
-    if load_fashion_mnist is not None:
-        ds = load_fashion_mnist(split=split, root=root, download=False)
-        if ds.pixels is not None and ds.pixels.shape[1:] == (28, 28):
-            return np.ascontiguousarray(ds.pixels, dtype=np.uint8), np.asarray(ds.labels, dtype=np.int64)
-    prefix = "train" if split == "train" else "t10k"
-    for cand in ([Path(root)] if root else []) + [Path(DEBIAN_FASHION_MNIST)]:
-        img, lab = _find_idx(cand, f"{prefix}-images-idx3-ubyte"), _find_idx(cand, f"{prefix}-labels-idx1-ubyte")
-        if img and lab:
-            return _read_idx(img).copy(), _read_idx(lab).astype(np.int64)
-    raise InputError(f"Fashion-MNIST idx files for split {split!r} not found in {root or ''} {DEBIAN_FASHION_MNIST}; "
-                     "install the Debian package 'fashion-mnist' or pass root=<folder with the idx files>.")
+    """Fashion-MNIST as arrays in file order: images (n,28,28) uint8 and labels (n,) int64 (never downloads)."""
+    ds = load_fashion_mnist(split=split, root=root, download=False)
+    return np.ascontiguousarray(ds.pixels, dtype=np.uint8), np.asarray(ds.labels, dtype=np.int64)
 
 
 def training_rows(n_test: int = 10_000) -> np.ndarray:
@@ -287,7 +245,6 @@ def _atomic_bytes(path: Path, data: bytes) -> None:
 
 
 def _load_cached(weights: Path, meta: Path) -> DemoEncoder | None:
-    import io
     import torch
     if not (weights.is_file() and meta.is_file()):
         return None
@@ -305,10 +262,10 @@ def _load_cached(weights: Path, meta: Path) -> DemoEncoder | None:
     return DemoEncoder(net, info, sha)
 
 
-def training_data(n_train: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def training_data(n_train: int | None = None, *, arrays=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(pixels, labels, rows) the demo encoder trains on: Fashion-MNIST TEST rows with index % 2 == 0
-    (the first n_train of them when given)."""
-    pixels, labels = load_fashion_mnist_arrays("test")
+    (the first n_train of them when given). arrays: the test split's (pixels, labels) if already loaded."""
+    pixels, labels = arrays if arrays is not None else load_fashion_mnist_arrays("test")
     rows = training_rows(len(labels))
     if n_train is not None:
         if not isinstance(n_train, int) or not 10 <= n_train <= len(rows):
@@ -318,9 +275,12 @@ def training_data(n_train: int | None = None) -> tuple[np.ndarray, np.ndarray, n
 
 
 def train_demo_encoder(*, cache_dir, seed: int = 0, epochs: int | None = None, n_train: int | None = None,
-                       progress: Progress | None = None) -> DemoEncoder:
+                       n_eval: int | None = None, progress: Progress | None = None) -> DemoEncoder:
     """The offline demo encoder: loaded from cache_dir/demo_encoder/ when trained before (< 1 s), else
-    trained on Fashion-MNIST test half A (about a minute on 2 CPU cores) and cached atomically."""
+    trained on Fashion-MNIST test half A (about a minute on 2 CPU cores) and cached atomically.
+
+    epochs / n_train (first n of the 5,000 half-A images) / n_eval (first n of the 5,000 half-B images the
+    stored accuracy is measured on) default to the full recipe; tests pass small values."""
     import torch
     progress = ensure(progress)
     epochs = DEFAULT_EPOCHS if epochs is None else epochs
@@ -330,15 +290,17 @@ def train_demo_encoder(*, cache_dir, seed: int = 0, epochs: int | None = None, n
         raise InputError(f"seed must be an integer, got {seed!r}.")
     folder = Path(cache_dir).expanduser() / "demo_encoder"
     folder.mkdir(parents=True, exist_ok=True)
-    stem = f"demo_v{ARCH_VERSION}_seed{seed}_e{epochs}_n{n_train or 'all'}"
+    if n_eval is not None and (not isinstance(n_eval, int) or n_eval < 1):
+        raise InputError(f"n_eval must be a positive integer (or None for all of half B), got {n_eval!r}.")
+    stem = f"demo_v{ARCH_VERSION}_seed{seed}_e{epochs}_n{n_train or 'all'}" + (f"_eval{n_eval}" if n_eval else "")
     weights, meta = folder / f"{stem}.pt", folder / f"{stem}.json"
     enc = _load_cached(weights, meta)
     if enc is not None:
         return enc
 
-    pixels, labels, rows = training_data(n_train)
     all_pix, all_lab = load_fashion_mnist_arrays("test")
-    held = evaluation_rows(len(all_lab))
+    pixels, labels, rows = training_data(n_train, arrays=(all_pix, all_lab))
+    held = evaluation_rows(len(all_lab))[:n_eval]
     threads = torch.get_num_threads()
     torch.set_num_threads(min(threads, 2))  # the demo must stay polite on a shared 2-core machine
     t0, c0 = time.perf_counter(), time.process_time()
@@ -346,17 +308,18 @@ def train_demo_encoder(*, cache_dir, seed: int = 0, epochs: int | None = None, n
         with torch.random.fork_rng(devices=[]):
             net = _train(pixels, labels, seed=seed, epochs=epochs, progress=progress)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        progress("evaluating demo encoder on test half B", 0, 1)
         acc = _accuracy(net, all_pix[held], all_lab[held])
+        progress("evaluating demo encoder on test half B", 1, 1)
     finally:
         torch.set_num_threads(threads)
-    import io
     buf = io.BytesIO()
     torch.save(net.state_dict(), buf)
     data = buf.getvalue()
     info = {"seed": seed, "epochs": epochs, "n_train": int(len(rows)), "arch_version": ARCH_VERSION,
             "embed_dim": EMBED_DIM, "train_split": "test", "train_rows": "index % 2 == 0 (half A)",
             "train_rows_sha1": hashlib.sha1(rows.astype("<i8").tobytes()).hexdigest(),
-            "eval_rows": "index % 2 == 1 (half B)", "accuracy_half_b": round(acc, 4),
+            "eval_rows": "index % 2 == 1 (half B)", "n_eval": int(len(held)), "accuracy_half_b": round(acc, 4),
             "training_time_s": round(wall, 1), "training_cpu_s": round(cpu, 1),
             "torch_threads": min(threads, 2), "torch": torch.__version__,
             "weights_sha1": hashlib.sha1(data).hexdigest(), "created": time.strftime("%Y-%m-%d %H:%M:%S")}

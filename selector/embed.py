@@ -226,7 +226,8 @@ class OpenCLIPEncoder:
                  cache_dir=None):
         import open_clip
         import torch
-        if model not in open_clip.list_models() and not str(model).startswith(("local-dir:", "hf-hub:")):
+        model = str(model)
+        if model not in open_clip.list_models() and not model.startswith(("local-dir:", "hf-hub:")):
             raise InputError(f"Unknown open_clip model {model!r}. Valid names: {', '.join(open_clip.list_models())}.")
         if not isinstance(num_workers, int) or num_workers < 0:
             raise InputError(f"num_workers must be an integer >= 0, got {num_workers!r}.")
@@ -236,8 +237,23 @@ class OpenCLIPEncoder:
         self.model_name = model
         self.cacheable = True
         kwargs, offline, weights = {"cache_dir": cache_dir}, False, None
+        if pretrained and checkpoint is None and os.path.isfile(os.path.expanduser(str(pretrained))):
+            checkpoint, pretrained = pretrained, None  # open_clip also accepts a weights file as `pretrained`
+        schema = model.split(":", 1)[0] if model.startswith(("local-dir:", "hf-hub:")) else None
+        pretrained = None if schema else pretrained  # open_clip ignores `pretrained` for these schemas
         pretrained_cfg = open_clip.get_pretrained_cfg(model, pretrained) if pretrained else {}
-        if checkpoint is not None:
+        if schema == "local-dir":
+            folder = Path(model.split(":", 1)[1]).expanduser()
+            if not (folder / "open_clip_config.json").is_file():
+                raise InputError(f"{folder} has no open_clip_config.json; 'local-dir:' needs a folder holding "
+                                 "open_clip_config.json and the weights file.")
+            files = sorted(p for p in folder.iterdir() if p.is_file())
+            weights, label, offline = "local-dir " + ";".join(_file_tag(p) for p in files), model, True
+        elif schema == "hf-hub":
+            host, port = _weights_host({"hf_hub": model})
+            offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or not _reachable(host, port)
+            weights, label = model, model  # offline: only the local Hugging Face cache is tried
+        elif checkpoint is not None:
             path = Path(checkpoint).expanduser()
             if not path.is_file():
                 raise InputError(f"Checkpoint file {path} does not exist; pass the path of a local "
@@ -278,13 +294,14 @@ class OpenCLIPEncoder:
                 raise InputError(f"Checkpoint {checkpoint} could not be loaded into open_clip model {model!r}: {e}. "
                                  "Pass the model name the checkpoint was trained with.") from e
             raise OfflineError(f"Could not load open_clip {model} ({label}): {e}. "
-                               + self._fixes(model, pretrained_cfg)) from e
+                               + self._fixes(model, pretrained, pretrained_cfg)) from e
         self.model = net.eval()
         self.preprocess = preprocess
         self.name = f"open_clip {model} ({label})"
         pcfg = getattr(net.visual, "preprocess_cfg", None) or {}
-        self.cache_key = "|".join(["open_clip", model, weights, json.dumps(pcfg, sort_keys=True, default=str),
-                                   repr(preprocess), self.device.type, self.precision, f"v{CACHE_VERSION}"])
+        prep = hashlib.sha1((json.dumps(pcfg, sort_keys=True, default=str) + repr(preprocess)).encode())
+        self.cache_key = "|".join(["open_clip", model, weights, f"preprocess {prep.hexdigest()[:12]}",
+                                   self.device.type, self.precision, f"v{CACHE_VERSION}"])
 
     @staticmethod
     def _device(device):
@@ -313,7 +330,7 @@ class OpenCLIPEncoder:
         return precision
 
     @staticmethod
-    def _fixes(model, cfg) -> str:
+    def _fixes(model, tag, cfg) -> str:
         where = ""
         if cfg.get("hf_hub"):
             where = f" (e.g. the open_clip weights file from https://huggingface.co/{cfg['hf_hub'].rstrip('/')})"
@@ -321,14 +338,14 @@ class OpenCLIPEncoder:
             where = f" (e.g. {cfg['url']})"
         return ("To provide weights: (1) pass checkpoint=<path to a local .pt/.bin/.safetensors file>" + where
                 + f"; (2) or pre-populate the Hugging Face cache on a machine with network (run "
-                f"`python -c \"import open_clip; open_clip.create_model('{model}', pretrained='<tag>')\"` and copy "
+                f"`python -c \"import open_clip; open_clip.create_model('{model}', pretrained='{tag}')\"` and copy "
                 "~/.cache/huggingface, or point HF_HOME at a copy); (3) or use the offline demo encoder "
                 "(encoder 'demo'), which needs no download.")
 
     def _offline_message(self, model, tag, cfg, host, cache_dir) -> str:
         return (f"open_clip weights for {model} ({tag}) are not in the local cache "
                 f"({cache_dir or 'default Hugging Face cache'}) and {host} cannot be reached (offline?). "
-                + self._fixes(model, cfg))
+                + self._fixes(model, tag, cfg))
 
     def _autocast(self):
         import torch
@@ -535,6 +552,12 @@ def embed_dataset(dataset, encoder, *, cache_dir, batch_size: int = 256, chunk_s
     key = hashlib.sha1(f"{content}\0{encoder.cache_key}".encode()).hexdigest()
     folder = Path(cache_dir).expanduser() / "embeddings" / key
     folder.mkdir(parents=True, exist_ok=True)
+    for tmp in folder.glob(".*.tmp"):  # left by a run killed mid-write; a live writer's files are younger
+        try:
+            if time.time() - tmp.stat().st_mtime > 600:
+                tmp.unlink()
+        except OSError:
+            pass
     meta_path = folder / "meta.json"
     meta = _read_meta(meta_path) or {}
     if meta.get("n") == n and isinstance(meta.get("chunk_size"), int) and meta["chunk_size"] > 0:

@@ -196,15 +196,14 @@ class Neighbors:
                                      f"{self_ids.max() if self_ids.size else '-'}].")
         elif rows is not None:
             raise InputError("rows is only used with exclude_self=True; drop it or set exclude_self=True.")
-        if self.metric == "cosine":
-            Q = _normalise(Q)
         k_search = min(k + int(exclude_self), self.n)
         progress = ensure(progress)
         D = np.empty((m, k), np.float32)
         I = np.empty((m, k), np.int64)
         for s in range(0, m, _QUERY_CHUNK):
             e = min(m, s + _QUERY_CHUNK)
-            d, i = self._raw_search(Q[s:e], k_search)
+            q = _normalise(Q[s:e]) if self.metric == "cosine" else Q[s:e]   # per chunk: no full copy
+            d, i = self._raw_search(q, k_search)
             D[s:e], I[s:e] = self._finish(d, i, k, None if self_ids is None else self_ids[s:e])
             progress("searching neighbours", e, m)
         return D, I

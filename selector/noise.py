@@ -164,11 +164,13 @@ def _cross_fit_logprobs(Xn, y, C, weights, folds, n_folds, *, max_train, rng, se
 
 
 CROSS_FIT = "lda"
+LDA_SHRINK = 0.05
+ROBUST_POW = 1.0
 
 
 def _cross_fit(Xn, y, C, w, folds, n_folds, max_train, rng, seed):
     if CROSS_FIT == "lda":
-        return _cross_fit_lda(Xn, y, C, w, folds, n_folds)
+        return _cross_fit_lda(Xn, y, C, w, folds, n_folds, shrinkage=LDA_SHRINK)
     return _cross_fit_logprobs(Xn, y, C, w, folds, n_folds, max_train=max_train, rng=rng, seed=seed)
 
 
@@ -349,7 +351,7 @@ def _audit_labels(X, T, labels, class_names, *, neighbors=None, seed: int = 0, n
     P0 = _combine(experts, np.full(3, 1 / 3))
     a1 = _pool_weights(experts, y, _transition(P0, y, C), rng)
     P1 = _combine(experts, a1)
-    w = P1[np.arange(n), y] / P1.max(1)
+    w = (P1[np.arange(n), y] / P1.max(1)) ** ROBUST_POW
     lp_cf = _cross_fit(Xn, y, C, w, folds, n_folds, max_train, rng, seed)
     experts = [lp_zs, lp_cf, lp_knn]
     pool = _pool_weights(experts, y, _transition(P1, y, C), rng)

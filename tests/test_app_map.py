@@ -32,7 +32,6 @@ def test_scatter_draws_every_sample_and_recolours(env):
     fig = figure(at)
     assert {t["type"] for t in fig["data"]} == {"scattergl"}
     assert len(fig["data"]) == 4                                  # one trace per class when coloured by label
-    assert fig["layout"]["dragmode"] == "lasso"
     options = at.selectbox(key="map_colour").options
     assert {"label", "flagged", "selected", "noise_injected", "noise_score", "alignment"} <= set(options)
     for colour in ("flagged", "selected", "noise_score"):

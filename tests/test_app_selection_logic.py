@@ -84,6 +84,22 @@ def test_decisions_change_the_selection(table):
     assert selection_mask(table, s2, {"unknown-id": "bad"}).sum() == subset_size(len(table), 0.5)
 
 
+def test_flag_and_duplicate_exclusions_are_separate(table):
+    table = table.copy()
+    dup = np.zeros(len(table), bool)
+    dup[::4] = True
+    table.loc[dup, "duplicate_of"] = 0
+    flagged = table["flagged"].to_numpy()
+    both = selection_mask(table, Settings(ratio=0.3))
+    assert not (both & (flagged | dup)).any()
+    only_flags = selection_mask(table, Settings(ratio=0.3, exclude_duplicates=False))
+    assert not (only_flags & flagged).any() and (only_flags & dup).any()
+    only_dups = selection_mask(table, Settings(ratio=0.3, exclude_flagged=False))
+    assert not (only_dups & dup).any() and (only_dups & flagged).any()
+    neither = selection_mask(table, Settings(ratio=0.3, exclude_flagged=False, exclude_duplicates=False))
+    assert (neither & dup).any() and (neither & flagged).any()
+
+
 def test_selection_table_applies_accepted_labels(table):
     row = int(np.flatnonzero(table["flagged"])[0])
     sid = table["id"][row]
@@ -234,9 +250,10 @@ def test_map_rows_keeps_every_always_row():
 
 
 def test_rows_from_selection_reads_customdata():
-    event = {"points": [{"customdata": [7, 0.1]}, {"customdata": [3.0]}, {"customdata": 7}, {"x": 1}],
+    event = {"points": [{"customdata": [7, 0.1]}, {"customdata": [3.0]}, {"customdata": 7}, {"x": 1},
+                        {"customdata": {"0": 9, "1": 0.5}}, {"customdata": []}],
              "point_indices": [0, 1, 2, 3]}
-    assert rows_from_selection(event) == [7, 3]
+    assert rows_from_selection(event) == [7, 3, 9]
     assert rows_from_selection(None) == [] and rows_from_selection({"points": []}) == []
 
 

@@ -61,7 +61,7 @@ def map_figure(table: pd.DataFrame, selected: np.ndarray, colour: str, rows: np.
             x=xy[:, 0], y=xy[:, 1], mode="markers", name=colour, text=labels, customdata=custom,
             hovertemplate=_HOVER, marker=dict(size=4, color=values, colorscale="Viridis", opacity=0.8,
                                               showscale=True, colorbar=dict(title=colour))))
-    fig.update_layout(height=620, margin=dict(l=10, r=10, t=30, b=10), dragmode="lasso", uirevision=revision,
+    fig.update_layout(height=620, margin=dict(l=10, r=10, t=30, b=10), uirevision=revision,
                       legend=dict(itemsizing="constant"), xaxis=dict(showticklabels=False, title=None),
                       yaxis=dict(showticklabels=False, title=None))
     return fig
@@ -82,14 +82,15 @@ def histogram_figure(h: Histogram, *, title: str, lines: Sequence[tuple[float, s
     return fig
 
 
-def class_box_figure(table: pd.DataFrame, column: str, *, line: Optional[tuple[float, str, str]] = None,
-                     max_points_per_class: int = 2000, seed: int = 0) -> go.Figure:
+def class_box_figure(table: pd.DataFrame, column: str, *, classes: Sequence[str] = (),
+                     line: Optional[tuple[float, str, str]] = None, max_points_per_class: int = 2000,
+                     seed: int = 0) -> go.Figure:
     """One box per class of a score (a seeded sample of at most max_points_per_class values per class)."""
     rng = np.random.default_rng(seed)
     fig = go.Figure()
     labels = table["label"].astype(str).to_numpy()
     values = table[column].to_numpy(dtype=np.float32)
-    for name in pd.unique(labels):
+    for name in classes or pd.unique(labels):
         idx = np.flatnonzero(labels == name)
         if len(idx) > max_points_per_class:
             idx = rng.choice(idx, size=max_points_per_class, replace=False)

@@ -28,6 +28,7 @@ class Settings:
     diversity: float = 0.1
     cleanliness: float = 0.0
     exclude_flagged: bool = True
+    exclude_duplicates: bool = True
     class_balance: bool = False
     strategy: str = "topk"
 
@@ -38,7 +39,8 @@ class Settings:
     def as_dict(self) -> dict:
         """The settings as written into the run manifest of an export."""
         return {"ratio": self.ratio, "weights": self.weights, "exclude_flagged": self.exclude_flagged,
-                "class_balance": self.class_balance, "strategy": self.strategy}
+                "exclude_duplicates": self.exclude_duplicates, "class_balance": self.class_balance,
+                "strategy": self.strategy}
 
     def validate(self) -> "Settings":
         if not 0.0 < self.ratio <= 1.0:
@@ -63,15 +65,19 @@ def decision_column(table: pd.DataFrame, decisions: dict | None) -> pd.Series:
     return table["id"].astype(str).map(decisions).astype(object).fillna("")
 
 
-def selection_table(table: pd.DataFrame, decisions: dict) -> pd.DataFrame:
+def selection_table(table: pd.DataFrame, decisions: dict, *, exclude_duplicates: bool = True) -> pd.DataFrame:
     """The columns the selection reads, with the user's decisions applied.
 
     accepted -> label becomes the suggested label and the sample counts as clean (not flagged, not OOD);
     kept -> the given label stays and the sample counts as clean; bad -> handled as `never` by selection_mask.
+    exclude_duplicates=False hides the near-duplicate marks, so "exclude flagged" drops only label issues
+    and OOD images.
     """
     cols = ["id", "label", "suggested_label", "flagged", "ood", "duplicate_of",
             "alignment_norm", "diversity_norm", "cleanliness"]
     out = table[cols].copy()
+    if not exclude_duplicates:
+        out["duplicate_of"] = -1
     if decisions:
         decided = decision_column(out, decisions)
         accepted = (decided == "accepted").to_numpy()
@@ -92,8 +98,12 @@ def selection_mask(table: pd.DataFrame, settings: Settings, decisions: dict | No
     bad = [i for i, d in decisions.items() if d == "bad"]
     known = set(table["id"].astype(str))
     bad = [i for i in bad if i in known]
-    return engine_mask(selection_table(table, decisions), ratio=settings.ratio, weights=settings.weights,
-                       exclude_flagged=settings.exclude_flagged, class_balance=settings.class_balance,
+    view = selection_table(table, decisions, exclude_duplicates=settings.exclude_duplicates)
+    if settings.exclude_duplicates and not settings.exclude_flagged:   # duplicates only: clear the other marks
+        view["flagged"] = False
+        view["ood"] = False
+    return engine_mask(view, ratio=settings.ratio, weights=settings.weights,
+                       exclude_flagged=settings.exclude_flagged or settings.exclude_duplicates, class_balance=settings.class_balance,
                        strategy=settings.strategy, never=bad)
 
 
@@ -352,8 +362,10 @@ def rows_from_selection(selection) -> list[int]:
     rows = []
     for point in selection.get("points", []) or []:
         data = point.get("customdata")
-        if isinstance(data, (list, tuple)) and data:
-            data = data[0]
+        if isinstance(data, dict):             # typed-array customdata comes back as {"0": row, "1": ...}
+            data = data.get("0", data.get(0))
+        elif isinstance(data, (list, tuple)):
+            data = data[0] if data else None
         if data is None:
             continue
         try:

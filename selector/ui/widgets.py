@@ -43,11 +43,15 @@ def thumbs(run: backend.Run, rows: Sequence[int], size: int = backend.THUMB_PX) 
     return [backend.thumbnail(run, int(r), size) or blank for r in rows]
 
 
-def image_grid(run: backend.Run, rows: Sequence[int], captions: Sequence[str], *, width: int = 96) -> None:
+def image_grid(run: backend.Run, rows: Sequence[int], captions: Sequence[str], *, width: int = 96,
+               size: int = backend.THUMB_PX) -> None:
     """One st.image element holding many small images (cheap to send, wraps like a grid)."""
     if len(rows) == 0:
         return
-    st.image(thumbs(run, rows), caption=list(captions), width=width)
+    if not backend.has_images(run):          # embeddings-only dataset: captions without grey squares
+        st.caption(" | ".join(captions))
+        return
+    st.image(thumbs(run, rows, size), caption=list(captions), width=width)
 
 
 def paged_gallery(run: backend.Run, rows: np.ndarray, *, key: str, per_page: int = 48) -> np.ndarray:
@@ -81,7 +85,7 @@ class ProgressReporter:
             if self.stage is not None:
                 self.status.write(f"{self.stage}: done in {now - self.stage_t0:.1f} s")
             self.stage, self.stage_t0 = stage, now
-            self.status.update(label=f"Running: {stage}...")
+            self.status.update(label=f"Running: {stage}...", expanded=True)
         if not (new_stage or done >= total or now - self.last >= self.min_interval):
             return
         self.last = now

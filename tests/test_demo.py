@@ -1,0 +1,117 @@
+"""The offline demo encoder, trained for real on a few hundred Fashion-MNIST test images."""
+import hashlib
+import json
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from selector import demo
+from selector.data import FASHION_MNIST_CLASSES, load_fashion_mnist, load_image_folder
+from selector.embed import Encoder, class_prompts, embed_dataset, make_encoder
+from selector.errors import InputError
+
+TINY = dict(seed=0, epochs=1, n_train=300, n_eval=500)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("demo_cache")
+
+
+@pytest.fixture(scope="module")
+def enc(cache):
+    return demo.train_demo_encoder(cache_dir=cache, **TINY)
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return load_fashion_mnist(split="train").subset(np.arange(64))
+
+
+def test_tiny_training_gives_a_working_encoder(enc, sample, cache):
+    assert isinstance(enc, Encoder)
+    assert "offline demo encoder" in enc.name and "Fashion-MNIST test half A" in enc.name
+    X = enc.encode_images(sample, np.arange(64), batch_size=20)
+    assert X.shape == (64, demo.EMBED_DIM) and X.dtype == np.float32 and np.isfinite(X).all()
+    np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1, atol=1e-5)
+    info = json.loads(next((cache / "demo_encoder").glob("*.json")).read_text())
+    assert info["seed"] == 0 and info["n_train"] == 300 and info["n_eval"] == 500
+    assert 0 <= info["accuracy_half_b"] <= 1
+    assert info["training_time_s"] >= 0 and info["accuracy_half_b"] == enc.accuracy
+    assert enc.accuracy > 0.3  # 300 images, one epoch: far above chance (0.1) already
+
+
+def test_cache_reload_is_fast_and_identical(enc, sample, cache):
+    t0 = time.perf_counter()
+    loaded = demo.train_demo_encoder(cache_dir=cache, **TINY)
+    assert time.perf_counter() - t0 < 1.0
+    assert loaded.cache_key == enc.cache_key and loaded.info == enc.info
+    np.testing.assert_array_equal(loaded.encode_images(sample, np.arange(8), batch_size=8),
+                                  enc.encode_images(sample, np.arange(8), batch_size=8))
+
+
+def test_damaged_cache_retrains_to_the_same_encoder(enc, sample, cache, tmp_path, caplog):
+    """Same seed, same encoder: a damaged weights file is noticed and retraining reproduces the weights."""
+    import shutil
+    copy = tmp_path / "copy"
+    shutil.copytree(cache, copy)
+    weights = next((copy / "demo_encoder").glob("*.pt"))
+    weights.write_bytes(weights.read_bytes()[:1000])
+    rebuilt = demo.train_demo_encoder(cache_dir=copy, **TINY)
+    assert "unusable" in caplog.text
+    np.testing.assert_allclose(rebuilt.encode_images(sample, np.arange(64), batch_size=64),
+                               enc.encode_images(sample, np.arange(64), batch_size=64), atol=1e-5)
+    np.testing.assert_allclose(rebuilt.encode_texts(class_prompts(FASHION_MNIST_CLASSES)),
+                               enc.encode_texts(class_prompts(FASHION_MNIST_CLASSES)), atol=1e-5)
+
+
+def test_encode_texts_maps_prompts_to_class_embeddings(enc):
+    prompts = class_prompts(FASHION_MNIST_CLASSES)
+    T = enc.encode_texts(prompts)
+    assert T.shape == (10, demo.EMBED_DIM) and T.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(T, axis=1), 1, atol=1e-5)
+    assert np.linalg.matrix_rank(T) == 10  # ten distinct class embeddings
+    np.testing.assert_array_equal(enc.encode_texts(prompts[::-1]), T[::-1])
+    np.testing.assert_array_equal(enc.encode_texts(["A photo of a Ankle boot."]), T[9:])
+    with pytest.raises(InputError, match="Fashion-MNIST classes") as err:
+        enc.encode_texts([prompts[0], "A photo of a cat."])
+    assert "'A photo of a cat.'" in str(err.value)
+
+
+def test_training_uses_only_even_test_rows(cache):
+    pixels, labels, rows = demo.training_data(300)
+    assert (rows % 2 == 0).all() and rows.max() < 10_000 and len(rows) == 300
+    test = load_fashion_mnist(split="test")
+    np.testing.assert_array_equal(pixels, test.pixels[rows])
+    np.testing.assert_array_equal(labels, test.labels[rows])
+    full = demo.training_rows()
+    assert len(full) == 5000 and not set(full) & set(demo.evaluation_rows())
+    info = json.loads(next((cache / "demo_encoder").glob("*.json")).read_text())
+    assert info["train_split"] == "test"
+    assert info["train_rows_sha1"] == hashlib.sha1(rows.astype("<i8").tobytes()).hexdigest()
+
+
+def test_images_from_files_rgb_any_size(enc, tmp_path):
+    rng = np.random.default_rng(0)
+    for c in ("Bag", "Trouser"):
+        (tmp_path / c).mkdir()
+        for k in range(3):
+            Image.fromarray(rng.integers(0, 255, (40, 36, 3), dtype=np.uint8)).save(tmp_path / c / f"{k}.png")
+    (tmp_path / "Bag" / "zz.png").write_bytes(b"\x89PNG broken")
+    ds = load_image_folder(tmp_path)
+    X = enc.encode_images(ds, np.arange(len(ds)), batch_size=4)
+    assert X.shape == (7, demo.EMBED_DIM)
+    bad = np.flatnonzero(ds.table["path"].str.endswith("zz.png"))
+    assert np.isnan(X[bad]).all() and np.isfinite(np.delete(X, bad, axis=0)).all()
+
+
+def test_through_registry_and_cache(cache, sample, tmp_path):
+    enc = make_encoder("demo", cache_dir=cache, **TINY)
+    X, T, ok = embed_dataset(sample, enc, cache_dir=tmp_path, batch_size=16, chunk_size=32)
+    assert X.shape == (64, demo.EMBED_DIM) and T.shape == (10, demo.EMBED_DIM) and ok.all()
+    with pytest.raises(InputError, match="n_train"):
+        demo.train_demo_encoder(cache_dir=tmp_path, n_train=3)
+    with pytest.raises(InputError, match="epochs"):
+        demo.train_demo_encoder(cache_dir=tmp_path, epochs=0)
