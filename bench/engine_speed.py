@@ -1,6 +1,6 @@
 """Engine speed on synthetic 512-d embeddings: kNN, scoring, selection latency, STE loop, UMAP, memory.
 
-    python bench/engine_speed.py [--quick] [--out PATH] [--skip-1m]
+    python bench/engine_speed.py [--quick] [--out PATH] [--skip-1m] [--only knn,scoring,selection,ste,umap,1m]
 
 N = 60k (10 classes) and N = 1M (1,000 classes). --quick: UMAP at 10k instead of 60k, fewer 1M
 exact queries, no IVF build at 1M. On a CPU-only machine the exact 1M x 1M search is measured on a
@@ -30,6 +30,7 @@ from selector import neighbors as nb  # noqa: E402
 from selector.optimize import paper_score, select, select_ste, selection_score  # noqa: E402
 
 DIM = 512
+SECTIONS = ("knn", "scoring", "selection", "ste", "umap", "1m")
 ROWS: list[tuple] = []   # (stage, N, median, p95, notes)
 
 
@@ -238,16 +239,20 @@ def bench_umap(X, n_umap):
     from selector.project import umap_from_knn
     import umap
 
+    import warnings
+
     Xu = X[:n_umap]
-    warm = Xu[:600]
+    # numba JIT warm-up, not timed; >= 4096 rows so umap-learn's NN-descent path is compiled too
+    warm = X[-4500:]
     Sw, Iw = nb.knn(warm, 10)
-    umap_from_knn(Iw, 1 - Sw, seed=0, n_epochs=20)                   # numba JIT warm-up, not timed
-    umap.UMAP(n_neighbors=11, metric="cosine", random_state=0, n_jobs=1, n_epochs=20).fit(warm)
+    umap_from_knn(Iw, 1 - Sw, seed=0, n_epochs=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        umap.UMAP(n_neighbors=11, metric="cosine", random_state=0, n_jobs=1, n_epochs=10).fit(warm)
     (S, I), t_knn, _ = timeit(lambda: nb.knn(Xu, 10, metric="cosine"))
     _, t_map, _ = timeit(lambda: umap_from_knn(I, 1 - S, seed=0))
     add("UMAP from our kNN graph (knn + layout)", n_umap, t_knn + t_map, None,
         f"kNN {fmt_s(t_knn)} + layout {fmt_s(t_map)}; seeded (1 thread); JIT warmed")
-    import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         _, t_own, _ = timeit(lambda: umap.UMAP(n_neighbors=11, metric="cosine", random_state=0, n_jobs=1).fit(Xu))
@@ -277,7 +282,8 @@ def machine() -> str:
 
 
 def render(args, started, elapsed) -> str:
-    lines = [f"## Engine speed ({'quick' if args.quick else 'full'} run)", "",
+    part = f", sections {args.only}" if args.only else ""
+    lines = [f"## Engine speed ({'quick' if args.quick else 'full'} run{part})", "",
              f"- date: {started:%Y-%m-%d %H:%M} (local), total {fmt_s(elapsed)}",
              f"- machine: {machine()}",
              "- data: synthetic unit-norm 512-d class clusters (float32); 5% of rows excluded in selection runs",
@@ -294,22 +300,37 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="UMAP at 10k, fewer 1M queries, no 1M IVF build")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "engine_speed.md"))
     p.add_argument("--skip-1m", action="store_true", help="only the 60k part")
+    p.add_argument("--only", default="", help=f"comma-separated sections to run: {','.join(SECTIONS)} (default all)")
+    p.add_argument("--append", action="store_true", help="append to --out instead of replacing it")
     p.add_argument("--repeats", type=int, default=24, help="selection re-runs per setting (>= 20)")
     args = p.parse_args(argv)
     started, t0 = dt.datetime.now(), time.perf_counter()
     repeats = max(20, args.repeats)
 
     print("# N = 60,000, 10 classes", flush=True)
+    only = set(args.only.split(",")) if args.only else set(SECTIONS)
+    unknown = only - set(SECTIONS)
+    if unknown:
+        p.error(f"unknown section(s) {sorted(unknown)}; choose from {','.join(SECTIONS)}")
+    if args.skip_1m:
+        only.discard("1m")
     X, T, labels = synthetic(60_000, 10, seed=0)
-    S, I, Dg, Ig = bench_knn_60k(X, labels, args.quick)
-    scores = bench_scoring(X, T, labels, S, I, Dg, Ig, args.quick, with_adapt=True) or {}
-    bench_selection(len(X), labels, scores, repeats)
-    bench_ste(len(X))
-    bench_umap(X, 10_000 if args.quick else 60_000)
-    del X, S, I, Dg, Ig
+    scores = {}
+    if only & {"knn", "scoring"}:
+        S, I, Dg, Ig = bench_knn_60k(X, labels, args.quick)
+        if "scoring" in only:
+            scores = bench_scoring(X, T, labels, S, I, Dg, Ig, args.quick, with_adapt=True) or {}
+        del S, I, Dg, Ig
+    if "selection" in only:
+        bench_selection(len(X), labels, scores, repeats)
+    if "ste" in only:
+        bench_ste(len(X))
+    if "umap" in only:
+        bench_umap(X, 10_000 if args.quick else 60_000)
+    del X
     gc.collect()
 
-    if not args.skip_1m:
+    if "1m" in only:
         print("# N = 1,000,000, 1,000 classes", flush=True)
         X, T, labels = synthetic(1_000_000, 1000, seed=1)
         Dg, Ig = bench_knn_1m(X, labels, args.quick)
@@ -325,7 +346,11 @@ def main(argv=None):
     print(text)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    if args.append and out.exists():
+        with out.open("a") as fh:
+            fh.write("\n" + text)
+    else:
+        out.write_text(text)
     print(f"wrote {out}")
 
 

@@ -2,7 +2,7 @@
 import numpy as np
 import streamlit as st
 
-from selector.ui import backend, charts, state, widgets
+from selector.ui import charts, state, widgets
 from selector.ui.selection_view import map_rows, rows_from_selection
 
 run = state.require_run()
@@ -19,7 +19,9 @@ st.caption(f"{run.result.config.map.upper()} of the adapted image embeddings; ne
            "encoder. Click a point, or draw a box or lasso (toolbar at the top right of the chart), to see the "
            "images below.")
 
+state.restore_form("map")
 colour = st.selectbox("Colour by", charts.colour_options(table), key="map_colour")
+state.remember_form("map", ["map_colour"])
 drawn = map_rows(len(table), limit=charts.MAX_MAP_POINTS, always=table["flagged"].to_numpy(), seed=0)
 if len(drawn) < len(table):
     st.caption(f"Drawing {len(drawn):,} of {len(table):,} points (every flagged one) to keep the browser fast.")

@@ -18,6 +18,7 @@ objective = selection_score(table, settings)
 threshold = run.result.flag_threshold
 
 st.title("Scores")
+state.restore_form("scores")
 st.caption("Blue: in the current subset; grey: dropped. Dashed lines: the flag threshold on the noise score "
            "(and 1 - threshold on cleanliness) and, for the top-k strategy, the lowest objective value that "
            "made it into the subset.")
@@ -25,6 +26,7 @@ left, right = st.columns(2)
 class_name = left.selectbox("Class", [ALL, *run.result.class_names], key="scores_class")
 focus = right.selectbox("Score for the per-class view", [OBJECTIVE, *[c for c in SCORE_COLUMNS if c in table]],
                         key="scores_column")
+state.remember_form("scores", ["scores_class", "scores_column"])
 rows = np.arange(len(table)) if class_name == ALL else np.flatnonzero((table["label"] == class_name).to_numpy())
 
 

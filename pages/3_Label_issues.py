@@ -25,15 +25,18 @@ st.caption(f"{int(table['flagged'].sum()):,} flagged samples, most suspicious fi
            f"{counts.get('bad', 0)} marked bad. Accepted labels replace the given ones in the export "
            "(corrected_label) and in class balancing; kept and accepted samples are no longer excluded as "
            "flagged; bad ones are never selected.")
+state.restore_form("issues")
 left, right = st.columns(2)
 show = left.radio("Show", list(SHOW), format_func=SHOW.get, horizontal=True, key="issues_show")
 class_name = right.selectbox("Given label", [ALL, *run.result.class_names], key="issues_class")
+state.remember_form("issues", ["issues_show", "issues_class"])
 rows = flagged_order(table, decisions=decisions, show=show, label=None if class_name == ALL else class_name)
 if len(rows) == 0:
     st.info("No flagged samples match these filters.")
     st.stop()
 
 page = widgets.pager(len(rows), PER_PAGE, key="issues_page")
+state.remember_form("issues", ["issues_show", "issues_class", "issues_page"])
 labels = table["label"].to_numpy()
 for row in page_rows(rows, page, PER_PAGE):
     sample = table.iloc[row]

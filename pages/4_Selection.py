@@ -3,8 +3,8 @@ and shows what the subset keeps per class and how it compares with a random subs
 import streamlit as st
 
 from selector.ui import backend, state, widgets
-from selector.ui.selection_view import (STRATEGIES, STRATEGY_LABELS, Settings, class_breakdown, compare_with_random,
-                                        corrected_labels)
+from selector.ui.selection_view import (STRATEGIES, STRATEGY_LABELS, Settings, class_breakdown,
+                                        corrected_codes)
 
 run = state.require_run()
 table = run.table
@@ -57,16 +57,15 @@ if truth is not None:
 cols[3].metric("Decisions applied", f"{len(decisions):,}")
 
 st.subheader("Kept and dropped per class")
-breakdown = class_breakdown(table["label"], mask, run.result.class_names,
-                            labels_after=corrected_labels(table, decisions))
+codes = run.result.dataset.labels
+breakdown = class_breakdown(codes, mask, run.result.class_names,
+                            codes_after=corrected_codes(codes, table, decisions, run.result.class_names))
 chart_col, table_col = st.columns([1, 1])
 chart_col.bar_chart(breakdown.set_index("class")[["kept", "dropped"]], stack=True, color=["#2b6cb0", "#b0b8c4"])
 table_col.dataframe(breakdown, hide_index=True, key="sel_breakdown")
 
 st.subheader("Compared with a random subset of the same size")
-comparison = compare_with_random(run.result.dataset.labels, len(run.result.class_names), mask,
-                                 flagged=table["flagged"].to_numpy(), truth=truth,
-                                 space=backend.coverage_space(run), seed=run.result.config.seed)
+comparison = backend.compare_with_random(run, mask)
 st.dataframe(comparison, hide_index=True, key="sel_comparison")
-st.caption("Embedding coverage is measured on a fixed sample of 1,000 points in a 32-d PCA copy of the adapted "
+st.caption("Embedding coverage is measured on a fixed sample of 500 points in a 32-d PCA copy of the adapted "
            "embeddings; the random subset is seeded, so it only changes when the subset size does.")

@@ -16,10 +16,12 @@ decisions = state.decisions(run)
 settings = state.settings()
 
 st.title("Export")
+state.restore_form("export")
 if error:
     st.warning(f"The current selection settings cannot be met, so nothing is selected: {error}")
 full = export_table(run.table, mask, decisions)
 view = st.radio("Table", list(VIEWS), format_func=VIEWS.get, horizontal=True, key="export_view")
+state.remember_form("export", ["export_view"])
 if view == "subset":
     shown = full[full["selected"]].reset_index(drop=True)
 elif view == "full":

@@ -14,7 +14,8 @@ Backend: a FAISS GPU index when faiss has GPU support (`faiss.StandardGpuResourc
 Exact flat search up to `exact_limit` vectors, IVF-Flat beyond (nlist ~ 4*sqrt(n), trained on a seeded
 sample of 64 points per list, nprobe ~ nlist/16: recall@10 > 0.95 on clustered embeddings).
 The default `exact_limit` is 2,000,000 on a GPU and 100,000 on CPU: an exact 60k x 60k x 512 search
-takes about a minute on 2 CPU cores, an exact 1M one many hours (see bench/engine_speed.py).
+takes 1-2 min on 2 busy CPU cores, an exact 1M one ~8 h (bench/engine_speed.py); IVF-Flat on CPU was
+not faster at 60k (its scan does not use BLAS), so CPU stays exact up to 100k.
 
 Thread safety: `Neighbors.search` holds a per-index lock around the FAISS call. FAISS GPU indexes are
 not reentrant, and a CPU search already uses all cores through OpenMP, so serialising costs nothing

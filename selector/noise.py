@@ -1,17 +1,23 @@
 """Label audit (mislabelled / corrupted / near-duplicate rows), synthetic noise injection, audit metrics.
 
 Why not the paper's alignment score: adapters fit on noisy labels learn the noise (AUROC 0.64 under
-class-dependent flips, PAPER.md). The audit therefore combines three estimates of p(class | image):
+class-dependent flips, PAPER.md). The audit estimates the CLEAN class posterior P(c | x) by pooling
+three experts, none of which scores a row with a model that saw that row's own label:
   (a) zero-shot probabilities of the frozen encoder (independent of the given labels; one temperature
       fitted by likelihood),
-  (b) out-of-fold probabilities of a softmax regression on the frozen embeddings, K-fold cross-fitted so
-      no row is scored by a model that saw its own (possibly wrong) label, refit once with robust
-      per-sample weights (agreement of round-one estimate with the given label), and
-  (c) kNN label votes of global neighbours in embedding space (smoothed),
-as a product of experts (mean of log-probabilities, renormalised). noise_score = 1 - p(given label).
-flagged: confident learning (Northcutt et al. 2021) on the combined probabilities: per-class thresholds =
-mean self-confidence of each given class -> confident joint -> calibrated joint -> estimated number of
-label errors N; the N highest noise scores are flagged (threshold = the N-th score). No fixed cut.
+  (b) a linear discriminant (class means + pooled shrunk covariance) on the frozen embeddings,
+      5-fold cross-fitted (out-of-fold), refit once with robust per-sample weights = agreement of the
+      first-round pool with the given label, p(y_i) / max_c p(c), and
+  (c) smoothed label votes of the k global neighbours in embedding space.
+Pool: log-linear, P ~ exp(sum_m a_m log p_m), with a_m >= 0 fitted by likelihood of the GIVEN labels
+through the estimated noise transition matrix (forward correction, so an expert that predicts the noise
+is not rewarded). The transition T[true, given] comes from the calibrated confident joint (Northcutt et
+al. 2021: per-class thresholds = mean self-confidence of each given class).
+noise_score = posterior probability that the given label is wrong, 1 - P(y|x) T[y,y] / sum_c P(c|x) T[c,y].
+flagged: the top-m rows by noise_score, m maximising the expected F1 (sum of the top-m scores is the
+expected number of true positives, the sum of all scores the expected number of errors); no fixed cut.
+class_noise_rate: mean noise_score of each given class.
+Measured on Fashion-MNIST demo-encoder features: bench/audit_quality.py, bench/results/audit_quality.md.
 """
 from __future__ import annotations
 
@@ -22,13 +28,13 @@ import numpy as np
 
 from selector.errors import InputError, describe_rows
 from selector.progress import Progress, ensure
-from selector.score import (check_labels, check_matrix, l2_normalize, softmax, torch_threads,
-                            blas_threads,
+from selector.score import (check_labels, check_matrix, l2_normalize, softmax, blas_threads,
                             zero_shot_logits)
 
 log = logging.getLogger(__name__)
 
 NOISE_MODES = ("uniform", "confusable")
+LDA_SHRINKAGE = 0.05  # covariance -> (1-s) cov + s tr(cov)/d I; 0.01-0.2 measured equal on Fashion-MNIST
 OOD_CUT = 3.5          # robust z (median/MAD, Iglewicz-Hoaglin "outlier" level) on both OOD criteria
 KNN_SMOOTHING = 1.0    # pseudo-votes spread over classes by their frequency (kNN vote expert)
 _CHUNK = 65_536
@@ -37,8 +43,8 @@ _CHUNK = 65_536
 @dataclass(eq=False)
 class Audit:
     """Per-row label audit; every array has one entry per row (C entries for class_noise_rate)."""
-    noise_score: np.ndarray       # (n,) float32 in [0,1], higher = more likely mislabelled
-    flagged: np.ndarray           # (n,) bool: noise_score >= threshold (top-N, N estimated)
+    noise_score: np.ndarray       # (n,) float32 in [0,1], higher = more likely mislabelled (posterior)
+    flagged: np.ndarray           # (n,) bool: noise_score >= threshold and suggestion != given label
     threshold: float
     suggested_label: np.ndarray   # (n,) int64 argmax of the combined probability
     suggested_prob: np.ndarray    # (n,) float32
@@ -49,8 +55,9 @@ class Audit:
     duplicate_of: np.ndarray      # (n,) int64, -1 = none, else the lowest row it nearly duplicates
     reason: np.ndarray            # (n,) object str, "" when nothing to say
     class_noise_rate: np.ndarray  # (C,) float32 estimated share of mislabelled rows per given class
-    n_errors_estimate: int = 0    # N from the calibrated confident joint
+    n_errors_estimate: int = 0    # m, the expected-F1-optimal number of rows to flag
     components: dict | None = None  # (n,) given-label probability of each expert (zero_shot, cross_fit, knn)
+    pool_weights: dict | None = None  # fitted weight of each expert in the pool
 
 
 # ---------------------------------------------------------------------------------------- experts
@@ -77,53 +84,25 @@ def _stratified_folds(y: np.ndarray, n_folds: int, rng) -> np.ndarray:
     return fold
 
 
-def _softmax_regression(Xtr, ytr, wtr, C, *, l2, max_iter, seed):
-    """Weighted multinomial logistic regression (full-batch L-BFGS, torch) -> (W (d,C), b (C,))."""
-    import torch
-    torch.manual_seed(seed)
-    Xt = torch.from_numpy(np.ascontiguousarray(Xtr))
-    yt = torch.from_numpy(ytr)
-    wt = torch.from_numpy(wtr.astype(np.float32))
-    wt = wt / wt.sum()
-    W = torch.zeros(Xtr.shape[1], C, requires_grad=True)
-    b = torch.zeros(C, requires_grad=True)
-    opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=max_iter, history_size=10,
-                            line_search_fn="strong_wolfe", tolerance_grad=1e-6, tolerance_change=1e-9)
-
-    def closure():
-        opt.zero_grad()
-        ce = torch.nn.functional.cross_entropy(Xt @ W + b, yt, reduction="none")
-        loss = (wt * ce).sum() + 0.5 * l2 * (W ** 2).sum()
-        loss.backward()
-        return loss
-
-    with torch_threads(Xtr.shape[0] * Xtr.shape[1] * C):
-        opt.step(closure)
-    return W.detach().numpy(), b.detach().numpy()
-
-
-def _cross_fit_lda(Xn, y, C, weights, folds, n_folds, *, shrinkage=0.05):
+def _cross_fit_lda(Xn, y, C, weights, folds, n_folds, *, shrinkage=LDA_SHRINKAGE):
     """Out-of-fold log p(c | x) (n,C) of a weighted linear discriminant (class means + pooled, shrunk
     covariance). Sufficient statistics are summed once and each fold's are subtracted, so the cost is
     one O(n d^2) pass however many folds."""
     d = Xn.shape[1]
     w = weights.astype(np.float64)
-    Xd = Xn.astype(np.float64)
-    # per-fold, per-class weighted sums: count, sum x; per-fold weighted scatter sum x x^T
+    # per-fold weighted sums: class counts, class sums of x, scatter sum x x^T (float64, chunked)
     cnt = np.zeros((n_folds, C))
     sx = np.zeros((n_folds, C, d))
     sxx = np.zeros((n_folds, d, d))
     for f in range(n_folds):
         r = np.flatnonzero(folds == f)
-        wf = w[r]
-        np.add.at(cnt[f], y[r], wf)
+        cnt[f] = np.bincount(y[r], weights=w[r], minlength=C)
         for s in range(0, len(r), _CHUNK):
             rr = r[s:s + _CHUNK]
-            xw = Xd[rr] * w[rr, None]
-            sxx[f] += xw.T @ Xd[rr]
-            onehot = np.zeros((len(rr), C))
-            onehot[np.arange(len(rr)), y[rr]] = 1.0
-            sx[f] += onehot.T @ xw
+            xd = Xn[rr].astype(np.float64)
+            xw = xd * w[rr, None]
+            sxx[f] += xw.T @ xd
+            np.add.at(sx[f], y[rr], xw)
     out = np.empty((len(y), C), np.float32)
     for f in range(n_folds):
         c_ = cnt.sum(0) - cnt[f]
@@ -139,39 +118,10 @@ def _cross_fit_lda(Xn, y, C, weights, folds, n_folds, *, shrinkage=0.05):
         te = np.flatnonzero(folds == f)
         for s in range(0, len(te), _CHUNK):
             r = te[s:s + _CHUNK]
-            Z = Xd[r] @ A + b
+            Z = Xn[r].astype(np.float64) @ A + b
             Z -= Z.max(1, keepdims=True)
             out[r] = Z - np.log(np.exp(Z).sum(1, keepdims=True))
     return out
-
-
-def _cross_fit_logprobs(Xn, y, C, weights, folds, n_folds, *, max_train, rng, seed):
-    """Out-of-fold log p(c | x) (n,C) from the weighted softmax regression."""
-    out = np.empty((len(y), C), np.float32)
-    l2 = 1.0 / max(1, len(y))  # ~ sklearn C=1 on the full data; light, the fit is cross-validated
-    for f in range(n_folds):
-        tr = np.flatnonzero(folds != f)
-        if len(tr) > max_train:
-            tr = rng.choice(tr, size=max_train, replace=False)
-        W, b = _softmax_regression(Xn[tr], y[tr], weights[tr], C, l2=l2, max_iter=30, seed=seed + f)
-        te = np.flatnonzero(folds == f)
-        for s in range(0, len(te), _CHUNK):
-            r = te[s:s + _CHUNK]
-            Z = Xn[r] @ W + b
-            Z -= Z.max(1, keepdims=True)
-            out[r] = Z - np.log(np.exp(Z).sum(1, keepdims=True))
-    return out
-
-
-CROSS_FIT = "lda"
-LDA_SHRINK = 0.05
-ROBUST_POW = 1.0
-
-
-def _cross_fit(Xn, y, C, w, folds, n_folds, max_train, rng, seed):
-    if CROSS_FIT == "lda":
-        return _cross_fit_lda(Xn, y, C, w, folds, n_folds, shrinkage=LDA_SHRINK)
-    return _cross_fit_logprobs(Xn, y, C, w, folds, n_folds, max_train=max_train, rng=rng, seed=seed)
 
 
 def _knn_logprobs(I, y, C, prior):
@@ -185,12 +135,6 @@ def _knn_logprobs(I, y, C, prior):
     return np.log(votes), votes
 
 
-POOL = "forward"
-SCORE = "posterior"
-FLAG = "f1"
-RATE = "posterior"
-
-
 def _pool_weights(logps, y, transition, rng) -> np.ndarray:
     """Weights a_m >= 0 of the log-linear pool P_a ~ exp(sum_m a_m log p_m) (an estimate of the CLEAN
     posterior) fitted by maximum likelihood of the GIVEN labels through the estimated noise transition
@@ -200,13 +144,9 @@ def _pool_weights(logps, y, transition, rng) -> np.ndarray:
     from scipy.optimize import minimize
     M = len(logps)
     a0 = np.full(M, 1.0 / M)
-    if POOL == "equal":
-        return a0
     rows = rng.choice(len(y), size=min(len(y), 20_000), replace=False)
     L = np.stack([lp[rows].astype(np.float64) for lp in logps])      # (M, m, C)
     Tcol = transition[:, y[rows]].T                                   # (m, C): T[c, y_i]
-    if POOL == "noisy":
-        Tcol = np.eye(transition.shape[0])[y[rows]]
 
     def f(a):
         Z = np.tensordot(a, L, 1)
@@ -243,7 +183,8 @@ def _confident_joint(P: np.ndarray, y: np.ndarray, C: int):
     """Calibrated confident joint Q (C,C) counts: rows = given label, cols = estimated true label."""
     n = len(y)
     counts = np.bincount(y, minlength=C)
-    thr = np.array([P[y == c, c].mean() if counts[c] else 1.0 for c in range(C)], np.float32)
+    self_conf = np.bincount(y, weights=P[np.arange(n), y], minlength=C)
+    thr = np.where(counts > 0, self_conf / np.maximum(counts, 1), 1.0).astype(np.float32)
     above = P >= thr[None, :] - 1e-6
     masked = np.where(above, P, -1.0)
     true = masked.argmax(1)
@@ -291,8 +232,7 @@ def audit_labels(X, T, labels, class_names, **kwargs) -> Audit:
 
 
 def _audit_labels(X, T, labels, class_names, *, neighbors=None, seed: int = 0, n_folds: int = 5,
-                 k: int = 10, duplicate_threshold: float = 0.98, max_train: int = 200_000,
-                 progress: Progress | None = None) -> Audit:
+                 k: int = 10, duplicate_threshold: float = 0.98, progress: Progress | None = None) -> Audit:
     """Audit the given labels of n rows.
 
     X (n,d) frozen image embeddings, T (C,d) class-prompt embeddings of the same encoder, labels (n,)
@@ -300,7 +240,8 @@ def _audit_labels(X, T, labels, class_names, *, neighbors=None, seed: int = 0, n
     Neighbors index over these rows, or a (D, I) pair of global kNN with self excluded (e.g. the
     pipeline's kNN on the adapted F); only the neighbour ids are used, similarities are recomputed on X.
     duplicate_threshold: cosine on X at or above which a neighbour with a lower row id is a near-duplicate.
-    max_train caps the rows each cross-fitting fold trains on (memory/time for 1M rows).
+    Cost: O(n d^2 + n k d + n C) time, about 6 n C floats of memory (fine for C <= ~100 at 1M rows);
+    kNN excluded when neighbours are passed in.
     """
     progress = ensure(progress)
     X = check_matrix(X, "X (image embeddings)")
@@ -346,42 +287,30 @@ def _audit_labels(X, T, labels, class_names, *, neighbors=None, seed: int = 0, n
 
     # (b) cross-fitted classifier: round 1 unweighted, round 2 weighted by agreement with round 1
     folds = _stratified_folds(y, n_folds, rng)
-    lp_cf = _cross_fit(Xn, y, C, np.ones(n, np.float32), folds, n_folds, max_train, rng, seed)
+    lp_cf = _cross_fit_lda(Xn, y, C, np.ones(n), folds, n_folds)
     experts = [lp_zs, lp_cf, lp_knn]
     P0 = _combine(experts, np.full(3, 1 / 3))
     a1 = _pool_weights(experts, y, _transition(P0, y, C), rng)
     P1 = _combine(experts, a1)
-    w = (P1[np.arange(n), y] / P1.max(1)) ** ROBUST_POW
-    lp_cf = _cross_fit(Xn, y, C, w, folds, n_folds, max_train, rng, seed)
+    w = P1[np.arange(n), y] / P1.max(1)
+    lp_cf = _cross_fit_lda(Xn, y, C, w, folds, n_folds)
     experts = [lp_zs, lp_cf, lp_knn]
     pool = _pool_weights(experts, y, _transition(P1, y, C), rng)
     P = _combine(experts, pool)
     progress("auditing labels", 3, stages)
 
-    # flags by confident learning
+    # posterior probability that the given label is wrong; expected-F1-optimal flag count
     rows = np.arange(n)
     given = P[rows, y]
-    Q, _, _ = _confident_joint(P, y, C)
-    off = Q.sum(1) - np.diag(Q)
-    class_noise_rate = np.where(counts > 0, off / np.maximum(counts, 1), 0.0).astype(np.float32)
-    n_err = int(round(off.sum()))
-    if SCORE == "posterior":
-        Tm = _transition(P, y, C)
-        num = given * Tm[y, y]
-        den = (P * Tm[:, y].T).sum(1)
-        noise_score = np.clip(1.0 - num / np.maximum(den, 1e-30), 0.0, 1.0).astype(np.float32)
-        if RATE == "posterior":
-            class_noise_rate = (np.bincount(y, weights=noise_score, minlength=C)
-                                / np.maximum(counts, 1)).astype(np.float32)
-    else:
-        noise_score = np.clip(1.0 - given, 0.0, 1.0).astype(np.float32)
-    if FLAG == "f1":
-        order = np.argsort(-noise_score, kind="stable")
-        cs = np.cumsum(noise_score[order].astype(np.float64))
-        ef1 = 2 * cs / (np.arange(1, n + 1) + cs[-1])
-        n_err = int(np.argmax(ef1)) + 1 if cs[-1] > 0.5 else 0
+    Tm = _transition(P, y, C)
+    den = (P * Tm[:, y].T).sum(1)
+    noise_score = np.clip(1.0 - given * Tm[y, y] / np.maximum(den, 1e-30), 0.0, 1.0).astype(np.float32)
+    class_noise_rate = (np.bincount(y, weights=noise_score, minlength=C) / np.maximum(counts, 1)).astype(
+        np.float32)
+    order = np.argsort(-noise_score, kind="stable")
+    cs = np.cumsum(noise_score[order].astype(np.float64))
+    n_err = int(np.argmax(2 * cs / (np.arange(1, n + 1) + cs[-1]))) + 1 if cs[-1] >= 0.5 else 0
     if n_err > 0:
-        order = np.argsort(-noise_score, kind="stable")
         threshold = float(noise_score[order[n_err - 1]])
         flagged = noise_score >= threshold
     else:
@@ -402,8 +331,18 @@ def _audit_labels(X, T, labels, class_names, *, neighbors=None, seed: int = 0, n
                            _robust_z(np.log(np.maximum(far, 1e-6)))).astype(np.float32)
     ood = ood_score > OOD_CUT
 
-    # near-duplicates: lowest-index neighbour at cosine >= threshold, chains followed to the root
-    dup_mask = valid & (np.nan_to_num(sims, nan=-2.0) >= duplicate_threshold - 1e-6) & (I < rows[:, None])
+    # near-duplicates: lowest-index neighbour at cosine >= threshold that is ALSO far closer than
+    # typical nearest neighbours (robust z of log cosine distance vs the 1-NN distances < -OOD_CUT), so
+    # an encoder whose embeddings are all near-parallel (demo CNN: median 1-NN cosine 0.994) does not
+    # make every row a duplicate; exact copies (distance <= 1e-6) always count
+    close = np.nan_to_num(sims, nan=-2.0)
+    log_d = np.log(np.maximum(1.0 - close, 1e-6))
+    nn1 = log_d[:, 0][valid[:, 0]]
+    med = np.median(nn1) if len(nn1) else 0.0
+    mad = 1.4826 * np.median(np.abs(nn1 - med)) if len(nn1) else 0.0
+    unusual = (log_d - med < -OOD_CUT * mad) if mad > 0 else np.ones_like(valid)
+    dup_mask = valid & (close >= duplicate_threshold - 1e-6) & (unusual | (1.0 - close <= 1e-6)) \
+        & (I < rows[:, None])
     duplicate_of = np.where(dup_mask.any(1), np.where(dup_mask, I, n).min(1), -1).astype(np.int64)
     has = np.flatnonzero(duplicate_of >= 0)
     for _ in range(32):
@@ -417,7 +356,7 @@ def _audit_labels(X, T, labels, class_names, *, neighbors=None, seed: int = 0, n
                       sims, k_eff=valid.sum(1))
     progress("auditing labels", 5, stages)
     log.info("audit: pool weights zero-shot %.2f, cross-fit %.2f, knn %.2f", *pool)
-    log.info("audit: %d flagged (estimated %d label errors), %d OOD, %d near-duplicates, zero-shot "
+    log.info("audit: %d flagged (expected-F1 optimum %d rows), %d OOD, %d near-duplicates, zero-shot "
              "temperature %.3g", int(flagged.sum()), n_err, int(ood.sum()), int(len(has)), tau)
     return Audit(
         noise_score=noise_score, flagged=flagged, threshold=threshold, suggested_label=suggested,
@@ -427,7 +366,8 @@ def _audit_labels(X, T, labels, class_names, *, neighbors=None, seed: int = 0, n
         n_errors_estimate=n_err,
         components={"zero_shot": np.exp(lp_zs[rows, y]).astype(np.float32),
                     "cross_fit": np.exp(lp_cf[rows, y]).astype(np.float32),
-                    "knn": votes[rows, y].astype(np.float32)})
+                    "knn": votes[rows, y].astype(np.float32)},
+        pool_weights=dict(zip(("zero_shot", "cross_fit", "knn"), map(float, pool))))
 
 
 def _reasons(names, y, sug, P, given, votes, I, flagged, ood, best_sim, S, dup, sims, k_eff):

@@ -310,7 +310,7 @@ def _spread(size, budget) -> np.ndarray:
 # ------------------------------------------------------------------------------------------ the paper's loop
 def select_ste(A, D, ratio: float, *, beta: float = 0.1, penalty: float = 2.0, lr: float = 1e-3,
                max_iter: int = 100_000, tol: float = 1e-3, seed: int = 0, repair: bool = True,
-               device: str = "cpu") -> tuple[np.ndarray, dict]:
+               device: str = "auto") -> tuple[np.ndarray, dict]:
     """The paper's straight-through selection loop (PAPER.md Module 3) -> (mask (n,) bool, info dict).
 
     d_i = 0.01 (all selected), p = sigmoid(100 d), m = [p > 0.5] with a straight-through gradient,
@@ -325,7 +325,9 @@ def select_ste(A, D, ratio: float, *, beta: float = 0.1, penalty: float = 2.0, l
     rest; ties by row index) - the loop's own end state is a top set of s, so this is the set the loop
     would reach without the failure. A converged loop may also end a few samples off k (within tol);
     repair fixes that too.
-    info: k, n, iterations, loss (last), converged (tolerance reached), n_selected_loop, off_by
+    device: "auto" (CUDA when torch sees a GPU, else CPU), "cpu" or "cuda[:i]"; on CPU the loop runs
+    on one torch thread (set process-wide for the duration, then restored).
+    info: k, n, device, iterations, loss (last), converged (tolerance reached), n_selected_loop, off_by
     (n_selected_loop - k), n_stuck (#s_i > penalty), unreachable (n_stuck > k), missed_ratio (not
     converged), repaired {"added", "removed"}, seconds.
     """
@@ -342,7 +344,54 @@ def select_ste(A, D, ratio: float, *, beta: float = 0.1, penalty: float = 2.0, l
     if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 0:
         raise InputError(f"max_iter must be an integer >= 0; got {max_iter!r}.")
 
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
+        raise InputError(f"device must be 'auto', 'cpu' or 'cuda[:i]'; got {device!r}.")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"device={device!r} but torch sees no CUDA GPU; use device='auto' or 'cpu'.")
+
     t0 = time.perf_counter()
+    # The loop is thousands of tiny element-wise steps: intra-op threads only add synchronisation
+    # (measured 27 ms vs 2 ms per iteration at n=60k on 2 busy cores), so run it on one thread and
+    # restore the process-wide setting afterwards.
+    threads = torch.get_num_threads()
+    if device == "cpu" and n <= 2_000_000:
+        torch.set_num_threads(1)
+    try:
+        mask, it, loss_value, converged = _ste_loop(torch, A, D, k, n, beta=beta, penalty=penalty, lr=lr,
+                                                    max_iter=max_iter, tol=tol, seed=seed, device=device)
+    finally:
+        torch.set_num_threads(threads)
+    n_loop = int(mask.sum())
+    n_stuck = int((s > penalty).sum())
+    info = {"k": k, "n": n, "device": str(device), "iterations": it, "loss": loss_value, "converged": converged,
+            "n_selected_loop": n_loop, "off_by": n_loop - k, "n_stuck": n_stuck,
+            "unreachable": n_stuck > k, "missed_ratio": not converged,
+            "repaired": {"added": 0, "removed": 0}, "seconds": 0.0}
+    if n_stuck > k:
+        log.warning("STE loop: %d samples have s > penalty=%g and can never be dropped; k=%d is unreachable",
+                    n_stuck, penalty, k)
+    if repair and n_loop != k:
+        order = np.lexsort((np.arange(n), -s))               # best first, ties by row index
+        rank = np.empty(n, np.int64)
+        rank[order] = np.arange(n)
+        if n_loop > k:
+            chosen = np.flatnonzero(mask)
+            drop = chosen[np.argsort(-rank[chosen], kind="stable")[: n_loop - k]]
+            mask[drop] = False
+            info["repaired"]["removed"] = int(len(drop))
+        else:
+            rest = np.flatnonzero(~mask)
+            add = rest[np.argsort(rank[rest], kind="stable")[: k - n_loop]]
+            mask[add] = True
+            info["repaired"]["added"] = int(len(add))
+    info["seconds"] = time.perf_counter() - t0
+    return mask, info
+
+
+def _ste_loop(torch, A, D, k, n, *, beta, penalty, lr, max_iter, tol, seed, device):
+    """The loop itself -> (mask, iterations, last loss, converged)."""
     torch.manual_seed(seed)          # the loop is deterministic; seeded for any future stochastic variant
     dev = torch.device(device)
     At = torch.as_tensor(A, dtype=torch.float32, device=dev)
@@ -369,31 +418,7 @@ def select_ste(A, D, ratio: float, *, beta: float = 0.1, penalty: float = 2.0, l
         it += 1
     with torch.no_grad():
         mask = (torch.sigmoid(100.0 * d) > 0.5).cpu().numpy()
-    n_loop = int(mask.sum())
-    n_stuck = int((s > penalty).sum())
-    info = {"k": k, "n": n, "iterations": it, "loss": loss_value, "converged": converged,
-            "n_selected_loop": n_loop, "off_by": n_loop - k, "n_stuck": n_stuck,
-            "unreachable": n_stuck > k, "missed_ratio": not converged,
-            "repaired": {"added": 0, "removed": 0}, "seconds": 0.0}
-    if n_stuck > k:
-        log.warning("STE loop: %d samples have s > penalty=%g and can never be dropped; k=%d is unreachable",
-                    n_stuck, penalty, k)
-    if repair and n_loop != k:
-        order = np.lexsort((np.arange(n), -s))               # best first, ties by row index
-        rank = np.empty(n, np.int64)
-        rank[order] = np.arange(n)
-        if n_loop > k:
-            chosen = np.flatnonzero(mask)
-            drop = chosen[np.argsort(-rank[chosen], kind="stable")[: n_loop - k]]
-            mask[drop] = False
-            info["repaired"]["removed"] = int(len(drop))
-        else:
-            rest = np.flatnonzero(~mask)
-            add = rest[np.argsort(rank[rest], kind="stable")[: k - n_loop]]
-            mask[add] = True
-            info["repaired"]["added"] = int(len(add))
-    info["seconds"] = time.perf_counter() - t0
-    return mask, info
+    return mask, it, loss_value, converged
 
 
 # ------------------------------------------------------------------------------------------ validation

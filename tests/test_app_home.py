@@ -56,8 +56,8 @@ def test_run_shows_summary_encoder_and_audit_check(env):
 @pytest.mark.parametrize("source,field,value,expect", [
     ("embeddings", "path", "/no/such/file.npz", "does not exist"),
     ("embeddings", "path", "", "needs a path"),
-    ("image-folder", "path", "EMPTY_DIR", ""),
-    ("manifest", "path", "BAD_CSV", ""),
+    ("image-folder", "path", "EMPTY_DIR", "Expected layout"),
+    ("manifest", "path", "BAD_CSV", "lacks column"),
 ])
 def test_bad_input_gives_an_inline_error_not_a_traceback(env, source, field, value, expect):
     tmp = env["tmp"]
@@ -83,3 +83,32 @@ def test_noise_off_hides_the_audit_check(env):
     at = run_embeddings(new_app(), env["npz"], noise="none")
     labels = [m.label for m in at.metric]
     assert "Samples" in labels and "Precision" not in labels
+
+
+def test_a_missing_encoder_checkpoint_is_an_inline_error(env):
+    from PIL import Image
+    root = env["tmp"] / "pets"
+    for c in ("cat", "dog"):
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(3):
+            Image.new("RGB", (16, 16), (40 * i, 100, 50)).save(root / c / f"{i}.png")
+    at = new_app()
+    at.selectbox(key="source").set_value("image-folder").run()
+    assert at.selectbox(key="encoder_image-folder").value == "open_clip"
+    at.text_input(key="path").input(str(root))
+    at.text_input(key="clip_checkpoint").input(str(env["tmp"] / "missing.pt"))
+    at.button(key="run").click().run(timeout=120)
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.error) == 1 and "missing.pt" in at.error[0].value and "does not exist" in at.error[0].value
+
+
+def test_an_uploaded_embeddings_file_runs(env):
+    npz = make_embeddings(env["tmp"] / "upload.npz", seed=12, n_per_class=30, images=False)
+    at = new_app()
+    at.selectbox(key="source").set_value("embeddings").run()
+    at.file_uploader(key="upload_npz").upload("mine.npz", npz.read_bytes()).run()
+    at.selectbox(key="map").set_value("pca")
+    at.button(key="run").click().run(timeout=120)
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert {m.label: m.value for m in at.metric}["Samples"] == "120"
+    assert list((env["tmp"] / "cache" / "uploads").glob("*.npz"))

@@ -70,3 +70,17 @@ def test_filter_by_class(env):
     givens = [m.value.split("**given:** ")[1].split(" (")[0] for m in at.markdown
               if m.value.startswith("**given:**")]
     assert all(g == "class_1" for g in givens)
+
+
+def test_the_gallery_is_paged(env):
+    at = goto(started(env["npz"]), PAGE)
+    first = [b.key for b in buttons(at, "Keep label")]
+    pager = at.number_input(key="issues_page")
+    assert pager.label == "Page" and pager.value == 1 and pager.max >= 2
+    pager.set_value(2).run()
+    second = [b.key for b in buttons(at, "Keep label")]
+    assert second and not set(first) & set(second)
+    goto(at, "pages/2_Scores.py")
+    goto(at, PAGE)                                  # filters and page survive a trip to another page
+    assert at.number_input(key="issues_page").value == 2
+    assert [b.key for b in buttons(at, "Keep label")] == second

@@ -10,7 +10,8 @@ from selector.errors import InputError
 from selector.optimize import subset_size
 from selector.ui import charts
 from selector.ui.decisions import decide, decisions_path, load_decisions, save_decisions
-from selector.ui.selection_view import (Settings, audit_quality, class_breakdown, compare_with_random,
+from selector.ui.selection_view import (Settings, audit_quality, class_breakdown, class_codes, compare_with_random,
+                                        corrected_codes,
                                         corrected_labels, coverage_distance, coverage_space, decisions_table,
                                         export_table, flagged_order, histogram, map_rows, n_pages, page_rows,
                                         random_mask, rows_from_selection, selection_cut, selection_mask,
@@ -158,13 +159,21 @@ def test_decisions_roundtrip_atomic_and_tolerant(tmp_path):
 # ---------------------------------------------------------------------------------- class breakdown
 def test_class_breakdown_counts(table):
     mask = (table["label"] == "cat").to_numpy() & (np.arange(len(table)) < 30)
-    out = class_breakdown(table["label"], mask, CLASSES)
+    codes = class_codes(table["label"], CLASSES)
+    assert codes[:4].tolist() == [0, 1, 2, 0]
+    out = class_breakdown(codes, mask, CLASSES)
     assert out["class"].tolist() == list(CLASSES)
     assert out["before"].tolist() == [100, 100, 100]
     assert out["kept"].tolist() == [10, 0, 0] and out["dropped"].tolist() == [90, 100, 100]
     assert out["share_after_pct"].tolist() == [100.0, 0.0, 0.0]
-    moved = class_breakdown(table["label"], mask, CLASSES, labels_after=pd.Series(["dog"] * len(table)))
+    moved = class_breakdown(codes, mask, CLASSES, codes_after=np.ones(len(table), np.int64))
     assert moved["kept"].tolist() == [0, 10, 0]
+    # accepting a suggestion moves that sample to the suggested class
+    row = int(np.flatnonzero(table["flagged"])[0])
+    after = corrected_codes(codes, table, {table["id"][row]: "accepted", "s0": "kept"}, CLASSES)
+    assert after[row] == CLASSES.index(table["suggested_label"][row]) and after[0] == codes[0]
+    assert (np.delete(after, row) == np.delete(codes, row)).all()
+    assert corrected_codes(codes, table, {}, CLASSES) is codes
 
 
 # ------------------------------------------------------------------------------ random comparison

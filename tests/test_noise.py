@@ -205,6 +205,15 @@ def test_audit_ood_and_duplicates():
     assert "matches no class" in a.reason[ood_rows[a.ood[ood_rows]][0]]
 
 
+def test_duplicates_data_driven_for_collapsed_embeddings():
+    """Every row within cosine 0.98 of its neighbours (a collapsed encoder): only real copies count."""
+    X, T, y = _clusters(n=1500, seed=5)
+    X = X * 0.02 + 5.0                       # all rows nearly parallel: cosine > 0.999
+    X[900] = X[10]
+    a = audit_labels(X, T, y, NAMES, seed=0)
+    assert a.duplicate_of[900] == 10 and (a.duplicate_of >= 0).sum() <= 5
+
+
 def test_audit_accepts_precomputed_neighbors_and_is_seeded():
     from selector.neighbors import Neighbors, knn
     X, T, y = _clusters(n=1500, seed=4)

@@ -9,7 +9,6 @@ decisions and the current selection live in st.session_state (see state.py).
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import json
@@ -60,7 +59,7 @@ class Run:
     cache_dir: Path
     seconds: float
     _derived: dict = field(default_factory=dict, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @property
     def table(self):
@@ -68,7 +67,8 @@ class Run:
 
     @property
     def fingerprint(self) -> str:
-        return self.result.dataset.fingerprint
+        """The audited dataset's fingerprint (hashing 60k images takes ~0.3 s, so it is computed once)."""
+        return self.derived("fingerprint", lambda: self.result.dataset.fingerprint)
 
     def derived(self, name: str, compute: Callable[[], object]):
         """A value computed once per run on first use (e.g. the coverage space), then shared."""
@@ -195,6 +195,21 @@ def coverage_space(run: Run):
     return run.derived("coverage_space", lambda: compute(run.result.F, seed=run.result.config.seed))
 
 
+def compare_with_random(run: Run, mask: np.ndarray):
+    """The Selection page's subset-vs-random table; the random side is computed once per subset size."""
+    from selector.ui import selection_view as sv
+    labels, table = run.result.dataset.labels, run.table
+    n_classes, seed = len(run.result.class_names), run.result.config.seed
+    flagged = table["flagged"].to_numpy()
+    truth = table["noise_injected"].to_numpy() if "noise_injected" in table else None
+    space = coverage_space(run)
+    k = int(np.count_nonzero(mask))
+    rand = run.derived(("random_stats", k), lambda: sv.subset_stats(
+        labels, n_classes, sv.random_mask(len(table), k, seed), flagged=flagged, truth=truth, space=space))
+    return sv.compare_with_random(labels, n_classes, mask, flagged=flagged, truth=truth, space=space, seed=seed,
+                                  random_stats=rand)
+
+
 def has_images(run: Run) -> bool:
     ds = run.result.dataset
     return ds.pixels is not None or bool((ds.table["path"].astype(str) != "").any())
@@ -266,9 +281,3 @@ def _json_default(value):
     if isinstance(value, np.ndarray):
         return value.tolist()
     return str(value)
-
-
-def spec_summary(spec: RunSpec) -> dict:
-    d = dataclasses.asdict(spec)
-    d["config"] = dataclasses.asdict(spec.config)
-    return d

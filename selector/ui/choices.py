@@ -15,7 +15,6 @@ ENCODERS = {
 }
 NOISE_MODES = {"none": "off", "uniform": "uniform flips", "confusable": "flips between confusable classes"}
 MAPS = {"umap": "UMAP", "pca": "PCA (fast preview)", "none": "no map"}
-PAGE_SIZES = (12, 24, 48)
 HOME_DEFAULTS = {"clip_model": "ViT-B-32", "clip_pretrained": "laion2b_s34b_b79k", "seed": 0, "k": 0}
 
 

@@ -6,7 +6,7 @@ low-dimensional copy of the embeddings computed once per run (`coverage_space`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -96,8 +96,8 @@ def selection_mask(table: pd.DataFrame, settings: Settings, decisions: dict | No
     settings.validate()
     decisions = decisions or {}
     bad = [i for i, d in decisions.items() if d == "bad"]
-    known = set(table["id"].astype(str))
-    bad = [i for i in bad if i in known]
+    if bad:   # ignore decisions about ids this table does not hold (e.g. rows skipped at load)
+        bad = [i for i, ok in zip(bad, pd.Index(bad).isin(table["id"].astype(str))) if ok]
     view = selection_table(table, decisions, exclude_duplicates=settings.exclude_duplicates)
     if settings.exclude_duplicates and not settings.exclude_flagged:   # duplicates only: clear the other marks
         view["flagged"] = False
@@ -175,18 +175,38 @@ def n_pages(n: int, per_page: int) -> int:
 
 
 # ------------------------------------------------------------------------------------ class breakdown
-def class_breakdown(labels_before: pd.Series, mask: np.ndarray, class_names, labels_after=None) -> pd.DataFrame:
+def class_codes(labels, class_names) -> np.ndarray:
+    """(n,) int64 index into class_names of each label name (-1 for a name not in class_names)."""
+    return pd.Index(list(class_names)).get_indexer(pd.Index(np.asarray(labels, dtype=object))).astype(np.int64)
+
+
+def corrected_codes(codes: np.ndarray, table: pd.DataFrame, decisions: dict | None, class_names) -> np.ndarray:
+    """Label codes after the user's decisions: the suggested class where a suggestion was accepted."""
+    accepted = [i for i, d in (decisions or {}).items() if d == "accepted"]
+    if not accepted:
+        return codes
+    rows = np.flatnonzero(table["id"].astype(str).isin(accepted).to_numpy())
+    out = codes.copy()
+    out[rows] = class_codes(table["suggested_label"].to_numpy()[rows], class_names)
+    return out
+
+
+def class_breakdown(codes_before: np.ndarray, mask: np.ndarray, class_names, codes_after=None) -> pd.DataFrame:
     """Per class: samples in the full set, kept in the subset, dropped, and the class's share before/after.
 
-    labels_after: labels of the subset rows after decisions (default: labels_before).
+    codes_before: (n,) int class index of each row (e.g. Dataset.labels); codes_after: the same after the
+    user's decisions (default: codes_before). Integer codes keep this at well under a millisecond on 60k rows.
     """
     mask = np.asarray(mask, dtype=bool)
-    labels_after = labels_before if labels_after is None else labels_after
+    codes_before = np.asarray(codes_before, dtype=np.int64)
+    codes_after = codes_before if codes_after is None else np.asarray(codes_after, dtype=np.int64)
     names = list(class_names)
-    before = pd.Series(np.asarray(labels_before)).value_counts().reindex(names, fill_value=0)
-    kept = pd.Series(np.asarray(labels_after)[mask]).value_counts().reindex(names, fill_value=0)
+    C = len(names)
+    before = np.bincount(codes_before[codes_before >= 0], minlength=C)[:C]
+    after = codes_after[mask]
+    kept = np.bincount(after[after >= 0], minlength=C)[:C]
     n, k = max(int(before.sum()), 1), max(int(mask.sum()), 1)
-    out = pd.DataFrame({"class": names, "before": before.to_numpy(), "kept": kept.to_numpy()})
+    out = pd.DataFrame({"class": names, "before": before, "kept": kept})
     out["dropped"] = np.maximum(out["before"] - out["kept"], 0)
     out["kept_pct"] = np.round(100.0 * out["kept"] / out["before"].clip(lower=1), 1)
     out["share_before_pct"] = np.round(100.0 * out["before"] / n, 1)
@@ -211,7 +231,7 @@ class CoverageSpace:
     probe: np.ndarray       # (m,) int64 rows whose distance to the subset is measured
 
 
-def coverage_space(F: np.ndarray, *, dims: int = 32, n_probe: int = 1000, seed: int = 0) -> CoverageSpace:
+def coverage_space(F: np.ndarray, *, dims: int = 32, n_probe: int = 500, seed: int = 0) -> CoverageSpace:
     """Project unit-normalised F on its top `dims` principal axes (fit on <= 5,000 rows) and pick the probe."""
     F = np.asarray(F, dtype=np.float32)
     n = len(F)
@@ -219,26 +239,34 @@ def coverage_space(F: np.ndarray, *, dims: int = 32, n_probe: int = 1000, seed: 
     rng = np.random.default_rng(seed)
     fit = Fn[rng.choice(n, size=min(n, 5000), replace=False)]
     mean = fit.mean(0)
-    _, _, vt = np.linalg.svd(fit - mean, full_matrices=False)
-    Z = ((Fn - mean) @ vt[: min(dims, vt.shape[0])].T).astype(np.float32)
+    centred = (fit - mean).astype(np.float64)
+    _, vecs = np.linalg.eigh(centred.T @ centred)            # (d, d): far cheaper than an SVD of the sample
+    axes = vecs[:, ::-1][:, : min(dims, vecs.shape[1])].astype(np.float32)
+    Z = ((Fn - mean) @ axes).astype(np.float32)
     probe = np.sort(rng.choice(n, size=min(n, n_probe), replace=False)).astype(np.int64)
     return CoverageSpace(Z=Z, probe=probe)
 
 
-def coverage_distance(space: CoverageSpace, mask: np.ndarray, *, chunk: int = 8192) -> float:
+def coverage_distance(space: CoverageSpace, mask: np.ndarray, *, chunk: int = 4096) -> float:
     """Mean Euclidean distance from each probe point to its nearest selected point (lower = better coverage)."""
+    from threadpoolctl import threadpool_limits
+
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
         return float("nan")
     Q = space.Z[space.probe]
-    qq = (Q * Q).sum(1)
-    best = np.full(len(Q), np.inf, dtype=np.float32)
-    sel = np.flatnonzero(mask)
-    for start in range(0, len(sel), chunk):
-        S = space.Z[sel[start:start + chunk]]
-        d2 = qq[:, None] - 2.0 * (Q @ S.T) + (S * S).sum(1)[None, :]
-        np.minimum(best, d2.min(1), out=best)
-    return float(np.sqrt(np.maximum(best, 0.0)).mean())
+    S = space.Z[mask]
+    half = 0.5 * (S * S).sum(1)
+    best = np.full(len(Q), -np.inf, dtype=np.float32)
+    # ||q - s||^2 = ||q||^2 - 2 (q.s - ||s||^2 / 2): one matmul per chunk, then a running max.
+    # One BLAS thread: these small products only lose time to threading when sessions share the CPU.
+    with threadpool_limits(limits=1, user_api="blas"):
+        for start in range(0, len(S), chunk):
+            G = Q @ S[start:start + chunk].T
+            G -= half[None, start:start + chunk]
+            np.maximum(best, G.max(1), out=best)
+    d2 = (Q * Q).sum(1) - 2.0 * best
+    return float(np.sqrt(np.maximum(d2, 0.0)).mean())
 
 
 def subset_stats(labels: np.ndarray, n_classes: int, mask: np.ndarray, *, flagged=None, truth=None,
@@ -280,12 +308,19 @@ COMPARISON_ROWS = {
 
 
 def compare_with_random(labels, n_classes: int, mask, *, flagged=None, truth=None,
-                        space: CoverageSpace | None = None, seed: int = 0) -> pd.DataFrame:
-    """Table metric | subset | random subset of the same size (seeded)."""
+                        space: CoverageSpace | None = None, seed: int = 0, random_stats: dict | None = None
+                        ) -> pd.DataFrame:
+    """Table metric | subset | random subset of the same size (seeded).
+
+    random_stats: subset_stats of random_mask(n, mask.sum(), seed) when the caller has them cached (they
+    depend only on the subset size).
+    """
     mask = np.asarray(mask, dtype=bool)
-    rand = random_mask(len(mask), int(mask.sum()), seed)
     a = subset_stats(labels, n_classes, mask, flagged=flagged, truth=truth, space=space)
-    b = subset_stats(labels, n_classes, rand, flagged=flagged, truth=truth, space=space)
+    b = random_stats
+    if b is None:
+        rand = random_mask(len(mask), int(mask.sum()), seed)
+        b = subset_stats(labels, n_classes, rand, flagged=flagged, truth=truth, space=space)
     rows = [(COMPARISON_ROWS[k], a[k], b[k]) for k in a if k in COMPARISON_ROWS]
     out = pd.DataFrame(rows, columns=["metric", "subset", "random subset"])
     out["subset"] = out["subset"].astype(float).round(4)
@@ -373,7 +408,3 @@ def rows_from_selection(selection) -> list[int]:
         except (TypeError, ValueError):
             continue
     return list(dict.fromkeys(rows))
-
-
-def with_settings(settings: Settings, **changes) -> Settings:
-    return replace(settings, **changes)

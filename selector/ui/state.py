@@ -118,5 +118,9 @@ def current_selection(run: backend.Run) -> tuple[np.ndarray, Optional[str]]:
         mask, error = selection_mask(run.table, s, d), None
     except InputError as exc:
         mask, error = np.zeros(len(run.table), dtype=bool), str(exc)
+        n_dup = int((run.table["duplicate_of"].to_numpy() >= 0).sum())
+        if s.exclude_duplicates and n_dup:
+            error += (f" {n_dup:,} samples are marked near-duplicates: 'Exclude near-duplicates' on the Selection "
+                      "page keeps them as candidates.")
     st.session_state[_MEMO_KEY] = (memo_key, mask, error)
     return mask, error

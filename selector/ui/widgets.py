@@ -33,7 +33,9 @@ def pager(n: int, per_page: int, key: str) -> int:
         st.session_state[key] = pages
     if pages <= 1:
         return 1
-    page = st.number_input(f"Page (of {pages})", min_value=1, max_value=pages, step=1, key=key)
+    left, right = st.columns([1, 5], vertical_alignment="bottom")
+    page = left.number_input("Page", min_value=1, max_value=pages, step=1, key=key)
+    right.caption(f"of {pages} ({n:,} samples, {per_page} per page)")
     return int(page)
 
 

@@ -1,0 +1,505 @@
+"""End to end in a real browser: `streamlit run app.py` on localhost, driven by headless Debian Chromium
+through Playwright.
+
+The flow a user follows: Home (choose a source, press Run, wait for the summary) -> Selection (move the ratio
+slider with the keyboard, see the kept count follow it) -> Label issues (the most suspicious flagged sample
+with its nearest neighbours' thumbnails; mark it bad) -> Export (download the CSV of the subset and of the
+full table and check them against what the page says) -> Map and Scores (they render, no traceback). A
+second browser context checks that sessions are independent.
+
+Data: by default a small synthetic dataset built in a tmp folder (240 generated PNG images, one shape per
+class, with precomputed embeddings that point at them, so thumbnails exist) so the test takes well under
+a minute. Environment switches:
+  SELECTOR_E2E_SOURCE=demo   drive the built-in demo (Fashion-MNIST 60k, offline demo encoder) instead; the
+                             cache is $SELECTOR_CACHE_DIR or ~/.cache/selector (a cold start takes minutes).
+  SELECTOR_SCREENSHOTS=1     write a full-page screenshot of every page to assets/screenshots/<page>.png
+                             (the README's pictures: take them with SELECTOR_E2E_SOURCE=demo);
+                             SELECTOR_SCREENSHOTS_DIR=<folder> writes them elsewhere.
+Skipped only when /usr/bin/chromium is missing (`.ci/setup` installs it on Debian/Ubuntu). Never runs
+`playwright install`: Playwright drives the system Chromium.
+"""
+from __future__ import annotations
+
+import io
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium chromium-driver) "
+                "to run the browser test", allow_module_level=True)
+from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
+
+from selector.optimize import subset_size  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SHOTS = Path(os.environ.get("SELECTOR_SCREENSHOTS_DIR") or ROOT / "assets" / "screenshots")
+DEMO = os.environ.get("SELECTOR_E2E_SOURCE", "").strip().lower() == "demo"
+SCREENSHOTS = os.environ.get("SELECTOR_SCREENSHOTS", "") == "1"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-sync", "--disable-component-update", "--disable-quic", "--disable-dev-shm-usage",
+                 "--enable-unsafe-swiftshader"]        # software WebGL for the map's Scattergl
+VIEWPORT = {"width": 1280, "height": 900}
+RUN_TIMEOUT_S = 1200 if DEMO else 150                   # the pipeline run (demo cold start: training + 60k)
+STEP_TIMEOUT_S = 120 if DEMO else 60                    # one rerun / page switch (slow shared CI cores)
+MAX_SHOT_BYTES = 290_000
+MAX_SHOT_HEIGHT = 2600
+N_CLASSES, N_PER_CLASS = 4, 60
+expect.set_options(timeout=STEP_TIMEOUT_S * 1000)       # Streamlit reruns on slow shared cores
+
+
+# ------------------------------------------------------------------------------------------------ data
+def _shape_image(cls: int, rng: np.random.Generator, size: int = 48):
+    """A small RGB image whose shape says its class: disc, square, triangle, stripes (colour jittered)."""
+    from PIL import Image, ImageDraw
+    bg = tuple(int(v) for v in rng.integers(225, 256, 3))
+    fg = tuple(int(v) for v in np.clip(np.array([(40, 90, 200), (200, 60, 50), (40, 160, 80), (150, 80, 170)][cls])
+                                       + rng.integers(-30, 31, 3), 0, 255))
+    img = Image.new("RGB", (size, size), bg)
+    d = ImageDraw.Draw(img)
+    o = int(rng.integers(4, 10))
+    if cls == 0:
+        d.ellipse([o, o, size - o, size - o], fill=fg)
+    elif cls == 1:
+        d.rectangle([o, o, size - o, size - o], fill=fg)
+    elif cls == 2:
+        d.polygon([(size // 2, o), (size - o, size - o), (o, size - o)], fill=fg)
+    else:
+        for x in range(o % 6, size, 8):
+            d.rectangle([x, 0, x + 3, size], fill=fg)
+    return img
+
+
+def make_dataset(folder: Path, *, seed: int = 7, d: int = 32) -> Path:
+    """A precomputed-embeddings .npz (N = 240, 4 classes) whose `paths` point at generated PNGs: embeddings
+    are Gaussian clusters around the class text vectors, so the pipeline's audit finds injected flips."""
+    rng = np.random.default_rng(seed)
+    names = np.array(["disc", "square", "triangle", "stripes"])
+    text = rng.normal(size=(N_CLASSES, d)).astype(np.float32)
+    labels = np.repeat(np.arange(N_CLASSES), N_PER_CLASS)
+    emb = text[labels] + 0.6 * rng.normal(size=(len(labels), d)).astype(np.float32)
+    images = folder / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, c in enumerate(labels):
+        file = images / f"{names[c]}_{i:04d}.png"
+        _shape_image(int(c), rng).save(file)
+        paths.append(str(file))
+    npz = folder / "shapes.npz"
+    np.savez(npz, image_embeddings=emb, labels=labels, class_names=names, text_embeddings=text,
+             paths=np.asarray(paths))
+    return npz
+
+
+# ---------------------------------------------------------------------------------------------- server
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+            return r.status == 200 and r.read().strip() == b"ok"
+    except OSError:
+        return False
+
+
+def start_server(cache_dir: Path, log_path: Path, *, timeout_s: float = 90.0):
+    """`streamlit run app.py` on a free localhost port; returns (process, url) once /_stcore/health is ok."""
+    port = _free_port()
+    env = dict(os.environ, SELECTOR_CACHE_DIR=str(cache_dir), PYTHONUNBUFFERED="1")
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none",
+         "--browser.gatherUsageStats", "false", "--server.runOnSave", "false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
+        if _healthy(url):
+            return proc, url
+        time.sleep(0.25)
+    stop_server(proc)
+    raise TimeoutError(f"streamlit did not answer on {url} in {timeout_s:.0f} s:\n{log_path.read_text()[-4000:]}")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    """SIGTERM the server's process group, SIGKILL after 10 s."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=10)
+
+
+# ----------------------------------------------------------------------------------------- page driving
+_IDLE_JS = """() => {
+  const app = document.querySelector('[data-testid="stApp"]');
+  return !!app && app.getAttribute('data-test-connection-state') === 'CONNECTED'
+      && app.getAttribute('data-test-script-state') === 'notRunning'
+      && !document.querySelector('[data-testid="stStatusWidgetRunningIcon"]');
+}"""
+
+
+class App:
+    """A Streamlit app in one browser tab, with waits on what the page shows (never bare sleeps)."""
+
+    def __init__(self, page: Page, url: str):
+        self.page, self.url = page, url
+        self.t_start = self.t_last = time.monotonic()
+
+    def open(self) -> "App":
+        self.page.goto(self.url, wait_until="domcontentloaded", timeout=STEP_TIMEOUT_S * 1000)
+        self.page.get_by_role("heading", name="CLIP-powered data selection").wait_for(timeout=STEP_TIMEOUT_S * 1000)
+        self.idle()
+        return self
+
+    def idle(self, timeout_s: float = STEP_TIMEOUT_S) -> None:
+        """Wait until the script is not running and Streamlit's running indicator is gone."""
+        self.page.wait_for_function(_IDLE_JS, timeout=timeout_s * 1000, polling=50)
+        self.no_exception()
+
+    def no_exception(self) -> None:
+        exc = self.page.locator('[data-testid="stException"]')
+        if exc.count():
+            raise AssertionError("traceback on the page:\n" + exc.first.inner_text())
+
+    def key(self, key: str):
+        """The element of the widget created with key=... (Streamlit adds the class st-key-<key>)."""
+        return self.page.locator(f".st-key-{key}")
+
+    def choose(self, key: str, option: str) -> None:
+        """Pick `option` in the selectbox `key`, retrying if a rerun closes the dropdown under us."""
+        field = self.key(key).locator("input")
+        for _ in range(5):
+            self.idle()
+            if field.input_value() == option:
+                return
+            field.click()
+            try:
+                self.page.get_by_role("option", name=option, exact=True).click(timeout=5000)
+            except Exception:  # noqa: BLE001 - dropdown re-rendered by a rerun: close it and try again
+                self.page.keyboard.press("Escape")
+                continue
+            expect(field).to_have_value(option, timeout=10_000)
+            self.idle()
+            return
+        raise AssertionError(f"could not choose {option!r} in selectbox {key!r}")
+
+    def type_text(self, key: str, text: str) -> None:
+        field = self.key(key).locator("input")
+        self.idle()
+        field.fill(text)
+        field.press("Enter")
+        expect(field).to_have_value(text)
+        self.idle()
+
+    def step(self, what: str) -> None:
+        """Log the time since the last step (shown with -s, and in the captured output of a failure)."""
+        now = time.monotonic()
+        print(f"[e2e {now - self.t_start:6.1f} s, +{now - self.t_last:5.1f} s] {what}", flush=True)
+        self.t_last = now
+
+    def goto(self, title: str) -> None:
+        """Client-side switch to a page through the sidebar (keeps this browser session)."""
+        self.step(f"go to {title}")
+        self.idle()
+        self.page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=title, exact=True).click()
+        self.page.get_by_role("heading", level=1, name=title, exact=True).wait_for(timeout=STEP_TIMEOUT_S * 1000)
+        self.idle()
+
+    def metric(self, label: str) -> str:
+        box = self.page.locator('[data-testid="stMainBlockContainer"] [data-testid="stMetric"]').filter(
+            has=self.page.locator('[data-testid="stMetricLabel"]', has_text=re.compile(rf"^\s*{re.escape(label)}\s*$")))
+        return box.first.locator('[data-testid="stMetricValue"]').inner_text().strip()
+
+    def metric_int(self, label: str) -> int:
+        return int(self.metric(label).replace(",", ""))
+
+    def wait_metric(self, label: str, value: int, timeout_s: float = STEP_TIMEOUT_S) -> None:
+        box = self.page.locator('[data-testid="stMainBlockContainer"] [data-testid="stMetric"]').filter(
+            has=self.page.locator('[data-testid="stMetricLabel"]', has_text=re.compile(rf"^\s*{re.escape(label)}\s*$")))
+        expect(box.first.locator('[data-testid="stMetricValue"]')).to_have_text(f"{value:,}", timeout=timeout_s * 1000)
+        self.idle()
+
+    def wait_rendered(self) -> None:
+        """Charts and tables draw after the script ends: wait for each to have content."""
+        page = self.page
+        for chart in page.locator('[data-testid="stPlotlyChart"]').all():
+            chart.locator(".main-svg").first.wait_for(state="attached", timeout=STEP_TIMEOUT_S * 1000)
+        for chart in page.locator('[data-testid="stVegaLiteChart"]').all():
+            chart.locator("canvas, svg").first.wait_for(state="attached", timeout=STEP_TIMEOUT_S * 1000)
+        for frame in page.locator('[data-testid="stDataFrame"]').all():
+            frame.locator("canvas").first.wait_for(state="attached", timeout=STEP_TIMEOUT_S * 1000)
+        page.wait_for_function("""() => [...document.querySelectorAll('[data-testid="stMain"] img')]
+                                   .every(i => i.complete && i.naturalWidth > 0)""",
+                               timeout=STEP_TIMEOUT_S * 1000)
+        page.evaluate("() => document.fonts.ready")
+        self.idle()
+
+    def screenshot(self, name: str) -> None:
+        """The whole page as one PNG. Streamlit scrolls inside its main container, so the window is made as
+        tall as the content (at most MAX_SHOT_HEIGHT) for the shot, then set back."""
+        if not SCREENSHOTS:
+            return
+        page = self.page
+        self.wait_rendered()
+        height = page.evaluate("""() => Math.max(...['stMain', 'stAppViewContainer', 'stMainBlockContainer']
+            .map(id => document.querySelector(`[data-testid="${id}"]`)).filter(Boolean).map(e => e.scrollHeight))""")
+        height = int(min(max(height, VIEWPORT["height"]), MAX_SHOT_HEIGHT))
+        page.set_viewport_size({"width": VIEWPORT["width"], "height": height})
+        try:
+            page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+            self.wait_rendered()
+            page.mouse.move(0, 0)
+            save_png(page.screenshot(animations="disabled"), SHOTS / f"{name}.png")
+        finally:
+            page.set_viewport_size(VIEWPORT)
+
+
+def save_png(data: bytes, path: Path) -> None:
+    """Write a screenshot under MAX_SHOT_BYTES: as is when small, else a 256-colour palette PNG (then cropped
+    to its top part if still too big)."""
+    from PIL import Image
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if len(data) <= MAX_SHOT_BYTES:
+        path.write_bytes(data)
+        return
+    img = Image.open(io.BytesIO(data)).convert("RGB")
+    while True:
+        buf = io.BytesIO()
+        img.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(buf, format="PNG", optimize=True)
+        if buf.tell() <= MAX_SHOT_BYTES or img.height <= VIEWPORT["height"]:
+            break
+        img = img.crop((0, 0, img.width, max(VIEWPORT["height"], int(img.height * 0.8))))
+    path.write_bytes(buf.getvalue())
+
+
+def run_pipeline(app: App, npz: Path | None) -> None:
+    """Home: choose the source (demo defaults, or the .npz with 20% uniform noise and a PCA map), press Run and
+    wait for the dataset summary."""
+    if npz is not None:
+        app.choose("source", "Precomputed embeddings (.npz)")
+        app.type_text("path", str(npz))
+        app.choose("noise_mode", "uniform flips")
+        if not app.key("map").is_visible():
+            app.page.get_by_text("Advanced settings", exact=True).click()
+        app.choose("map", "PCA (fast preview)")
+    app.idle()
+    app.step("press Run")
+    app.key("run").locator("button").click()
+    app.page.get_by_role("heading", name="Dataset summary").wait_for(timeout=RUN_TIMEOUT_S * 1000)
+    expect(app.page.locator('[data-testid="stExpander"]').filter(has_text="Done:").first).to_be_visible(
+        timeout=STEP_TIMEOUT_S * 1000)
+    app.idle()
+    app.step("pipeline done")
+
+
+def download(app: App, key: str) -> tuple[str, pd.DataFrame]:
+    with app.page.expect_download(timeout=STEP_TIMEOUT_S * 1000) as info:
+        app.key(key).locator("button").click()
+    dl = info.value
+    return dl.suggested_filename, pd.read_csv(dl.path(), keep_default_na=False)
+
+
+def export_caption_rows(app: App) -> tuple[int, int]:
+    text = app.page.get_by_text(re.compile(r"[\d,]+ rows x \d+ columns")).first.inner_text()
+    rows, cols = re.search(r"([\d,]+) rows x (\d+) columns", text).groups()
+    return int(rows.replace(",", "")), int(cols)
+
+
+# ---------------------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("e2e")
+
+
+@pytest.fixture(scope="module")
+def dataset(workdir):
+    return None if DEMO else make_dataset(workdir / "data")
+
+
+@pytest.fixture(scope="module")
+def server(workdir):
+    if DEMO:
+        from selector.sources import default_cache_dir
+        cache = default_cache_dir()
+    else:
+        cache = workdir / "cache"
+    proc, url = start_server(cache, workdir / "streamlit.log")
+    try:
+        yield url
+    finally:
+        stop_server(proc)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def new_app(browser, server):
+    contexts = []
+
+    def make() -> App:
+        ctx = browser.new_context(viewport=VIEWPORT, accept_downloads=True, device_scale_factor=1)
+        ctx.set_default_timeout(STEP_TIMEOUT_S * 1000)
+        contexts.append(ctx)
+        return App(ctx.new_page(), server).open()
+
+    yield make
+    for ctx in contexts:
+        ctx.close()
+
+
+# ------------------------------------------------------------------------------------------------- tests
+def test_a_user_runs_tunes_audits_and_exports(new_app, dataset):
+    app = new_app()
+    app.step("app open")
+    page = app.page
+    assert app.key("source").locator("input").input_value() == "Built-in demo (Fashion-MNIST)"
+
+    # Home: run the pipeline, see the summary and which encoder produced the scores
+    run_pipeline(app, dataset)
+    n = app.metric_int("Samples")
+    flagged = app.metric_int("Flagged")
+    assert n == (60_000 if DEMO else N_CLASSES * N_PER_CLASS)
+    assert flagged > 0
+    expect(page.get_by_text("Scores produced by:")).to_be_visible()
+    expect(page.get_by_text("Audit check against the injected noise")).to_be_visible()
+    app.screenshot("home")
+
+    # Selection: the ratio slider moved with the keyboard; the kept count follows it exactly
+    app.goto("Selection")
+    ratio_input = app.key("sel_ratio").locator('input[type="range"]')
+    ratio = float(ratio_input.get_attribute("aria-valuetext") or ratio_input.input_value())
+    app.wait_metric("Selected", subset_size(n, ratio))
+    before = app.metric_int("Selected")
+    for key_name, steps in (("ArrowRight", 3), ("ArrowLeft", 1), ("PageDown", 1)):
+        for _ in range(steps):
+            ratio_input.focus()
+            ratio_input.press(key_name)
+            new_ratio = round(float(ratio_input.input_value()), 2)
+            assert new_ratio != ratio, f"{key_name} did not move the slider from {ratio}"
+            ratio = new_ratio
+            expect(app.key("sel_ratio").locator('[data-testid="stSliderThumbValue"]')).to_have_text(f"{ratio:.2f}")
+            app.wait_metric("Selected", subset_size(n, ratio))
+    after = app.metric_int("Selected")
+    assert after != before and after == subset_size(n, ratio)
+    expect(page.locator('[data-testid="stSidebar"]').get_by_text(re.compile(rf"Selected: {after:,}\b"))).to_be_visible()
+    expect(page.get_by_role("heading", name="Kept and dropped per class")).to_be_visible()
+    expect(page.get_by_role("heading", name="Compared with a random subset of the same size")).to_be_visible()
+    app.screenshot("selection")
+
+    # Label issues: the most suspicious flagged sample, its neighbours' thumbnails; mark it bad
+    app.goto("Label issues")
+    expect(page.get_by_text(re.compile(rf"{flagged:,} flagged samples, most suspicious first"))).to_be_visible()
+    first = page.locator('[class*="st-key-issue_"]').first
+    first.wait_for()
+    row = int(re.search(r"st-key-issue_(\d+)", first.get_attribute("class")).group(1))
+    expect(first.get_by_text("given:")).to_be_visible()
+    expect(first.get_by_text("suggested:")).to_be_visible()
+    expect(first.get_by_text("Nearest neighbours")).to_be_visible()
+    first.locator("img").nth(2).wait_for()                        # the sample + at least 2 neighbours
+    n_imgs = first.locator("img").count()
+    assert n_imgs >= 3, f"expected the sample and its neighbours as thumbnails, found {n_imgs} images"
+    sims = re.findall(r"\((-?\d\.\d\d)\)", first.inner_text())
+    assert len(sims) >= 2 + 2, first.inner_text()                 # given/suggested probs + neighbour similarities
+    page.wait_for_function("""(el) => [...el.querySelectorAll('img')].every(i => i.complete && i.naturalWidth > 0)""",
+                           arg=first.element_handle())
+    app.screenshot("label_issues")
+    first.get_by_role("button", name="Mark bad").click()
+    expect(app.key(f"issue_{row}").get_by_text(re.compile(r"decision:\s*bad"))).to_be_visible()
+    app.idle()
+
+    # Export: the subset CSV is what the page says; the full table's `selected` matches the kept count
+    app.goto("Export")
+    rows, cols = export_caption_rows(app)
+    assert rows == after, f"export shows {rows} rows, Selection kept {after}"
+    name, subset = download(app, "download_csv")
+    assert name.endswith("_subset.csv")
+    assert subset.shape == (rows, cols), (subset.shape, rows, cols)
+    assert subset["selected"].astype(str).eq("True").all()
+    assert {"id", "path", "label", "selected", "noise_score", "flagged", "suggested_label", "alignment",
+            "diversity", "decision", "corrected_label"} <= set(subset.columns)
+    app.screenshot("export")
+    page.get_by_text("Full per-sample table", exact=True).click()
+    expect(page.get_by_text(re.compile(rf"^{n:,} rows x \d+ columns"))).to_be_visible()
+    app.idle()
+    name, full = download(app, "download_csv")
+    assert name.endswith("_full.csv") and len(full) == n
+    selected = full["selected"].astype(str).eq("True")
+    assert int(selected.sum()) == after == subset_size(n, ratio)
+    assert set(full.loc[selected, "id"].astype(str)) == set(subset["id"].astype(str))
+    bad = full[full["decision"] == "bad"]
+    assert len(bad) == 1 and not bool(selected[bad.index[0]]), "the sample marked bad must be in the export"
+    assert int(bad.index[0]) == row
+
+    # Map and Scores render without a traceback
+    app.goto("Map")
+    expect(page.locator('[data-testid="stPlotlyChart"]').first).to_be_visible()
+    page.locator('[data-testid="stPlotlyChart"] .main-svg').first.wait_for(state="attached")
+    app.screenshot("map")
+    app.goto("Scores")
+    expect(page.locator('[data-testid="stPlotlyChart"]').first).to_be_visible()
+    assert page.locator('[data-testid="stPlotlyChart"]').count() >= 3
+    app.screenshot("scores")
+    app.step("done")
+
+
+def test_sessions_are_independent(new_app, dataset):
+    """Two browsers on the same run: each one's ratio slider drives only its own subset."""
+    one, two = new_app(), new_app()
+    for app in (one, two):
+        run_pipeline(app, dataset)                              # the second is a cache hit
+    n = one.metric_int("Samples")
+    for app in (one, two):
+        app.goto("Selection")
+
+    def move(app: App, key_name: str) -> float:
+        slider = app.key("sel_ratio").locator('input[type="range"]')
+        before = float(slider.input_value())
+        slider.focus()
+        slider.press(key_name)
+        ratio = round(float(slider.input_value()), 2)
+        assert ratio != before
+        app.wait_metric("Selected", subset_size(n, ratio))
+        return ratio
+
+    start = float(two.key("sel_ratio").locator('input[type="range"]').input_value())
+    ratio_one = move(one, "PageUp")
+    ratio_two = move(two, "ArrowLeft")
+    assert ratio_two < start < ratio_one
+    two.wait_metric("Selected", subset_size(n, ratio_two))
+    ratio_one = move(one, "ArrowRight")                         # one's next rerun keeps one's own ratio
+    assert ratio_one > start and one.metric_int("Selected") == subset_size(n, ratio_one)
+    assert two.metric_int("Selected") == subset_size(n, ratio_two)
