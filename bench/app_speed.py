@@ -436,6 +436,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "app_speed.md"))
     p.add_argument("--cache-dir", default="", help="SELECTOR_CACHE_DIR for the runs (default: a fresh temporary "
                                                    "folder, removed afterwards); must be empty for a cold start")
+    p.add_argument("--keep-cache", action="store_true", help="keep the temporary cache (and server logs) afterwards")
     p.add_argument("--run-timeout", type=float, default=1800, help="seconds allowed for the cold pipeline run")
     args = p.parse_args(argv)
     if not Path(CHROMIUM).exists():
@@ -503,7 +504,9 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print(f"wrote {out}")
-    if not args.cache_dir:
+    if args.keep_cache or args.cache_dir:
+        print(f"kept {work} (server logs{'' if args.cache_dir else ' and cache'})")
+    else:
         shutil.rmtree(work, ignore_errors=True)
     return 0
 

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+from functools import cached_property
 import socket
 import tempfile
 import threading
@@ -106,7 +107,7 @@ class Dataset:
         table["label"] = np.asarray(self.class_names, dtype=object)[labels]
         return replace(self, table=table, labels=labels.astype(np.int64), problems=list(self.problems))
 
-    @property
+    @cached_property
     def content_fingerprint(self) -> str:
         """sha1 of what the images are (ids, paths, file size+mtime, pixels, embeddings), labels excluded:
         a key for embedding caches that stays valid when only labels change."""
@@ -122,9 +123,10 @@ class Dataset:
                 h.update(np.ascontiguousarray(arr).data)
         return h.hexdigest()
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
-        """sha1 over content_fingerprint, labels and class_names; stable across processes."""
+        """sha1 over content_fingerprint, labels and class_names; stable across processes. Computed once per
+        Dataset (hashing 60k images takes a noticeable fraction of a second); Datasets are not mutated in place."""
         h = hashlib.sha1(self.content_fingerprint.encode())
         h.update("\x1f".join(self.class_names).encode() + b"\x1e")
         h.update(self.labels.astype("<i8").tobytes())

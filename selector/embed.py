@@ -217,6 +217,19 @@ def _weights_host(cfg: dict) -> tuple[str, int]:
     return u.hostname or "huggingface.co", u.port or (80 if u.scheme == "http" else 443)
 
 
+def clip_available(model: str = "ViT-B-32", pretrained: str = "laion2b_s34b_b79k", *, cache_dir=None) -> bool:
+    """True when open_clip weights for (model, pretrained) are on disk or their host answers within seconds."""
+    import open_clip
+    cfg = open_clip.get_pretrained_cfg(model, pretrained)
+    if not cfg:
+        return False
+    if _cached_weights(cfg, cache_dir):
+        return True
+    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
+        return False
+    return _reachable(*_weights_host(cfg))
+
+
 class OpenCLIPEncoder:
     """A frozen open_clip model. Weights: `pretrained` tag (from the local cache, else downloaded), a local
     `checkpoint` file, or `pretrained=None` for random init (tests). Raw (unnormalised) tower outputs."""

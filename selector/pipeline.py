@@ -225,20 +225,26 @@ def load_or_run(dataset: Dataset, encoder, config: Config = Config(), *, cache_d
 
 
 def selection_mask(table: pd.DataFrame, *, ratio: float, weights: dict, exclude_flagged: bool = True,
-                   class_balance: bool = False, strategy: str = "topk", keep=(), never=()) -> np.ndarray:
+                   exclude_duplicates: Optional[bool] = None, class_balance: bool = False, strategy: str = "topk",
+                   keep=(), never=()) -> np.ndarray:
     """(n,) bool mask of exactly round(ratio * n) samples; the millisecond path behind every slider.
 
     weights: {"alignment": a, "diversity": d, "cleanliness": c} (see WEIGHT_COLUMNS). strategy: "topk" (the
     paper's optimum, exact) or "stratified" (spreads the budget over the score range of each class).
-    exclude_flagged drops suspected label errors, out-of-distribution images and near-duplicates (the
-    later copy) before choosing. keep / never: row ids that must / must not be chosen.
+    exclude_flagged drops suspected label errors and out-of-distribution images before choosing;
+    exclude_duplicates (default: as exclude_flagged) drops the later copy of each near-duplicate.
+    keep / never: row ids that must / must not be chosen.
     """
     from selector.optimize import select, selection_score
 
     score = selection_score({name: table[column].to_numpy() for name, column in WEIGHT_COLUMNS.items()}, weights)
-    exclude = None
+    if exclude_duplicates is None:
+        exclude_duplicates = exclude_flagged
+    exclude = np.zeros(len(table), dtype=bool)
     if exclude_flagged:
-        exclude = table["flagged"].to_numpy() | table["ood"].to_numpy() | (table["duplicate_of"].to_numpy() >= 0)
+        exclude |= table["flagged"].to_numpy() | table["ood"].to_numpy()
+    if exclude_duplicates:
+        exclude |= table["duplicate_of"].to_numpy() >= 0
     labels = pd.factorize(table["label"])[0]
     return select(score, ratio, labels=labels, class_balance=class_balance, strategy=strategy, exclude=exclude,
                   keep=_rows_of(table, keep, "keep"), never=_rows_of(table, never, "never"))

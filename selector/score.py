@@ -151,27 +151,31 @@ def diversity(F, labels, *, k: int | None = None, neighbors=None) -> np.ndarray:
         raise InputError(f"k must be an integer >= 2 (it counts the sample itself); got {k!r}.")
     k = int(k)
     if neighbors is None:
+        # knn_within_groups(metric="l2") returns true Euclidean distances: use them, no second pass over F.
         from selector.neighbors import knn_within_groups
-        _, I = knn_within_groups(F, y, k - 1, metric="l2", exclude_self=True)
-    else:
-        try:
-            _, I = neighbors
-        except (TypeError, ValueError) as exc:
-            raise InputError("neighbors must be a (D, I) pair from knn_within_groups; "
-                             f"got {type(neighbors).__name__}.") from exc
-        I = np.asarray(I)
-        if I.ndim != 2 or I.shape[0] != n:
-            raise InputError(f"neighbors I must be (n, K-1) = ({n}, {k - 1}); got shape {I.shape}.")
-        I = I[:, : k - 1]
-    I = I.astype(np.int64, copy=False)
-    out = np.zeros(n, dtype=np.float32)
-    for s in range(0, n, _CHUNK):
-        Ib = I[s:s + _CHUNK]
-        valid = Ib >= 0
-        Fb = F[s:s + _CHUNK]
-        d = np.linalg.norm(F[np.where(valid, Ib, 0)] - Fb[:, None, :], axis=2)
+        D, I = knn_within_groups(F, y, k - 1, metric="l2", exclude_self=True)
+        valid = I >= 0
         cnt = valid.sum(axis=1)
-        out[s:s + _CHUNK] = np.where(cnt > 0, (d * valid).sum(axis=1) / np.maximum(cnt, 1), 0.0)
+        total = np.where(valid, D, 0.0).sum(axis=1, dtype=np.float64)
+        return np.where(cnt > 0, total / np.maximum(cnt, 1), 0.0).astype(np.float32)
+    try:
+        _, I = neighbors
+    except (TypeError, ValueError) as exc:
+        raise InputError("neighbors must be a (D, I) pair from knn_within_groups; "
+                         f"got {type(neighbors).__name__}.") from exc
+    I = np.asarray(I)
+    if I.ndim != 2 or I.shape[0] != n:
+        raise InputError(f"neighbors I must be (n, K-1) = ({n}, {k - 1}); got shape {I.shape}.")
+    I = I[:, : k - 1].astype(np.int64, copy=False)
+    # Recompute distances exactly from I, in row blocks of at most ~64 MB of gathered vectors.
+    step = max(1, (16 << 20) // max(1, I.shape[1] * F.shape[1]))
+    out = np.zeros(n, dtype=np.float32)
+    for s in range(0, n, step):
+        Ib = I[s:s + step]
+        valid = Ib >= 0
+        d = np.linalg.norm(F[np.where(valid, Ib, 0)] - F[s:s + step, None, :], axis=2)
+        cnt = valid.sum(axis=1)
+        out[s:s + step] = np.where(cnt > 0, (d * valid).sum(axis=1) / np.maximum(cnt, 1), 0.0)
     return out
 
 

@@ -1,6 +1,7 @@
 """Open a data source or an encoder by name: the one place the CLI and the app turn choices into objects."""
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Optional
@@ -15,6 +16,21 @@ DEMO_NOISE = {"noise_mode": "uniform", "noise_rate": 0.2, "noise_seed": 0}
 def default_cache_dir() -> Path:
     """SELECTOR_CACHE_DIR, else ~/.cache/selector."""
     return Path(os.environ.get("SELECTOR_CACHE_DIR") or Path.home() / ".cache" / "selector")
+
+
+@functools.lru_cache(maxsize=None)
+def default_encoder(source: str, dataset_name: str = "fashion-mnist") -> str:
+    """The encoder a source starts with: "precomputed" for embeddings files; for Fashion-MNIST (the demo),
+    CLIP when its weights are on disk or downloadable and a CUDA GPU is present, else the offline demo encoder
+    (embedding 60k images with ViT-B-32 on a CPU takes the better part of an hour); "open_clip" otherwise.
+    Decided once per process: the network probe takes up to a few seconds."""
+    if source == "embeddings":
+        return "precomputed"
+    if source == "demo" or (source == "torchvision" and dataset_name == "fashion-mnist"):
+        import torch
+        from selector.embed import clip_available
+        return "open_clip" if torch.cuda.is_available() and clip_available() else "demo"
+    return "open_clip"
 
 
 def open_source(kind: str, *, path: Optional[str] = None, name: str = "fashion-mnist", split: str = "train",

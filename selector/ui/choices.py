@@ -23,10 +23,12 @@ def encoders_for(source: str, dataset_name: str = "") -> list[str]:
 
     The demo encoder knows only Fashion-MNIST's classes; precomputed embeddings need no encoder.
     """
+    from selector.sources import default_encoder
     if source == "embeddings":
         return ["precomputed"]
     if source == "demo" or (source == "torchvision" and dataset_name == "fashion-mnist"):
-        return ["demo", "open_clip"]
+        first = default_encoder(source, dataset_name)
+        return [first] + [e for e in ("demo", "open_clip") if e != first]
     return ["open_clip"]
 
 

@@ -65,19 +65,15 @@ def decision_column(table: pd.DataFrame, decisions: dict | None) -> pd.Series:
     return table["id"].astype(str).map(decisions).astype(object).fillna("")
 
 
-def selection_table(table: pd.DataFrame, decisions: dict, *, exclude_duplicates: bool = True) -> pd.DataFrame:
+def selection_table(table: pd.DataFrame, decisions: dict) -> pd.DataFrame:
     """The columns the selection reads, with the user's decisions applied.
 
     accepted -> label becomes the suggested label and the sample counts as clean (not flagged, not OOD);
     kept -> the given label stays and the sample counts as clean; bad -> handled as `never` by selection_mask.
-    exclude_duplicates=False hides the near-duplicate marks, so "exclude flagged" drops only label issues
-    and OOD images.
     """
     cols = ["id", "label", "suggested_label", "flagged", "ood", "duplicate_of",
             "alignment_norm", "diversity_norm", "cleanliness"]
     out = table[cols].copy()
-    if not exclude_duplicates:
-        out["duplicate_of"] = -1
     if decisions:
         decided = decision_column(out, decisions)
         accepted = (decided == "accepted").to_numpy()
@@ -98,13 +94,9 @@ def selection_mask(table: pd.DataFrame, settings: Settings, decisions: dict | No
     bad = [i for i, d in decisions.items() if d == "bad"]
     if bad:   # ignore decisions about ids this table does not hold (e.g. rows skipped at load)
         bad = [i for i, ok in zip(bad, pd.Index(bad).isin(table["id"].astype(str))) if ok]
-    view = selection_table(table, decisions, exclude_duplicates=settings.exclude_duplicates)
-    if settings.exclude_duplicates and not settings.exclude_flagged:   # duplicates only: clear the other marks
-        view["flagged"] = False
-        view["ood"] = False
-    return engine_mask(view, ratio=settings.ratio, weights=settings.weights,
-                       exclude_flagged=settings.exclude_flagged or settings.exclude_duplicates, class_balance=settings.class_balance,
-                       strategy=settings.strategy, never=bad)
+    return engine_mask(selection_table(table, decisions), ratio=settings.ratio, weights=settings.weights,
+                       exclude_flagged=settings.exclude_flagged, exclude_duplicates=settings.exclude_duplicates,
+                       class_balance=settings.class_balance, strategy=settings.strategy, never=bad)
 
 
 def selection_score(table: pd.DataFrame, settings: Settings) -> np.ndarray:
