@@ -40,6 +40,11 @@ METHODS = ("audit", "zero-shot", "knn-disagree", "SAS-paper", "SAS-robust", "cle
 
 
 def load(path):
+    """Features from an .npz (image_embeddings, text_embeddings, labels, class_names), or, without a path,
+    from the offline demo encoder through the project's caches."""
+    if path is None:
+        from _demo_features import demo_features
+        return demo_features()[:4]
     z = np.load(path, allow_pickle=True)
     return (z["image_embeddings"].astype(np.float32), z["text_embeddings"].astype(np.float32),
             z["labels"].astype(np.int64), [str(c) for c in z["class_names"]])
@@ -103,7 +108,8 @@ def run_methods(X, T, yn, names, I, seed, only=None):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--features", default="/tmp/feats/fmnist_demo.npz")
+    ap.add_argument("--features", default=None,
+                    help="an .npz of features; default: the offline demo encoder's, built through the caches")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "audit_quality.md"))
     ap.add_argument("--quick", action="store_true", help="10k rows, 1 seed")
     ap.add_argument("--seeds", type=int, default=3)
@@ -143,7 +149,7 @@ def main(argv=None):
         lines.append(f"| {setting} | {m} | " + " | ".join(
             f"{v:.1f}" if c == "seconds" else f"{v:.3f}" for c, v in zip(cols, med)) + " |")
     table = "\n".join(lines)
-    header = (f"## Label audit quality\n\nFeatures: `{args.features}` (n={len(y)}, d={X.shape[1]}, "
+    header = (f"## Label audit quality\n\nFeatures: `{args.features or 'offline demo encoder (project caches)'}` (n={len(y)}, d={X.shape[1]}, "
               f"C={T.shape[0]}); medians over {len(seeds)} seed(s); flips injected with "
               f"`selector.noise.inject_noise` (confusable pairs from the zero-shot confusion matrix).\n"
               f"The global kNN (k=10, cosine) is label-independent and computed once ({knn_s:.1f}s); "

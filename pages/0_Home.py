@@ -1,4 +1,6 @@
 """Home: pick a data source and an encoder, run the pipeline with live progress, summarise the dataset."""
+import os
+
 import streamlit as st
 
 from selector.errors import InputError, OfflineError
@@ -80,7 +82,11 @@ with st.expander("Advanced settings"):
                         key="k")
 state.remember_form("home", FORM_KEYS)
 
-if st.button("Run", type="primary", key="run"):
+# A fresh session on the built-in demo starts it at once, so the first screen shows the product at work.
+autorun = (source == "demo" and state.current_run() is None and not st.session_state.get("demo_autorun_done")
+           and os.environ.get("SELECTOR_AUTORUN", "1") != "0")
+if st.button("Run", type="primary", key="run") or autorun:
+    st.session_state["demo_autorun_done"] = True
     with st.status("Running the pipeline...", expanded=True) as status:
         reporter = widgets.ProgressReporter(status)
         try:
