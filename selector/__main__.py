@@ -10,6 +10,7 @@ import logging
 import sys
 
 from selector.errors import InputError, OfflineError
+from selector.pipeline import DEFAULT_SELECTION, DEFAULT_WEIGHTS
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -24,12 +25,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--model", default="ViT-B-32")
     p.add_argument("--pretrained", default="laion2b_s34b_b79k")
     p.add_argument("--checkpoint", help="local open_clip checkpoint file (instead of --pretrained)")
-    p.add_argument("--ratio", type=float, default=0.5)
-    p.add_argument("--weights", default="alignment=1,diversity=0.1,cleanliness=0",
+    p.add_argument("--ratio", type=float, default=DEFAULT_SELECTION["ratio"])
+    p.add_argument("--weights", default=",".join(f"{k}={v:g}" for k, v in DEFAULT_WEIGHTS.items()),
                    help="objective weights, e.g. alignment=1,diversity=0.1,cleanliness=0.5")
-    p.add_argument("--strategy", default="topk", choices=["topk", "stratified"])
+    p.add_argument("--strategy", default=DEFAULT_SELECTION["strategy"], choices=["topk", "stratified"],
+                   help="stratified spreads the budget over each class's score range; topk is the paper's optimum")
     p.add_argument("--keep-flagged", action="store_true", help="do not exclude suspected label errors first")
-    p.add_argument("--class-balance", action="store_true")
+    p.add_argument("--no-class-balance", dest="class_balance", action="store_false",
+                   help="select globally instead of equal quotas per class")
     p.add_argument("--noise-mode", choices=["none", "uniform", "confusable"],
                    help="inject synthetic label noise to check the audit (demo default: uniform 0.2)")
     p.add_argument("--noise-rate", type=float)

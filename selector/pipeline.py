@@ -32,6 +32,11 @@ NOISE_MODES = ("none", "uniform", "confusable")
 GLOBAL_K = 10  # neighbours kept per sample for the audit, the galleries and the map
 # Objective weight name -> the [0, 1] table column it weighs (higher is better in each).
 WEIGHT_COLUMNS = {"alignment": "alignment_norm", "diversity": "diversity_norm", "cleanliness": "cleanliness"}
+# Default selection: the setting that trained best in bench/selection_quality.py (BENCHMARKS.md): drop suspected
+# errors, balance classes, spread the budget over each class's score range, weigh cleanliness with alignment.
+DEFAULT_WEIGHTS = {"alignment": 1.0, "diversity": 0.1, "cleanliness": 1.0}
+DEFAULT_SELECTION = {"ratio": 0.5, "weights": DEFAULT_WEIGHTS, "exclude_flagged": True, "class_balance": True,
+                     "strategy": "stratified"}
 
 # Column order of the per-sample table; `selected` is added by with_selection.
 TABLE_COLUMNS = (

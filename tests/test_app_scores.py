@@ -30,7 +30,11 @@ def test_without_a_run_the_page_points_home(env):
 
 
 def test_every_score_has_a_histogram_with_cut_and_threshold(env):
-    at = goto(started(env["npz"]), PAGE)
+    at = goto(started(env["npz"]), "pages/4_Selection.py")
+    assert not annotations(figures(goto(at, PAGE))["scores_hist_selection objective"])  # stratified: no single cut
+    at = goto(at, "pages/4_Selection.py")
+    at.radio(key="sel_strategy").set_value("topk").run()
+    at = goto(at, PAGE)
     figs = figures(at)
     for column in ("noise_score", "alignment", "diversity", "cleanliness", "knn_agreement"):
         assert f"scores_hist_{column}" in figs

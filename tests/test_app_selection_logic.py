@@ -59,7 +59,8 @@ def test_selection_has_exact_size_and_no_flagged(table, ratio, strategy, balance
 
 
 def test_topk_keeps_the_best_objective_and_matches_the_cut(table):
-    s = Settings(ratio=0.2, alignment=1.0, diversity=0.0, cleanliness=0.0, exclude_flagged=False)
+    s = Settings(ratio=0.2, alignment=1.0, diversity=0.0, cleanliness=0.0, exclude_flagged=False,
+                 class_balance=False, strategy="topk")
     mask = selection_mask(table, s)
     score = selection_score(table, s)
     cut = selection_cut(score, mask)
@@ -118,7 +119,9 @@ def test_settings_validate():
         Settings(alignment=0, diversity=0, cleanliness=0).validate()
     with pytest.raises(InputError, match="strategy"):
         Settings(strategy="greedy").validate()
-    assert Settings().as_dict()["weights"] == {"alignment": 1.0, "diversity": 0.1, "cleanliness": 0.0}
+    # the app starts from the engine's benchmarked defaults
+    from selector.pipeline import DEFAULT_SELECTION
+    assert {k: Settings().as_dict()[k] for k in DEFAULT_SELECTION} == DEFAULT_SELECTION
 
 
 # ------------------------------------------------------------------------------------- export tables

@@ -9,7 +9,7 @@ def test_cli_writes_table_and_manifest(tmp_path, capsys):
     npz = make_embeddings(tmp_path / "emb.npz", n_per_class=50)
     out = tmp_path / "sel.csv"
     code = main(["--source", "embeddings", "--path", str(npz), "--ratio", "0.3", "--map", "pca",
-                 "--cache-dir", str(tmp_path / "cache"), "--out", str(out), "--class-balance"])
+                 "--cache-dir", str(tmp_path / "cache"), "--out", str(out)])  # class balance is the default
     assert code == 0
     table = pd.read_csv(out)
     assert table["selected"].sum() == 60

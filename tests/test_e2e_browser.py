@@ -117,10 +117,12 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def start_server(cache_dir: Path, log_path: Path, *, timeout_s: float = 90.0):
-    """`streamlit run app.py` on a free localhost port; returns (process, url) once /_stcore/health is ok."""
+def start_server(cache_dir: Path, log_path: Path, *, autorun: bool, timeout_s: float = 90.0):
+    """`streamlit run app.py` on a free localhost port; returns (process, url) once /_stcore/health is ok.
+    autorun: whether the Home page starts the built-in demo by itself on a session's first visit."""
     port = _free_port()
-    env = dict(os.environ, SELECTOR_CACHE_DIR=str(cache_dir), PYTHONUNBUFFERED="1")
+    env = dict(os.environ, SELECTOR_CACHE_DIR=str(cache_dir), PYTHONUNBUFFERED="1",
+               SELECTOR_AUTORUN="1" if autorun else "0")
     log = open(log_path, "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
@@ -172,9 +174,9 @@ class App:
         self.t_start = self.t_last = time.monotonic()
 
     def open(self) -> "App":
+        """Load the app and wait for Home's title (on the demo, the run then starts by itself)."""
         self.page.goto(self.url, wait_until="domcontentloaded", timeout=STEP_TIMEOUT_S * 1000)
         self.page.get_by_role("heading", name="CLIP-powered data selection").wait_for(timeout=STEP_TIMEOUT_S * 1000)
-        self.idle()
         return self
 
     def idle(self, timeout_s: float = STEP_TIMEOUT_S) -> None:
@@ -299,22 +301,26 @@ def save_png(data: bytes, path: Path) -> None:
 
 
 def run_pipeline(app: App, npz: Path | None) -> None:
-    """Home: choose the source (demo defaults, or the .npz with 20% uniform noise and a PCA map), press Run and
-    wait for the dataset summary."""
-    if npz is not None:
+    """Home: on the demo, wait for the run it starts by itself; else choose the .npz, 20% uniform noise and a PCA
+    map and press Run. Then wait for the dataset summary."""
+    summary = app.page.get_by_role("heading", name="Dataset summary")
+    if npz is None:
+        expect(app.page.get_by_text(re.compile(r"^(Running|Done)"))).not_to_have_count(0)   # started by itself
+        summary.wait_for(timeout=RUN_TIMEOUT_S * 1000)
+    else:
         app.choose("source", "Precomputed embeddings (.npz)")
         app.type_text("path", str(npz))
         app.choose("noise_mode", "uniform flips")
         if not app.key("map").is_visible():
             app.page.get_by_text("Advanced settings", exact=True).click()
         app.choose("map", "PCA (fast preview)")
-    app.idle()
-    app.step("press Run")
-    app.key("run").locator("button").click()
-    app.page.get_by_role("heading", name="Dataset summary").wait_for(timeout=RUN_TIMEOUT_S * 1000)
+        app.idle()
+        app.step("press Run")
+        app.key("run").locator("button").click()
+        summary.wait_for(timeout=RUN_TIMEOUT_S * 1000)
     expect(app.page.locator('[data-testid="stExpander"]').filter(has_text="Done:").first).to_be_visible(
         timeout=STEP_TIMEOUT_S * 1000)
-    app.idle()
+    app.idle(timeout_s=RUN_TIMEOUT_S)
     app.step("pipeline done")
 
 
@@ -349,7 +355,7 @@ def server(workdir):
         cache = default_cache_dir()
     else:
         cache = workdir / "cache"
-    proc, url = start_server(cache, workdir / "streamlit.log")
+    proc, url = start_server(cache, workdir / "streamlit.log", autorun=DEMO)
     try:
         yield url
     finally:

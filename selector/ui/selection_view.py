@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from selector.errors import InputError
+from selector.pipeline import DEFAULT_SELECTION, DEFAULT_WEIGHTS
 
 STRATEGIES = ("topk", "stratified")
 STRATEGY_LABELS = {"topk": "top-k (the paper's optimum)", "stratified": "stratified (spread over each class)"}
@@ -23,14 +24,14 @@ SCORE_COLUMNS = ("noise_score", "alignment", "diversity", "alignment_norm", "div
 @dataclass(frozen=True)
 class Settings:
     """One user's selection settings; the app keeps one per browser session."""
-    ratio: float = 0.5
-    alignment: float = 1.0
-    diversity: float = 0.1
-    cleanliness: float = 0.0
-    exclude_flagged: bool = True
+    ratio: float = DEFAULT_SELECTION["ratio"]
+    alignment: float = DEFAULT_WEIGHTS["alignment"]
+    diversity: float = DEFAULT_WEIGHTS["diversity"]
+    cleanliness: float = DEFAULT_WEIGHTS["cleanliness"]
+    exclude_flagged: bool = DEFAULT_SELECTION["exclude_flagged"]
     exclude_duplicates: bool = True
-    class_balance: bool = False
-    strategy: str = "topk"
+    class_balance: bool = DEFAULT_SELECTION["class_balance"]
+    strategy: str = DEFAULT_SELECTION["strategy"]
 
     @property
     def weights(self) -> dict:
