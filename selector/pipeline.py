@@ -281,7 +281,7 @@ def export(table: pd.DataFrame, path, manifest: dict, *, selection: Optional[dic
 # --- private helpers -------------------------------------------------------------------------------------------
 
 def _rows_of(table: pd.DataFrame, ids, what: str) -> Optional[np.ndarray]:
-    ids = list(ids or ())
+    ids = [] if ids is None else list(ids)
     if not ids:
         return None
     index = pd.Index(table["id"].astype(str))

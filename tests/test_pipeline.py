@@ -66,6 +66,8 @@ def test_keep_and_never_lists_are_honoured(result):
     ids = result.table["id"].tolist()
     table = pipeline.with_selection(result, ratio=0.2, weights={"alignment": 1}, keep=ids[:3], never=ids[3:6])
     assert table.loc[:2, "selected"].all() and not table.loc[3:5, "selected"].any()
+    as_array = pipeline.with_selection(result, ratio=0.2, weights={"alignment": 1}, keep=np.array(ids[:3]))
+    assert as_array.loc[:2, "selected"].all()
     with pytest.raises(InputError, match="not in the dataset"):
         pipeline.with_selection(result, ratio=0.2, weights={"alignment": 1}, keep=["no-such-id"])
 
