@@ -76,8 +76,7 @@ _STATUS_JS = """() => {
   for (const d of document.querySelectorAll('[data-testid="stMain"] details')) {
     const s = d.querySelector('summary [data-testid="stMarkdownContainer"]');
     if (s && /^(Running|Done|The run)/.test(s.innerText.trim()))
-      return {label: s.innerText.trim(), lines: [...d.querySelectorAll(
-        '[data-testid="stExpanderDetails"] [data-testid="stMarkdownContainer"]')].map(e => e.innerText.trim())};
+      return {label: s.innerText.trim()};
   }
   return null;
 }"""
@@ -329,9 +328,8 @@ def start_to_interactive(browser, cache_dir: Path, log: Path, *, npz: Path | Non
         t["pipeline: start -> dataset summary"] = t_run
         caption = tab.page.get_by_text(re.compile(r"^Run time:")).first
         t["_run_time_caption"] = caption.inner_text() if caption.count() else ""
-        status = tab.page.evaluate(_STATUS_JS) or {"label": "", "lines": []}
+        status = tab.page.evaluate(_STATUS_JS) or {"label": ""}
         t["_done_label"] = status["label"]
-        t["_stage_lines"] = [line for line in status["lines"] if "done in" in line]
         t["_progress"] = labels
         tab.goto("Selection")
         if tab.metric("Selected") is None:
@@ -410,16 +408,14 @@ def render(args, started, elapsed, source_desc, results, command) -> str:
         lines.append(f"| {name} | {fmt_s(cold.get(key))} | {fmt_s(warm.get(key))} |")
     lines.append(f"| app's own run time (status label) | {cold.get('_done_label', '-') or '-'} | "
                  f"{warm.get('_done_label', '-') or '-'} |")
-    lines += ["", "Cold start progress as the page showed it (status label, seconds after Run): "
+    lines += ["", "Cold start progress as the page showed it (status label, seconds after the pipeline start): "
               + ("; ".join(f"{t:.0f} s {label!r}" for t, label in cold.get("_progress", [])[:15]) or "-")]
-    if cold.get("_stage_lines"):
-        lines += ["", "Cold start stage times listed in the page's status box: " + "; ".join(cold["_stage_lines"])]
     if cold.get("_run_time_caption"):
         lines += ["", f"Pipeline timings reported by the app (cold): {cold['_run_time_caption']}"]
     lines += ["", f"### Slider -> updated counts and charts at N = {results['n']:,}", "",
               f"{len(lat)} moves of the Selection ratio slider by one step (arrow keys; ratios "
-              f"{min(results['ratios']):.2f}-{max(results['ratios']):.2f}). Each time: key press -> the 'Selected' count "
-              "equals round(ratio x N), the script is no longer running (no running indicator) and two animation "
+              f"{min(results['ratios']):.2f}-{max(results['ratios']):.2f}). Each time: key press -> the 'Selected' "
+              "count equals round(ratio x N), the script is no longer running (no running indicator) and two animation "
               "frames have passed. Includes Streamlit's slider debounce, the rerun of the page (selection, class "
               "breakdown, random-subset comparison, sidebar) and the browser's redraw.", "",
               "| slider moves | median | p95 | min | max | under 1 s |", "|---:|---:|---:|---:|---:|---:|",

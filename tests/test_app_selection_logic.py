@@ -288,3 +288,13 @@ def test_histogram_and_box_figures(table):
     assert fig.layout.shapes[0].x0 == 0.85
     box = charts.class_box_figure(table, "alignment", max_points_per_class=20)
     assert len(box.data) == 3 and all(len(t.y) == 20 for t in box.data)
+
+
+def test_random_baseline_is_independent_of_the_injected_noise():
+    from selector.noise import inject_noise
+    from selector.ui.selection_view import random_mask
+
+    labels = np.repeat(np.arange(10), 2000)   # sizes where numpy's draws from one seed share their first rows
+    _, flipped = inject_noise(labels, rate=0.2, mode="uniform", n_classes=10, seed=0)
+    share = flipped[random_mask(len(labels), 10000, seed=0)].mean()
+    assert abs(share - 0.2) < 0.02   # a random subset holds about the injected rate, not every flip

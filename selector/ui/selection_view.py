@@ -213,8 +213,13 @@ def random_mask(n: int, k: int, seed: int = 0) -> np.ndarray:
     if not 0 <= k <= n:
         raise InputError(f"random subset size must be in [0, {n}], got {k}.")
     mask = np.zeros(n, dtype=bool)
-    mask[np.random.default_rng(seed).choice(n, size=k, replace=False)] = True
+    # A stream of its own: a plain default_rng(seed) would start with the same rows as the noise injection's
+    # draw at the same seed, and the "random" subset would then hold every injected flip.
+    mask[np.random.default_rng([seed, _RANDOM_BASELINE_STREAM]).choice(n, size=k, replace=False)] = True
     return mask
+
+
+_RANDOM_BASELINE_STREAM = 0x5E1EC7
 
 
 @dataclass(frozen=True)
