@@ -16,14 +16,12 @@ import io
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from selector.data import FASHION_MNIST_CLASSES, load_fashion_mnist
+from selector.data import FASHION_MNIST_CLASSES, atomic_write_bytes, load_fashion_mnist
 from selector.errors import InputError, describe_rows
 from selector.progress import Progress, ensure
 
@@ -231,19 +229,6 @@ def _gray28(image):
 
 
 # ---------------------------------------------------------------------------------------------- cache
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _load_cached(weights: Path, meta: Path) -> DemoEncoder | None:
     import torch
     if not (weights.is_file() and meta.is_file()):
@@ -323,7 +308,7 @@ def train_demo_encoder(*, cache_dir, seed: int = 0, epochs: int | None = None, n
             "training_time_s": round(wall, 1), "training_cpu_s": round(cpu, 1),
             "torch_threads": min(threads, 2), "torch": torch.__version__,
             "weights_sha1": hashlib.sha1(data).hexdigest(), "created": time.strftime("%Y-%m-%d %H:%M:%S")}
-    _atomic_bytes(weights, data)
-    _atomic_bytes(meta, json.dumps(info, indent=1).encode())
+    atomic_write_bytes(weights, data)
+    atomic_write_bytes(meta, json.dumps(info, indent=1).encode())
     log.info("Trained the offline demo encoder in %.1f s: accuracy %.3f on Fashion-MNIST test half B", wall, acc)
     return DemoEncoder(net, info, info["weights_sha1"])

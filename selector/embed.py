@@ -16,9 +16,6 @@ import logging
 import math
 import os
 import re
-import socket
-import tempfile
-import threading
 import time
 import urllib.parse
 from contextlib import contextmanager
@@ -27,6 +24,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from selector.data import atomic_write_bytes, host_reachable
 from selector.errors import InputError, OfflineError, describe_rows
 from selector.progress import Progress, ensure
 
@@ -34,7 +32,6 @@ log = logging.getLogger(__name__)
 
 PROMPT_TEMPLATE = "A photo of a {}."
 CACHE_VERSION = 1
-NET_TIMEOUT_S = 3.0
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 
 
@@ -130,22 +127,6 @@ def encode_image_rows(dataset, rows, transform, forward, *, batch_size: int, num
 
 
 # ---------------------------------------------------------------------------------------- open_clip
-def _reachable(host: str, port: int = 443, timeout: float = NET_TIMEOUT_S) -> bool:
-    """True when a TCP connection to host:port opens within `timeout` s (in a thread: DNS ignores timeouts)."""
-    result = []
-
-    def probe():
-        try:
-            socket.create_connection((host, port), timeout=timeout).close()
-            result.append(True)
-        except OSError:
-            pass
-    t = threading.Thread(target=probe, daemon=True)
-    t.start()
-    t.join(timeout)
-    return bool(result)
-
-
 @contextmanager
 def _hf_offline(offline: bool):
     """Force the Hugging Face hub into offline mode (env + already-imported constants) for a block."""
@@ -227,7 +208,7 @@ def clip_available(model: str = "ViT-B-32", pretrained: str = "laion2b_s34b_b79k
         return True
     if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
         return False
-    return _reachable(*_weights_host(cfg))
+    return host_reachable(*_weights_host(cfg))
 
 
 class OpenCLIPEncoder:
@@ -264,7 +245,7 @@ class OpenCLIPEncoder:
             weights, label, offline = "local-dir " + ";".join(_file_tag(p) for p in files), model, True
         elif schema == "hf-hub":
             host, port = _weights_host({"hf_hub": model})
-            offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or not _reachable(host, port)
+            offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or not host_reachable(host, port)
             weights, label = model, model  # offline: only the local Hugging Face cache is tried
         elif checkpoint is not None:
             path = Path(checkpoint).expanduser()
@@ -286,7 +267,7 @@ class OpenCLIPEncoder:
                 kwargs["pretrained"], offline = local, True  # load the cached file directly: no network at all
             else:
                 host, port = _weights_host(pretrained_cfg)
-                if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or not _reachable(host, port):
+                if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or not host_reachable(host, port):
                     raise OfflineError(self._offline_message(model, pretrained, pretrained_cfg, host, cache_dir))
                 kwargs["pretrained"] = pretrained
             weights, label = f"tag {pretrained}", pretrained
@@ -473,22 +454,6 @@ _CHUNK_RE = re.compile(r"^chunk_(\d{6})_([0-9a-f]{16})\.npy$")
 _TEXT_RE = re.compile(r"^text_([0-9a-f]{16})_([0-9a-f]{16})\.npy$")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _npy_bytes(arr: np.ndarray) -> bytes:
     import io
     buf = io.BytesIO()
@@ -500,7 +465,7 @@ def _save_checked(folder: Path, stem: str, arr: np.ndarray) -> Path:
     """Write arr as folder/<stem>_<sha256[:16]>.npy atomically; drop older versions of the same stem."""
     data = _npy_bytes(np.ascontiguousarray(arr, dtype=np.float32))
     path = folder / f"{stem}_{hashlib.sha256(data).hexdigest()[:16]}.npy"
-    _atomic_write(path, data)
+    atomic_write_bytes(path, data)
     for old in folder.glob(f"{stem}_*.npy"):
         if old != path:
             old.unlink(missing_ok=True)
@@ -577,7 +542,7 @@ def embed_dataset(dataset, encoder, *, cache_dir, batch_size: int = 256, chunk_s
         chunk_size = meta["chunk_size"]  # resume with the layout already on disk
     meta.update(version=CACHE_VERSION, n=n, chunk_size=int(chunk_size), encoder=encoder.name,
                 cache_key=encoder.cache_key, dataset=getattr(dataset, "name", ""), content_fingerprint=content)
-    _atomic_write(meta_path, json.dumps(meta, indent=1).encode())
+    atomic_write_bytes(meta_path, json.dumps(meta, indent=1).encode())
     d = meta.get("d")
 
     # text embeddings: tiny, cached so a fully cached dataset never needs the text tower
@@ -641,7 +606,7 @@ def embed_dataset(dataset, encoder, *, cache_dir, batch_size: int = 256, chunk_s
         progress("embedding images", done, n)
     if meta.get("d") != d:
         meta["d"] = d
-        _atomic_write(meta_path, json.dumps(meta, indent=1).encode())
+        atomic_write_bytes(meta_path, json.dumps(meta, indent=1).encode())
     return _finish(dataset, X, T)
 
 

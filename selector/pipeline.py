@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from selector import __version__
-from selector.data import Dataset, atomic_save_npy, write_manifest, write_table
+from selector.data import Dataset, write_manifest, write_table
 from selector.errors import InputError
 from selector.progress import Progress, ensure
 
