@@ -65,8 +65,8 @@ with enc_col:
         pretrained = st.text_input("Pretrained tag", key="clip_pretrained")
         checkpoint = st.text_input("Local checkpoint file (optional, replaces the tag)", key="clip_checkpoint")
     elif encoder == "demo":
-        st.caption("Offline stand-in for CLIP: a small CNN plus learned class embeddings, trained once (about a "
-                   "minute) on half of Fashion-MNIST's test split - never on the images it audits - and cached.")
+        st.caption("Offline stand-in for CLIP: a small CNN plus learned class embeddings, trained once (1-3 "
+                   "minutes on 2 CPU cores) on half of Fashion-MNIST's test split - never on the images it audits - and cached.")
 
     st.subheader("Noise injection")
     st.caption("Flip a share of a copy of the labels, re-run the audit and measure how many flips it finds.")

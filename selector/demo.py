@@ -6,7 +6,7 @@ Fashion-MNIST TEST split, half A only (rows with index % 2 == 0, 5,000 images). 
 is never trained on; the accuracy measured there is stored next to the weights. The Fashion-MNIST TRAIN
 split (the set the app inspects) is never seen, so its embeddings are honest held-out features.
 
-Trained once (about a minute on 2 CPU cores) and cached under ``cache_dir/demo_encoder/``; later calls
+Trained once (1-3 minutes on 2 CPU cores) and cached under ``cache_dir/demo_encoder/``; later calls
 load the cached weights in well under a second.
 """
 from __future__ import annotations
@@ -262,7 +262,7 @@ def training_data(n_train: int | None = None, *, arrays=None) -> tuple[np.ndarra
 def train_demo_encoder(*, cache_dir, seed: int = 0, epochs: int | None = None, n_train: int | None = None,
                        n_eval: int | None = None, progress: Progress | None = None) -> DemoEncoder:
     """The offline demo encoder: loaded from cache_dir/demo_encoder/ when trained before (< 1 s), else
-    trained on Fashion-MNIST test half A (about a minute on 2 CPU cores) and cached atomically.
+    trained on Fashion-MNIST test half A (1-3 minutes on 2 CPU cores) and cached atomically.
 
     epochs / n_train (first n of the 5,000 half-A images) / n_eval (first n of the 5,000 half-B images the
     stored accuracy is measured on) default to the full recipe; tests pass small values."""
