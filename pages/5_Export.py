@@ -45,4 +45,7 @@ manifest_col.download_button("Download run manifest (JSON)", key="download_manif
                              data=backend.manifest_bytes(run, settings.as_dict(), n_selected=int(mask.sum()),
                                                          n_decisions=len(decisions)),
                              file_name=f"{stem}.manifest.json", mime="application/json")
-st.dataframe(shown, hide_index=True, key="export_table")
+# Display format only: the downloaded files carry the full-precision values.
+score_format = {c: st.column_config.NumberColumn(format="%.4f") for c in shown.columns
+                if shown[c].dtype.kind == "f" and c not in ("map_x", "map_y")}
+st.dataframe(shown, hide_index=True, key="export_table", column_config=score_format)
