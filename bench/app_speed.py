@@ -36,6 +36,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from _machine import cpu_and_memory
+
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,18 +107,6 @@ def subset_size(n: int, ratio: float) -> int:
 
 
 def machine() -> str:
-    cpu = platform.processor() or ""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024 ** 3
-    except (ValueError, OSError):
-        mem = float("nan")
     try:
         chromium = subprocess.run([CHROMIUM, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
     except (OSError, subprocess.SubprocessError):
@@ -124,7 +114,7 @@ def machine() -> str:
     import streamlit
     from selector import neighbors
     gpu = "faiss GPU" if neighbors.gpu_available() else "no GPU"
-    return (f"{platform.platform()}; {cpu}, {os.cpu_count()} logical CPUs, {mem:.0f} GB RAM, {gpu}; "
+    return (f"{platform.platform()}; {cpu_and_memory()}, {gpu}; "
             f"Python {platform.python_version()}, streamlit {streamlit.__version__}, {chromium} (headless)")
 
 

@@ -13,13 +13,14 @@ import argparse
 import datetime as dt
 import gc
 import importlib
-import os
 import platform
 import resource
 import sys
 import time
 import tracemalloc
 from pathlib import Path
+
+from _machine import cpu_and_memory
 
 import numpy as np
 
@@ -249,22 +250,10 @@ def bench_umap(X, n_umap):
 
 
 def machine() -> str:
-    cpu = platform.processor() or ""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024 ** 3
-    except (ValueError, OSError):
-        mem = float("nan")
     import faiss
     import torch
     gpu = "faiss GPU: yes" if nb.gpu_available() else "no GPU (faiss-cpu)"
-    return (f"{platform.node()}: {cpu}, {os.cpu_count()} logical CPUs, {mem:.0f} GB RAM, {gpu}; "
+    return (f"{platform.node()}: {cpu_and_memory()}, {gpu}; "
             f"Python {platform.python_version()}, numpy {np.__version__}, faiss {faiss.__version__}, "
             f"torch {torch.__version__}")
 
