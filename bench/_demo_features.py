@@ -9,14 +9,13 @@ import numpy as np
 
 def demo_features(cache_dir=None):
     """-> (X (60000, d) float32, T (C, d) float32, clean labels (60000,) int64, class names, encoder name)."""
-    from selector.data import load_fashion_mnist
-    from selector.demo import train_demo_encoder
+    import selector
     from selector.embed import embed_dataset
-    from selector.sources import default_cache_dir
+    from selector.files import default_cache_dir
 
     cache_dir = cache_dir or default_cache_dir()
-    encoder = train_demo_encoder(cache_dir=cache_dir)
-    pool = load_fashion_mnist(split="train")
+    encoder = selector.open_encoder("demo", cache_dir=cache_dir)
+    pool = selector.open_source("demo")
     X, T, ok = embed_dataset(pool, encoder, cache_dir=cache_dir)
     if not ok.all():
         raise RuntimeError(f"{int((~ok).sum())} Fashion-MNIST images failed to embed")

@@ -1,9 +1,9 @@
-"""Label-audit quality: does `selector.noise.audit_labels` find injected label errors better than the
+"""Label-audit quality: does `selector.audit.audit_labels` find injected label errors better than the
 baselines?  Settings: 20% and 40% uniform flips, 30% flips between confusable class pairs (pairs from the
 zero-shot confusion matrix); 3 seeds each; medians reported.
 
 Methods (score ranks rows by "mislabelled"; flag set = each method's own natural rule):
-  audit            selector.noise.audit_labels (noise_score, flagged)
+  audit            selector.audit.audit_labels (noise_score, flagged)
   zero-shot        1 - zero-shot p(given) (temperature fitted by likelihood); flag: argmax != given
   knn-disagree     1 - share of 10 global cosine neighbours with the given label; flag: majority != given
   SAS-paper        -SAS from adapters fit on the noisy labels, robust=False (the paper's way);
@@ -32,8 +32,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from selector.adapt import Adapters  # noqa: E402
-from selector.noise import _fit_temperature, audit_labels, audit_metrics, inject_noise  # noqa: E402
-from selector.score import alignment, blas_threads, l2_normalize, softmax, zero_shot_logits  # noqa: E402
+from selector.audit import audit_labels, fit_temperature  # noqa: E402
+from selector.linalg import l2_normalize, softmax  # noqa: E402
+from selector.noise import audit_metrics, inject_noise  # noqa: E402
+from selector.runtime import blas_threads  # noqa: E402
+from selector.score import alignment, zero_shot_logits  # noqa: E402
 
 SETTINGS = (("uniform", 0.2), ("uniform", 0.4), ("confusable", 0.3))
 METHODS = ("audit", "zero-shot", "knn-disagree", "SAS-paper", "SAS-robust", "cleanlab-CL")
@@ -69,12 +72,12 @@ def run_methods(X, T, yn, names, I, seed, only=None):
 
     if want("audit"):
         t = time.perf_counter()
-        a = audit_labels(X, T, yn, names, neighbors=(None, I), seed=seed)
+        a = audit_labels(X, T, yn, neighbors=(None, I), seed=seed)
         out["audit"] = (a.noise_score, a.flagged, time.perf_counter() - t)
     if want("zero-shot"):
         t = time.perf_counter()
         S = zero_shot_logits(X, T)
-        tau = _fit_temperature(S, yn, np.random.default_rng(seed))
+        tau = fit_temperature(S, yn, np.random.default_rng(seed))
         P = softmax(S / tau)
         out["zero-shot"] = (1 - P[rows, yn], P.argmax(1) != yn, time.perf_counter() - t)
     if want("knn-disagree"):

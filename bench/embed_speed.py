@@ -23,8 +23,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from selector.data import load_fashion_mnist, load_image_folder  # noqa: E402
-from selector.embed import OpenCLIPEncoder, embed_dataset  # noqa: E402
+from selector.embed import embed_dataset  # noqa: E402
+from selector.encoders.openclip import OpenCLIPEncoder  # noqa: E402
+from selector.sources import load_fashion_mnist, load_image_folder  # noqa: E402
 
 
 def write_pngs(folder: Path, n: int) -> None:

@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from selector import neighbors as nb  # noqa: E402
-from selector.optimize import paper_score, select, select_ste, selection_score  # noqa: E402
+from selector.optimize import select, selection_score  # noqa: E402
+from selector.paper import paper_score, select_ste  # noqa: E402
 
 DIM = 512
 SECTIONS = ("knn", "scoring", "selection", "ste", "umap", "1m")
@@ -159,17 +160,17 @@ def bench_scoring(X, T, labels, S, I, Dg, Ig, quick, with_adapt):
             add("score.zero_shot_probs", n, None, None, f"skipped: the (n, C) output is {n * len(T) * 4 / 1e9:.0f} GB")
     except Exception as exc:
         add("scoring (selector.score)", n, None, None, f"failed: {type(exc).__name__}: {exc}")
-    noise, note = try_import("selector.noise")
+    audit, note = try_import("selector.audit")
     if noise is None:
-        add("noise.audit_labels", n, None, None, "skipped: " + note)
+        add("audit.audit_labels", n, None, None, "skipped: " + note)
     elif S is not None:
         try:
             names = [f"class {c}" for c in range(len(T))]
-            audit, t, _ = timeit(lambda: noise.audit_labels(X, T, labels, names, neighbors=(S, I)))
+            result, t, _ = timeit(lambda: audit.audit_labels(X, T, labels, neighbors=(S, I)))
             out["cleanliness"] = 1.0 - np.asarray(audit.noise_score, np.float32)
-            add("noise.audit_labels (global kNN given)", n, t, None, f"peak RSS {peak_rss_gb():.1f} GB")
+            add("audit.audit_labels (global kNN given)", n, t, None, f"peak RSS {peak_rss_gb():.1f} GB")
         except Exception as exc:
-            add("noise.audit_labels", n, None, None, f"failed: {type(exc).__name__}: {exc}")
+            add("audit.audit_labels", n, None, None, f"failed: {type(exc).__name__}: {exc}")
     if with_adapt:
         adapt, note = try_import("selector.adapt")
         if adapt is None:

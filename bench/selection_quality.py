@@ -8,7 +8,8 @@ setting and seed. Each subset trains a fresh PIXEL-space classifier (an MLP, not
 rows trained the demo encoder and are never used here).
 
 Methods at ratios 0.3 / 0.5 / 0.7 (k = round(ratio * 60,000) for every method):
-  ours-stratified  pipeline.with_selection(exclude_flagged=True, class_balance=True, strategy="stratified")
+  ours-stratified  selector.apply(result, Selection(ratio, weights)): the default selection (stratified,
+                   class balance, flagged / OOD / near-duplicate rows excluded)
   ours-topk        the same with strategy="topk"
                    (weights alignment 1, diversity 0.1, cleanliness 1)
   random           uniform random subset
@@ -65,8 +66,8 @@ def load_data(features: str | None, cache_dir: Path):
     The encoder is the offline demo encoder: its precomputed features on the train split when `features`
     is an .npz whose labels match the train split row for row, else the encoder itself (trained once and
     cached under cache_dir, embeddings cached by embed_dataset)."""
-    from selector.data import load_fashion_mnist
-    from selector.embed import PrecomputedEncoder
+    from selector.encoders.precomputed import PrecomputedEncoder
+    from selector.sources import load_fashion_mnist
 
     pool = load_fashion_mnist(split="train")
     test = load_fashion_mnist(split="test")
@@ -79,10 +80,10 @@ def load_data(features: str | None, cache_dir: Path):
             enc_name = str(z["encoder_name"]) if "encoder_name" in z.files else "demo encoder"
         if X.shape[0] == len(pool) and np.array_equal(y, pool.labels) and names == tuple(pool.class_names):
             ds = dataclasses.replace(pool, embeddings=X.astype(np.float32), text_embeddings=T.astype(np.float32))
-            return ds, PrecomputedEncoder(ds), test_px, test_y, f"{enc_name} (features read from {features})"
+            return ds, PrecomputedEncoder(), test_px, test_y, f"{enc_name} (features read from {features})"
         print(f"note: {features} does not match the train split row for row; embedding with the demo encoder")
-    from selector.demo import train_demo_encoder
-    enc = train_demo_encoder(cache_dir=cache_dir)
+    from selector.encoders import open_encoder
+    enc = open_encoder("demo", cache_dir=cache_dir)
     return pool, enc, test_px, test_y, f"{enc.name} (embedded by the pipeline, cache {cache_dir})"
 
 
@@ -139,7 +140,7 @@ def cleanlab_issues(X, y, seed: int, cache_dir: Path | None = None) -> tuple[np.
             return np.load(path).astype(bool), 0.0, True
     issues, seconds = _cleanlab_issues(X, y, seed)
     if path is not None:
-        from selector.data import atomic_save_npy
+        from selector.files import atomic_save_npy
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_save_npy(path, issues)
     return issues, seconds, False
@@ -150,7 +151,8 @@ def _cleanlab_issues(X, y, seed: int) -> tuple[np.ndarray, float]:
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-    from selector.score import blas_threads, l2_normalize
+    from selector.linalg import l2_normalize
+    from selector.runtime import blas_threads
     t = time.perf_counter()
     with blas_threads(1):  # multi-threaded BLAS on a shared 2-core machine mostly synchronises
         cv = StratifiedKFold(5, shuffle=True, random_state=seed)
@@ -178,8 +180,9 @@ def random_mask(n: int, k: int, rng, among=None) -> tuple[np.ndarray, str]:
 def selections(result, ratio: float, rng, issues: np.ndarray):
     """{method: (mask or None, note)} at one ratio, all of exactly k rows (None: impossible, note says why)."""
     from selector.errors import InputError
-    from selector.optimize import paper_score, select, subset_size
-    from selector.pipeline import with_selection
+    from selector.optimize import select, subset_size
+    from selector.paper import paper_score
+    from selector.selection import Selection, apply
 
     table, truth = result.table, result.noise_truth
     n = len(table)
@@ -187,9 +190,9 @@ def selections(result, ratio: float, rng, issues: np.ndarray):
     out = {}
     excluded = table["flagged"].to_numpy() | table["ood"].to_numpy() | (table["duplicate_of"].to_numpy() >= 0)
     for strategy in ("stratified", "topk"):
-        opts = dict(ratio=ratio, weights=WEIGHTS, class_balance=True, strategy=strategy)
+        chosen = Selection(ratio=ratio, weights=WEIGHTS, class_balance=True, strategy=strategy)
         try:
-            sel = with_selection(result, exclude_flagged=True, **opts)
+            sel = apply(result, chosen)
             out[f"ours-{strategy}"] = (sel["selected"].to_numpy(), "")
         except InputError:
             # The audit excluded more rows than the ratio leaves out: keep every row it did not exclude and
@@ -197,7 +200,8 @@ def selections(result, ratio: float, rng, issues: np.ndarray):
             free = int((~excluded).sum())
             if free > k:
                 raise
-            sel = with_selection(result, exclude_flagged=False, keep=table["id"].to_numpy()[~excluded].tolist(), **opts)
+            sel = apply(result, chosen.replace(exclude_flagged=False, exclude_duplicates=False,
+                                               keep=table["id"].to_numpy()[~excluded].tolist()))
             out[f"ours-{strategy}"] = (sel["selected"].to_numpy(),
                                        f"the audit excluded {int(excluded.sum())} rows, more than the {n - k} this ratio "
                                        f"leaves out: all {free} others kept, topped up with the {k - free} "
@@ -336,7 +340,7 @@ def main(argv=None) -> int:
 
     import torch
     from selector.pipeline import Config, load_or_run
-    from selector.sources import default_cache_dir
+    from selector.files import default_cache_dir
     torch.set_num_threads(args.threads)
 
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
@@ -425,8 +429,8 @@ def main(argv=None) -> int:
         "of `pipeline.load_or_run` and the cleanlab issues are cached in the cache dir, so a rerun only retrains "
         "the classifiers; the per-run lines below give the uncached pipeline times).",
         "",
-        f"Ours: `pipeline.with_selection(weights={WEIGHTS}, exclude_flagged=True, class_balance=True, "
-        "strategy=...)`. paper-topk: top-k of A/mean(A) + 0.1·D/mean(D) on the pipeline's alignment_norm / "
+        f"Ours: `selector.apply(result, Selection(ratio, weights={WEIGHTS}, strategy=...))`: class balance on, "
+        "flagged / OOD / near-duplicate rows excluded (the defaults). paper-topk: top-k of A/mean(A) + 0.1·D/mean(D) on the pipeline's alignment_norm / "
         "diversity_norm (the end point of the paper's STE loop; note the pipeline's adapters are the project's "
         "robust ones, so this row isolates the paper's selection rule), no exclusion, no balance. "
         "cleanlab+random: `cleanlab.filter.find_label_issues` on 5-fold CV LogisticRegression probabilities "

@@ -3,21 +3,35 @@ import os
 
 import streamlit as st
 
+from selector.encoders import ENCODERS, encoders_for
 from selector.errors import InputError, OfflineError
+from selector.noise import NOISE_MODES
 from selector.pipeline import Config
-from selector.ui import backend, choices, state, widgets
-from selector.ui.selection_view import audit_quality
+from selector.project import MAPS
+from selector.sources import SOURCES, TORCHVISION_SETS, source_noise
+from selector.sources.torchvision_sets import SPLITS
+from selector.ui import backend, state, widgets
+from selector.ui.views import audit_quality
 
+CLIP = ENCODERS.get("open_clip").options
 FORM_KEYS = ("source", "path", "root", "tv_name", "tv_split", "clip_model", "clip_pretrained", "clip_checkpoint",
-             "noise_mode", "noise_rate", "noise_seed", "map", "seed", "k",
-             *[f"encoder_{s}" for s in choices.SOURCES])
+             "noise_mode", "noise_rate", "noise_seed", "map", "seed", "k", *[f"encoder_{s}" for s in SOURCES.names()])
+DEFAULTS = {"clip_model": CLIP["model"], "clip_pretrained": CLIP["pretrained"], "seed": Config.seed, "k": 0}
+
+
+def default_noise(source: str) -> dict:
+    """The demo plants noise by default so the first screen shows the audit finding it; others start clean
+    (the rate is where the slider starts when the user turns noise on)."""
+    return source_noise(source) or {"noise_mode": "none", "noise_rate": 0.2, "noise_seed": 0}
+
+
 state.restore_form("home")
-for key, value in {**choices.HOME_DEFAULTS, **choices.default_noise("demo")}.items():
+for key, value in {**DEFAULTS, **default_noise("demo")}.items():
     state.seed_widget(key, value)
 
 
 def _source_changed():
-    for key, value in choices.default_noise(st.session_state["source"]).items():
+    for key, value in default_noise(st.session_state["source"]).items():
         st.session_state[key] = value
 
 
@@ -27,56 +41,54 @@ st.caption("Embed a labelled image dataset, audit its labels, and keep the subse
 data_col, enc_col = st.columns(2)
 with data_col:
     st.subheader("Data")
-    source = st.selectbox("Data source", list(choices.SOURCES), format_func=choices.SOURCES.get, key="source",
+    source = st.selectbox("Data source", SOURCES.names(), format_func=SOURCES.label, key="source",
                           on_change=_source_changed)
+    help_text = SOURCES.get(source).help
     path, root, upload, tv_name, tv_split = "", "", None, "fashion-mnist", "train"
     if source == "demo":
-        st.caption("Fashion-MNIST training set (60,000 images, 10 classes), read from a local copy, Debian's "
-                   "dataset-fashion-mnist files, or downloaded when online.")
+        st.caption(help_text + " Read from a local copy, Debian's dataset-fashion-mnist files, or downloaded "
+                   "when online.")
         root = st.text_input("Fashion-MNIST folder (optional)", key="root",
                              help="A folder with the four idx files; leave empty to search the usual places.")
     elif source == "image-folder":
         path = st.text_input("Image folder", key="path", placeholder="/data/pets",
-                             help="root/<class name>/<image file>, e.g. root/cat/001.jpg")
+                             help=help_text)
     elif source == "manifest":
         path = st.text_input("Manifest path (.csv or .parquet)", key="path", placeholder="/data/labels.csv",
-                             help="Columns path,label [,id,caption,split]; relative paths are resolved against "
-                                  "the image root or the manifest's folder.")
+                             help=help_text)
         upload = st.file_uploader("...or upload a manifest", type=["csv", "parquet"], key="upload_manifest")
         root = st.text_input("Image root (for relative paths)", key="root")
     elif source == "torchvision":
-        from selector.data import list_torchvision
-        tv_name = st.selectbox("torchvision dataset", list_torchvision(), key="tv_name")
-        tv_split = st.selectbox("Split", ["train", "test"], key="tv_split")
+        tv_name = st.selectbox("torchvision dataset", TORCHVISION_SETS.names(), format_func=TORCHVISION_SETS.label,
+                               key="tv_name")
+        tv_split = st.selectbox("Split", SPLITS, key="tv_split")
         root = st.text_input("Data folder (optional)", key="root")
     else:
         path = st.text_input("Embeddings file (.npz)", key="path", placeholder="/data/embedded.npz",
-                             help="image_embeddings (N,d), labels (N), class_names (C) [, text_embeddings (C,d), "
-                                  "paths (N)]")
+                             help=help_text)
         upload = st.file_uploader("...or upload an embeddings file", type=["npz"], key="upload_npz")
 
 with enc_col:
     st.subheader("Encoder")
-    encoder_options = choices.encoders_for(source, tv_name)
-    encoder = st.selectbox("Encoder", encoder_options, format_func=choices.ENCODERS.get, key=f"encoder_{source}")
-    model, pretrained, checkpoint = "ViT-B-32", "laion2b_s34b_b79k", ""
+    encoder = st.selectbox("Encoder", encoders_for(source, tv_name), format_func=ENCODERS.label,
+                           key=f"encoder_{source}")
+    model, pretrained, checkpoint = CLIP["model"], CLIP["pretrained"], ""
     if encoder == "open_clip":
         model = st.text_input("open_clip model", key="clip_model")
         pretrained = st.text_input("Pretrained tag", key="clip_pretrained")
         checkpoint = st.text_input("Local checkpoint file (optional, replaces the tag)", key="clip_checkpoint")
-    elif encoder == "demo":
-        st.caption("Offline stand-in for CLIP: a small CNN plus learned class embeddings, trained once (1-3 "
-                   "minutes on 2 CPU cores) on half of Fashion-MNIST's test split - never on the images it audits - and cached.")
+    st.caption(ENCODERS.get(encoder).help)
 
     st.subheader("Noise injection")
     st.caption("Flip a share of a copy of the labels, re-run the audit and measure how many flips it finds.")
-    noise_mode = st.selectbox("Noise mode", list(choices.NOISE_MODES), format_func=choices.NOISE_MODES.get,
-                              key="noise_mode")
+    noise_mode = st.selectbox("Noise mode", NOISE_MODES.names(), format_func=NOISE_MODES.label, key="noise_mode",
+                              help=" ".join(f"{c.label}: {c.help}" for c in NOISE_MODES))
     noise_rate = st.slider("Noise rate", 0.01, 0.5, step=0.01, key="noise_rate", disabled=noise_mode == "none")
     noise_seed = st.number_input("Noise seed", min_value=0, step=1, key="noise_seed", disabled=noise_mode == "none")
 
 with st.expander("Advanced settings"):
-    map_kind = st.selectbox("Map", list(choices.MAPS), format_func=choices.MAPS.get, key="map")
+    map_kind = st.selectbox("Map", MAPS.names(), format_func=MAPS.label, key="map",
+                            help=" ".join(f"{c.label}: {c.help}" for c in MAPS))
     seed = st.number_input("Seed", min_value=0, step=1, key="seed")
     k = st.number_input("Diversity neighbours K (0 = about 10% of the class size)", min_value=0, step=1,
                         key="k")

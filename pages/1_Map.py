@@ -3,7 +3,7 @@ import numpy as np
 import streamlit as st
 
 from selector.ui import charts, state, widgets
-from selector.ui.selection_view import map_rows, rows_from_selection
+from selector.ui.views import map_rows, rows_from_selection
 
 run = state.require_run()
 widgets.sidebar(run)

@@ -3,8 +3,10 @@ dropped, with the selection cut and the flag threshold drawn on."""
 import numpy as np
 import streamlit as st
 
+from selector.selection import objective
+from selector.table import SCORE_COLUMNS
 from selector.ui import charts, state, widgets
-from selector.ui.selection_view import SCORE_COLUMNS, histogram, selection_cut, selection_score
+from selector.ui.views import histogram, selection_cut
 
 OBJECTIVE = "selection objective"
 ALL = "All classes"
@@ -14,7 +16,7 @@ widgets.sidebar(run)
 table = run.table
 settings = state.settings()
 mask, _ = state.current_selection(run)
-objective = selection_score(table, settings)
+objective_values = objective(table, settings.weights)
 threshold = run.result.flag_threshold
 
 st.title("Scores")
@@ -36,13 +38,13 @@ def lines_for(column):
     if column == "cleanliness":
         return [(1.0 - threshold, "flag threshold", "#d62728")]
     if column == OBJECTIVE and settings.strategy == "topk":
-        cut = selection_cut(objective[rows], mask[rows])
+        cut = selection_cut(objective_values[rows], mask[rows])
         return [] if cut is None else [(cut, "selection cut", "#2b6cb0")]
     return []
 
 
 def values_of(column):
-    return objective if column == OBJECTIVE else table[column].to_numpy(dtype=np.float32)
+    return objective_values if column == OBJECTIVE else table[column].to_numpy(dtype=np.float32)
 
 
 st.plotly_chart(charts.histogram_figure(histogram(values_of(focus)[rows], mask[rows]),

@@ -5,7 +5,8 @@ from collections import Counter
 import streamlit as st
 
 from selector.ui import state, widgets
-from selector.ui.selection_view import flagged_order, page_rows
+from selector.selection import DECISIONS
+from selector.ui.views import flagged_order, page_rows
 
 PER_PAGE = 10
 N_NEIGHBOURS = 6
@@ -58,13 +59,11 @@ for row in page_rows(rows, page, PER_PAGE):
             st.caption("Nearest neighbours (label, cosine similarity)")
             widgets.image_grid(run, nn, [f"{labels[j]} ({s:.2f})" for j, s in zip(nn, D[row, :len(nn)])], width=64)
         with act_col:
-            st.button("Accept suggestion", key=f"accept_{sid}", on_click=state.record_decision,
-                      args=(run, sid, "accepted"), disabled=decided == "accepted" or
-                      sample["suggested_label"] == sample["label"], width="stretch")
-            st.button("Keep label", key=f"keep_{sid}", on_click=state.record_decision, args=(run, sid, "kept"),
-                      disabled=decided == "kept", width="stretch")
-            st.button("Mark bad", key=f"bad_{sid}", on_click=state.record_decision, args=(run, sid, "bad"),
-                      disabled=decided == "bad", width="stretch")
+            for choice, key in zip(DECISIONS, ("accept", "keep", "bad")):
+                pointless = choice.name == "accepted" and sample["suggested_label"] == sample["label"]
+                st.button(choice.label, key=f"{key}_{sid}", on_click=state.record_decision,
+                          args=(run, sid, choice.name), disabled=decided == choice.name or pointless,
+                          help=choice.help, width="stretch")
             if decided:
                 st.button("Undo", key=f"undo_{sid}", on_click=state.record_decision, args=(run, sid, None),
                           width="stretch")

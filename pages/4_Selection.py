@@ -2,44 +2,43 @@
 and shows what the subset keeps per class and how it compares with a random subset of the same size."""
 import streamlit as st
 
+from selector.optimize import OBJECTIVES, STRATEGIES
 from selector.ui import backend, state, widgets
-from selector.ui.selection_view import (STRATEGIES, STRATEGY_LABELS, Settings, class_breakdown,
-                                        corrected_codes)
+from selector.ui.views import class_breakdown, corrected_codes
 
 run = state.require_run()
 table = run.table
 current = state.settings()
-for key, value in {"sel_ratio": current.ratio, "sel_alignment": current.alignment, "sel_diversity": current.diversity,
-                   "sel_cleanliness": current.cleanliness, "sel_exclude_flagged": current.exclude_flagged,
-                   "sel_exclude_duplicates": current.exclude_duplicates,
-                   "sel_class_balance": current.class_balance, "sel_strategy": current.strategy}.items():
+weights = current.weights_dict
+seeds = {"sel_ratio": current.ratio, "sel_strategy": current.strategy, "sel_exclude_flagged": current.exclude_flagged,
+         "sel_exclude_duplicates": current.exclude_duplicates, "sel_class_balance": current.class_balance,
+         **{f"sel_{c.name}": weights.get(c.name, 0.0) for c in OBJECTIVES}}
+for key, value in seeds.items():
     state.seed_widget(key, value)
 
 st.title("Selection")
-controls, weights = st.columns(2)
+controls, weight_col = st.columns(2)
 with controls:
     ratio = st.slider("Selection ratio", 0.01, 1.0, step=0.01, key="sel_ratio",
                       help="Share of the dataset to keep; the subset has exactly round(ratio x n) samples.")
-    strategy = st.radio("Strategy", STRATEGIES, format_func=STRATEGY_LABELS.get, horizontal=True, key="sel_strategy",
-                        help="top-k keeps the highest objective values (what the paper's optimiser converges to); "
-                             "stratified spreads the budget over the objective's range within each class.")
+    strategy = st.radio("Strategy", STRATEGIES.names(), format_func=STRATEGIES.label, horizontal=True,
+                        key="sel_strategy", help=" ".join(f"{c.label}: {c.help}" for c in STRATEGIES))
     exclude = st.toggle("Exclude flagged samples", key="sel_exclude_flagged",
                         help="Drop suspected label errors and images that match no class before choosing.")
     dedupe = st.toggle("Exclude near-duplicates", key="sel_exclude_duplicates",
                        help="Drop the later copy of each near-duplicate pair before choosing.")
     balance = st.toggle("Class balance", key="sel_class_balance",
                         help="Give every class the same share of the budget instead of choosing globally.")
-with weights:
+with weight_col:
     st.caption("Objective weights (each column is scaled to [0, 1]; higher is better)")
-    w_align = st.slider("Alignment weight", 0.0, 2.0, step=0.05, key="sel_alignment",
-                        help="How well the image matches its label's text (the paper's SAS).")
-    w_div = st.slider("Diversity weight", 0.0, 2.0, step=0.05, key="sel_diversity",
-                      help="How sparse the sample's neighbourhood in its class is (the paper's SDS).")
-    w_clean = st.slider("Cleanliness weight", 0.0, 2.0, step=0.05, key="sel_cleanliness",
-                        help="1 - noise score: how sure the audit is that the label is right.")
-settings = Settings(ratio=float(ratio), alignment=float(w_align), diversity=float(w_div), cleanliness=float(w_clean),
-                    exclude_flagged=bool(exclude), exclude_duplicates=bool(dedupe), class_balance=bool(balance), strategy=strategy)
-state.set_settings(settings)
+    chosen_weights = {c.name: float(st.slider(f"{c.label} weight", 0.0, 2.0, step=0.05, key=f"sel_{c.name}",
+                                              help=c.help)) for c in OBJECTIVES}
+if sum(chosen_weights.values()) <= 0:
+    st.error("All objective weights are 0: raise at least one above 0.")
+    st.stop()
+state.set_settings(current.replace(ratio=float(ratio), weights=chosen_weights, strategy=strategy,
+                                   exclude_flagged=bool(exclude), exclude_duplicates=bool(dedupe),
+                                   class_balance=bool(balance)))
 widgets.sidebar(run)
 
 mask, error = state.current_selection(run)

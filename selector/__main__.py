@@ -1,50 +1,83 @@
-"""Headless CLI: `python -m selector --help`.
+"""Headless CLI: `selector --help` (or `python -m selector --help`).
 
-Runs the pipeline on any source, selects a subset and writes the per-sample table plus a JSON run manifest.
-Bad input exits with status 2 and a one-line cause.
+Runs the pipeline on any source, applies a selection (with a reviewer's decisions, if given) and writes the
+per-sample table plus a JSON run manifest: the same bytes the app's Export page downloads. Every choice and
+default comes from the engine's registries and `Selection()`; bad input exits with status 2 and a one-line
+cause, before any expensive step where it can be known then.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from pathlib import Path
 
+from selector.encoders import ENCODERS, default_encoder
 from selector.errors import InputError, OfflineError
-from selector.pipeline import DEFAULT_SELECTION, DEFAULT_WEIGHTS
+from selector.noise import NOISE_MODES
+from selector.optimize import OBJECTIVES, STRATEGIES
+from selector.project import MAPS
+from selector.selection import Selection
+from selector.sources import SOURCES, TORCHVISION_SETS
+from selector.sources.torchvision_sets import SPLITS
+
+_DEFAULT = Selection()
+_CLIP = ENCODERS.get("open_clip").options
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m selector", description=__doc__.splitlines()[0])
-    p.add_argument("--source", default="demo", choices=["demo", "image-folder", "manifest", "torchvision", "embeddings"])
-    p.add_argument("--path", help="image folder, manifest (.csv/.parquet) or embeddings (.npz)")
-    p.add_argument("--dataset", default="fashion-mnist", help="torchvision dataset: fashion-mnist, cifar10, cifar100")
-    p.add_argument("--split", default="train")
-    p.add_argument("--root", help="local data folder (torchvision files, or image root for a manifest)")
-    p.add_argument("--encoder", choices=["demo", "open_clip", "precomputed"],
-                   help="default: demo for --source demo, precomputed for embeddings, else open_clip")
-    p.add_argument("--model", default="ViT-B-32")
-    p.add_argument("--pretrained", default="laion2b_s34b_b79k")
-    p.add_argument("--checkpoint", help="local open_clip checkpoint file (instead of --pretrained)")
-    p.add_argument("--ratio", type=float, default=DEFAULT_SELECTION["ratio"])
-    p.add_argument("--weights", default=",".join(f"{k}={v:g}" for k, v in DEFAULT_WEIGHTS.items()),
-                   help="objective weights, e.g. alignment=1,diversity=0.1,cleanliness=0.5")
-    p.add_argument("--strategy", default=DEFAULT_SELECTION["strategy"], choices=["topk", "stratified"],
-                   help="stratified spreads the budget over each class's score range; topk is the paper's optimum")
-    p.add_argument("--keep-flagged", action="store_true", help="do not exclude suspected label errors first")
-    p.add_argument("--no-class-balance", dest="class_balance", action="store_false",
-                   help="select globally instead of equal quotas per class")
-    p.add_argument("--noise-mode", choices=["none", "uniform", "confusable"],
-                   help="inject synthetic label noise to check the audit (demo default: uniform 0.2)")
-    p.add_argument("--noise-rate", type=float)
-    p.add_argument("--noise-seed", type=int, default=0)
-    p.add_argument("--map", default="umap", choices=["umap", "pca", "none"])
-    p.add_argument("--k", type=int, help="neighbours for the diversity score (default ~10%% of class size)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--cache-dir", help="default: $SELECTOR_CACHE_DIR or ~/.cache/selector")
-    p.add_argument("--out", default="selection.csv", help="output table, .csv or .parquet (manifest written beside)")
+def _choices_help(registry) -> str:
+    return " | ".join(f"{c.name}: {(c.help or c.label).rstrip('.')}" for c in registry).replace("%", "%%")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="selector", description="Audit the labels of an image dataset and write "
+                                "the per-sample table with the selected subset (and a run manifest).")
+    data = p.add_argument_group("data")
+    data.add_argument("--source", default="demo", choices=SOURCES.names(), help=_choices_help(SOURCES))
+    data.add_argument("--path", help="image folder, manifest (.csv/.parquet) or embeddings (.npz)")
+    data.add_argument("--dataset", default="fashion-mnist", choices=TORCHVISION_SETS.names(),
+                      help="the torchvision dataset (--source torchvision)")
+    data.add_argument("--split", default="train", choices=SPLITS)
+    data.add_argument("--root", help="local data folder (torchvision files, or image root for a manifest)")
+    enc = p.add_argument_group("encoder")
+    enc.add_argument("--encoder", choices=ENCODERS.names(),
+                     help="default: the one the app starts with for this source. " + _choices_help(ENCODERS))
+    enc.add_argument("--model", default=_CLIP["model"], help="open_clip model name")
+    enc.add_argument("--pretrained", default=_CLIP["pretrained"], help="open_clip pretrained tag")
+    enc.add_argument("--checkpoint", help="local open_clip checkpoint file (instead of --pretrained)")
+    run = p.add_argument_group("run")
+    run.add_argument("--noise-mode", choices=NOISE_MODES.names(),
+                     help="inject synthetic label noise to check the audit (the demo plants uniform 0.2). "
+                          + _choices_help(NOISE_MODES))
+    run.add_argument("--noise-rate", type=float, help="share of labels to flip (needs a noise mode)")
+    run.add_argument("--noise-seed", type=int, default=0)
+    run.add_argument("--map", default="umap", choices=MAPS.names(), help=_choices_help(MAPS))
+    run.add_argument("--k", type=int, help="neighbours for the diversity score (default ~10%% of class size)")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--batch-size", type=int, default=256)
+    run.add_argument("--cache-dir", help="default: $SELECTOR_CACHE_DIR or ~/.cache/selector")
+    sel = p.add_argument_group("selection (defaults: the benchmarked best)")
+    sel.add_argument("--ratio", type=float, default=_DEFAULT.ratio, help="share of samples to keep, (0, 1]")
+    sel.add_argument("--weights", default=",".join(f"{k}={v:g}" for k, v in _DEFAULT.weights),
+                     help="objective weights, e.g. alignment=1,diversity=0.1,cleanliness=1. "
+                          + _choices_help(OBJECTIVES))
+    sel.add_argument("--strategy", default=_DEFAULT.strategy, choices=STRATEGIES.names(),
+                     help=_choices_help(STRATEGIES))
+    sel.add_argument("--exclude-flagged", default=_DEFAULT.exclude_flagged, action=argparse.BooleanOptionalAction,
+                     help="drop suspected label errors and out-of-distribution images first")
+    sel.add_argument("--exclude-duplicates", default=_DEFAULT.exclude_duplicates,
+                     action=argparse.BooleanOptionalAction, help="drop the later copy of each near-duplicate")
+    sel.add_argument("--class-balance", default=_DEFAULT.class_balance, action=argparse.BooleanOptionalAction,
+                     help="equal quotas per class instead of choosing globally")
+    sel.add_argument("--keep", metavar="FILE", help="sample ids (one per line) that are always selected")
+    sel.add_argument("--never", metavar="FILE", help="sample ids (one per line) that are never selected")
+    sel.add_argument("--decisions", metavar="FILE",
+                     help="label decisions: the app's decisions .json, or a .csv with columns id,decision")
+    out = p.add_argument_group("output")
+    out.add_argument("--out", default="selection.csv", help="output table, .csv or .parquet (manifest beside)")
+    out.add_argument("--selected-only", action="store_true", help="write only the selected rows")
     p.add_argument("-v", "--verbose", action="store_true")
-    return p.parse_args(argv)
+    return p
 
 
 def parse_weights(text: str) -> dict:
@@ -58,6 +91,39 @@ def parse_weights(text: str) -> dict:
         if not sep:
             raise InputError(f"--weights entry {part!r} is not name=number (e.g. alignment=1,diversity=0.1)")
     return weights
+
+
+def _ids(path) -> list[str]:
+    if path is None:
+        return []
+    try:
+        return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    except OSError as exc:
+        raise InputError(f"cannot read the id list {path}: {exc.strerror or exc}.") from exc
+
+
+def settings(args) -> tuple:
+    """(Config, Selection) from the arguments, validated before anything is loaded or computed."""
+    from selector.decisions import read_decisions
+    from selector.writer import format_of
+    from selector.pipeline import Config
+    from selector.sources import source_noise
+    format_of(args.out)
+    noise = source_noise(args.source) or {"noise_mode": "none", "noise_rate": 0.0}
+    if args.noise_mode is not None:
+        noise["noise_mode"] = args.noise_mode
+        noise["noise_rate"] = 0.0 if args.noise_mode == "none" else noise.get("noise_rate") or 0.2
+    if args.noise_rate is not None:
+        if noise["noise_mode"] == "none":
+            raise InputError("--noise-rate needs a noise mode: add --noise-mode uniform or confusable.")
+        noise["noise_rate"] = args.noise_rate
+    noise["noise_seed"] = args.noise_seed
+    config = Config(k=args.k, seed=args.seed, map=args.map, batch_size=args.batch_size, **noise)
+    selection = Selection(ratio=args.ratio, weights=parse_weights(args.weights), strategy=args.strategy,
+                          exclude_flagged=args.exclude_flagged, exclude_duplicates=args.exclude_duplicates,
+                          class_balance=args.class_balance, keep=_ids(args.keep), never=_ids(args.never),
+                          decisions=read_decisions(args.decisions) if args.decisions else {})
+    return config, selection
 
 
 class _Bars:
@@ -83,39 +149,34 @@ class _Bars:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    from selector import pipeline, sources
+    from selector.encoders import open_encoder
+    from selector.writer import export
+    from selector.files import default_cache_dir
+    from selector.pipeline import load_or_run
+    from selector.sources import open_source
 
     bars = _Bars()
     try:
-        cache_dir = args.cache_dir or sources.default_cache_dir()
-        weights = parse_weights(args.weights)
-        dataset = sources.open_source(args.source, path=args.path, name=args.dataset, split=args.split, root=args.root)
-        encoder_kind = args.encoder or {"demo": "demo", "embeddings": "precomputed"}.get(args.source, "open_clip")
-        encoder = sources.open_encoder(encoder_kind, cache_dir=cache_dir, model=args.model,
-                                       pretrained=args.pretrained, checkpoint=args.checkpoint, progress=bars)
-        noise = dict(sources.DEMO_NOISE) if args.source == "demo" else {"noise_mode": "none", "noise_rate": 0.0}
-        if args.noise_mode is not None:
-            noise["noise_mode"] = args.noise_mode
-        if args.noise_rate is not None:
-            noise["noise_rate"] = args.noise_rate
-        noise["noise_seed"] = args.noise_seed
-        config = pipeline.Config(k=args.k, seed=args.seed, map=args.map, batch_size=args.batch_size, **noise)
-        result = pipeline.load_or_run(dataset, encoder, config, cache_dir=cache_dir, progress=bars)
-        selection = dict(ratio=args.ratio, weights=weights, exclude_flagged=not args.keep_flagged,
-                         class_balance=args.class_balance, strategy=args.strategy)
-        table = pipeline.with_selection(result, **selection)
-        table_path, manifest_path = pipeline.export(table, args.out, result.manifest, selection=selection)
+        config, selection = settings(args)
+        cache_dir = args.cache_dir or default_cache_dir()
+        dataset = open_source(args.source, path=args.path, name=args.dataset, split=args.split, root=args.root)
+        kind = args.encoder or default_encoder(args.source, args.dataset)
+        options = {"model": args.model, "pretrained": args.pretrained, "checkpoint": args.checkpoint} \
+            if kind == "open_clip" else {}
+        encoder = open_encoder(kind, cache_dir=cache_dir, progress=bars, **options)
+        result = load_or_run(dataset, encoder, config, cache_dir=cache_dir, progress=bars)
+        written = export(result, selection, args.out, selected_only=args.selected_only)
     except (InputError, OfflineError) as exc:
         bars.close()
         print(f"error: {exc}", file=sys.stderr)
         return 2
     bars.close()
-    n = len(table)
-    print(f"{n} samples, {int(table['flagged'].sum())} flagged, {int(table['selected'].sum())} selected "
-          f"(ratio {args.ratio}); encoder: {result.encoder_name}")
-    print(f"wrote {table_path} and {manifest_path}")
+    counts = written.manifest["counts"]
+    print(f"{counts['n']} samples, {counts['flagged']} flagged, {counts['selected']} selected "
+          f"(ratio {selection.ratio}); encoder: {result.encoder_name}")
+    print(f"wrote {written.table_path} and {written.manifest_path}")
     return 0
 
 

@@ -23,7 +23,9 @@ import numpy as np
 
 from selector.errors import InputError
 from selector.progress import Progress, ensure
-from selector.score import blas_threads, check_labels, check_matrix, l2_normalize, torch_threads
+from selector.linalg import l2_normalize
+from selector.runtime import blas_threads, threads_for, torch_threads
+from selector.validate import check_int, check_labels, check_matrix, check_number
 
 log = logging.getLogger(__name__)
 
@@ -55,23 +57,20 @@ class Adapters:
 
     # ------------------------------------------------------------------------------------------ fit
     def _check_params(self):
-        for name in ("epochs", "batch_size", "max_rows", "patience"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or v < (0 if name == "epochs" else 1):
-                raise InputError(f"Adapters {name} must be a positive integer; got {v!r}.")
+        check_int(self.epochs, "Adapters epochs", minimum=0)
+        for name in ("batch_size", "max_rows", "patience"):
+            check_int(getattr(self, name), f"Adapters {name}", minimum=1)
         for name in ("lr", "temperature"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and np.isfinite(v) and v > 0):
-                raise InputError(f"Adapters {name} must be a positive number; got {v!r}.")
-        if not (np.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise InputError(f"Adapters weight_decay must be >= 0; got {self.weight_decay!r}.")
+            check_number(getattr(self, name), f"Adapters {name}", above=0)
+        check_number(self.weight_decay, "Adapters weight_decay", minimum=0)
 
     def fit(self, X, T, labels, *, weights=None, progress: Progress | None = None) -> "Adapters":
         """X (n,d) frozen image embeddings, T (C,d) class-prompt embeddings, labels (n,) given labels in
         [0, C); weights optional (n,) >= 0 per-sample weights (multiplied with the robust ones)."""
         self._check_params()
         X = check_matrix(X, "X (image embeddings)")
-        with blas_threads(1), torch_threads(self.batch_size * X.shape[1] ** 2):
+        threads = threads_for(self.batch_size * X.shape[1] ** 2)
+        with blas_threads(threads), torch_threads(threads):
             return self._fit(X, T, labels, weights, progress)
 
     def _fit(self, X, T, labels, weights, progress):

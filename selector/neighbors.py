@@ -31,7 +31,9 @@ from typing import Optional
 import numpy as np
 
 from selector.errors import InputError, describe_rows
+from selector.linalg import l2_normalize
 from selector.progress import Progress, ensure
+from selector.validate import check_int, check_matrix
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +72,6 @@ def _gpu_resources():
         return _gpu_res
 
 
-# ------------------------------------------------------------------------------------------ validation
 def _check_metric(metric: str) -> str:
     if metric not in METRICS:
         raise InputError(f"metric must be one of {', '.join(METRICS)}; got {metric!r}.")
@@ -78,32 +79,11 @@ def _check_metric(metric: str) -> str:
 
 
 def _check_k(k) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise InputError(f"k (number of neighbours) must be an integer >= 1; got {k!r}.")
-    return int(k)
+    return check_int(k, "k (number of neighbours)", minimum=1)
 
 
-def _check_vectors(X, what: str, dim: Optional[int] = None) -> np.ndarray:
-    try:
-        X = np.asarray(X, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{what} must be a numeric (n, d) array; got {type(X).__name__}.") from exc
-    if X.ndim != 2 or X.shape[0] < 1 or X.shape[1] < 1:
-        raise InputError(f"{what} must be a 2-D (n, d) array with n >= 1 and d >= 1; got shape {X.shape}.")
-    if dim is not None and X.shape[1] != dim:
-        raise InputError(f"{what} has {X.shape[1]} dimensions but the index holds {dim}-d vectors; "
-                         "query with embeddings from the same encoder/adapter.")
-    bad = ~np.isfinite(X).all(axis=1)
-    if bad.any():
-        rows = np.flatnonzero(bad)
-        raise InputError(f"{what} has non-finite values (NaN/inf) in {len(rows)} rows: rows "
-                         f"{describe_rows(rows)}. Drop those rows (e.g. undecodable images) first.")
-    return np.ascontiguousarray(X)
-
-
-def _normalise(X: np.ndarray) -> np.ndarray:
-    norm = np.linalg.norm(X, axis=1, keepdims=True)
-    return np.ascontiguousarray(X / np.maximum(norm, 1e-12), dtype=np.float32)
+def _vectors(X, what: str, dim: Optional[int] = None) -> np.ndarray:
+    return np.ascontiguousarray(check_matrix(X, what, dim=dim, min_rows=1))
 
 
 # ------------------------------------------------------------------------------------------ the index
@@ -124,9 +104,9 @@ class Neighbors:
         self.metric = _check_metric(metric)
         if device not in DEVICES:
             raise InputError(f"device must be one of {', '.join(DEVICES)}; got {device!r}.")
-        X = _check_vectors(X, "X (vectors to index)")
+        X = _vectors(X, "X (vectors to index)")
         if self.metric == "cosine":
-            X = _normalise(X)
+            X = l2_normalize(X)
         self.n, self.dim = X.shape
         use_gpu = device == "gpu" or (device == "auto" and gpu_available())
         if use_gpu and not gpu_available():
@@ -179,7 +159,7 @@ class Neighbors:
         Fewer than k neighbours available -> I=-1 and D=-inf (cosine) / +inf (l2) padding. Thread-safe.
         """
         k = _check_k(k)
-        Q = _check_vectors(Q, "Q (query vectors)", dim=self.dim)
+        Q = _vectors(Q, "Q (query vectors)", dim=self.dim)
         m = Q.shape[0]
         self_ids = None
         if exclude_self:
@@ -203,7 +183,7 @@ class Neighbors:
         I = np.empty((m, k), np.int64)
         for s in range(0, m, _QUERY_CHUNK):
             e = min(m, s + _QUERY_CHUNK)
-            q = _normalise(Q[s:e]) if self.metric == "cosine" else Q[s:e]   # per chunk: no full copy
+            q = l2_normalize(Q[s:e]) if self.metric == "cosine" else Q[s:e]   # per chunk: no full copy
             d, i = self._raw_search(q, k_search)
             D[s:e], I[s:e] = self._finish(d, i, k, None if self_ids is None else self_ids[s:e])
             progress("searching neighbours", e, m)
@@ -260,7 +240,7 @@ def knn(X, k: int, *, metric: str = "cosine", exclude_self: bool = True, device:
     See the module docstring for D's meaning per metric and the -1 padding (k > n - 1)."""
     k = _check_k(k)
     index = Neighbors(X, metric=metric, device=device, exact_limit=exact_limit)
-    X = _check_vectors(X, "X (vectors to index)")
+    X = _vectors(X, "X (vectors to index)")
     return index.search(X, k, exclude_self=exclude_self, progress=progress)
 
 
@@ -274,7 +254,7 @@ def knn_within_groups(X, groups, k: int, *, metric: str = "l2", exclude_self: bo
     -inf (cosine); a size-1 group with exclude_self has only padding. One index per group."""
     k = _check_k(k)
     _check_metric(metric)
-    X = _check_vectors(X, "X (vectors to index)")
+    X = _vectors(X, "X (vectors to index)")
     n = X.shape[0]
     g = np.asarray(groups)
     if g.ndim != 1 or g.shape[0] != n:

@@ -8,11 +8,22 @@ from typing import Optional
 import numpy as np
 
 from selector.errors import InputError, describe_rows
+from selector.linalg import principal_axes
 from selector.progress import Progress, ensure
+from selector.registry import Choice, Registry
+from selector.validate import check_int, check_matrix
 
 log = logging.getLogger(__name__)
 
 PCA_SAMPLE = 50_000   # rows used to fit the PCA axes (all rows are projected)
+
+MAPS = Registry(
+    "map",
+    Choice("umap", "UMAP", help="UMAP on the pipeline's own kNN graph of the adapted embeddings: neighbours "
+                                "stay neighbours."),
+    Choice("pca", "PCA (fast preview)", help="The first two principal components: seconds, but classes overlap."),
+    Choice("none", "no map", help="Skip the map (the Map page is then empty)."),
+)
 
 
 def umap_from_knn(I, D, *, n_components: int = 2, seed: int = 0, X=None, metric: str = "euclidean",
@@ -87,8 +98,7 @@ def _fit_umap(I, D, *, n_components=2, seed=0, X=None, metric="euclidean", min_d
 
     I, D = _knn_graph(I, D)
     n, k = I.shape
-    if isinstance(n_components, bool) or not isinstance(n_components, (int, np.integer)) or n_components < 1:
-        raise InputError(f"n_components must be an integer >= 1; got {n_components!r}.")
+    n_components = check_int(n_components, "n_components", minimum=1)
     if k < 2:
         raise InputError("the kNN graph needs at least 1 neighbour per row besides the row itself.")
     if n <= k:
@@ -119,26 +129,26 @@ def pca_2d(X, *, seed: int = 0) -> np.ndarray:
     Axes from the covariance of a seeded sample of at most 50,000 rows (exact below that); every row
     is projected. Signs fixed so each axis' largest loading is positive (stable across runs). d = 1
     or n = 1 -> the missing component is 0."""
-    try:
-        X = np.asarray(X, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"X must be a numeric (n, d) array; got {type(X).__name__}.") from exc
-    if X.ndim != 2 or X.shape[0] < 1 or X.shape[1] < 1:
-        raise InputError(f"X must be a 2-D (n, d) array with n, d >= 1; got shape {X.shape}.")
-    bad = ~np.isfinite(X).all(axis=1)
-    if bad.any():
-        rows = np.flatnonzero(bad)
-        raise InputError(f"X has non-finite values in {len(rows)} rows: rows {describe_rows(rows)}.")
-    n, d = X.shape
-    sample = X
-    if n > PCA_SAMPLE:
-        sample = X[np.sort(np.random.default_rng(seed).choice(n, PCA_SAMPLE, replace=False))]
-    mean = sample.mean(axis=0, dtype=np.float64)
-    centered = sample.astype(np.float64) - mean
-    cov = centered.T @ centered / max(len(sample) - 1, 1)
-    vals, vecs = np.linalg.eigh(cov)                    # ascending
-    axes = vecs[:, ::-1][:, :2]
-    axes = axes * np.where(axes[np.abs(axes).argmax(axis=0), np.arange(axes.shape[1])] < 0, -1.0, 1.0)
-    out = np.zeros((n, 2), np.float32)
-    out[:, : axes.shape[1]] = ((X - mean.astype(np.float32)) @ axes.astype(np.float32))
+    X = check_matrix(X, "X", min_rows=1)
+    mean, axes = principal_axes(X, 2, sample=PCA_SAMPLE, seed=seed)
+    out = np.zeros((X.shape[0], 2), np.float32)
+    out[:, : axes.shape[1]] = (X - mean) @ axes
     return out
+
+
+def draw_map(kind: str, F, D, I, *, seed: int = 0, progress: Optional[Progress] = None) -> np.ndarray:
+    """(n, 2) float32 map of the adapted embeddings F (n, d) by MAPS name; D, I: the global cosine kNN on F
+    (similarities, self excluded), which UMAP reuses as its graph. Fewer than 16 rows get PCA."""
+    MAPS.check(kind)
+    progress = ensure(progress)
+    n = len(F)
+    if kind == "none":
+        return np.zeros((n, 2), dtype=np.float32)
+    progress("drawing the map", 0, 1)
+    if kind == "umap" and n >= 16:
+        # UMAP wants distances; the kNN stores cosine similarity
+        xy = umap_from_knn(I, np.maximum(1.0 - D, 0.0).astype(np.float32), seed=seed)
+    else:
+        xy = pca_2d(F)
+    progress("drawing the map", 1, 1)
+    return np.asarray(xy, dtype=np.float32)

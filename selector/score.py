@@ -7,101 +7,17 @@ diversity  SDS_i = mean L2 distance to the K-1 nearest samples with the same giv
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 
 import numpy as np
 
 from selector.errors import InputError, describe_rows
+from selector.linalg import l2_normalize, softmax
+from selector.validate import check_labels, check_matrix, neighbor_pair_ids
 
 log = logging.getLogger(__name__)
 
 _CHUNK = 65_536  # rows per block: keeps temporaries small for 1M-row inputs
-
-
-# ----------------------------------------------------------------------------------------- validation
-def check_matrix(X, name: str, *, dim: int | None = None, rows: int | None = None) -> np.ndarray:
-    """A finite 2-D float array as float32 (copy only when needed); InputError saying what is wrong."""
-    try:
-        A = np.asarray(X)
-    except Exception as exc:  # ragged lists etc.
-        raise InputError(f"{name} must be a 2-D numeric array; could not convert it ({exc}).") from exc
-    if A.ndim != 2:
-        raise InputError(f"{name} must be 2-D (rows, dims); got shape {A.shape}. "
-                         "Pass one embedding per row.")
-    if not np.issubdtype(A.dtype, np.number) or np.issubdtype(A.dtype, np.complexfloating):
-        raise InputError(f"{name} must be a real numeric array; got dtype {A.dtype}.")
-    if rows is not None and A.shape[0] != rows:
-        raise InputError(f"{name} has {A.shape[0]} rows but {rows} were expected (one per sample/class).")
-    if dim is not None and A.shape[1] != dim:
-        raise InputError(f"{name} has {A.shape[1]} columns but {dim} were expected: image and text "
-                         "embeddings must come from the same encoder.")
-    A = A.astype(np.float32, copy=False)
-    bad = ~np.isfinite(A).all(axis=1)
-    if bad.any():
-        rows_bad = np.flatnonzero(bad)
-        raise InputError(f"{name} has NaN/inf in {len(rows_bad)} row(s): rows {describe_rows(rows_bad)}. "
-                         "Drop those rows (e.g. undecodable images) before scoring.")
-    return A
-
-
-def check_labels(labels, n: int, n_classes: int | None, name: str = "labels") -> np.ndarray:
-    """(n,) int64 labels in [0, n_classes); InputError naming offending rows."""
-    y = np.asarray(labels)
-    if y.ndim != 1 or y.shape[0] != n:
-        raise InputError(f"{name} must be 1-D with {n} entries (one per row); got shape {y.shape}.")
-    if y.dtype == bool or not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
-        raise InputError(f"{name} must be integer class indices; got dtype {y.dtype}. "
-                         "Map class names to indices first.")
-    if np.issubdtype(y.dtype, np.floating):
-        bad = ~np.isfinite(y) | (y != np.round(y))
-        if bad.any():
-            raise InputError(f"{name} must be whole numbers; rows {describe_rows(np.flatnonzero(bad))} "
-                             "are not.")
-    y = y.astype(np.int64)
-    hi = n_classes if n_classes is not None else np.iinfo(np.int64).max
-    bad = (y < 0) | (y >= hi)
-    if bad.any():
-        rows_bad = np.flatnonzero(bad)
-        raise InputError(f"{name} must lie in [0, {n_classes}) (one per class); rows "
-                         f"{describe_rows(rows_bad)} hold {describe_rows(y[rows_bad])}.")
-    return y
-
-
-@contextlib.contextmanager
-def torch_threads(work: float):
-    """Run small torch work (work = rough flops per op) single-threaded: on a shared 2-core machine
-    intra-op threading of small matmuls costs ~10x in synchronisation. Restores the setting after."""
-    import torch
-    before = torch.get_num_threads()
-    small = work < 5e7
-    if small:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        if small:
-            torch.set_num_threads(before)
-
-
-@contextlib.contextmanager
-def blas_threads(n: int = 1):
-    """Limit numpy's BLAS threads for the block: the audit's matmuls are small per call, and on a busy
-    2-core machine multi-threaded OpenBLAS spends ~30x longer synchronising than computing."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # scikit-learn depends on threadpoolctl, so this is rare
-        yield
-        return
-    with threadpool_limits(limits=n, user_api="blas"):
-        yield
-
-
-def l2_normalize(X: np.ndarray) -> np.ndarray:
-    """Row-wise unit norm (float32); all-zero rows stay zero."""
-    X = np.asarray(X, dtype=np.float32)
-    norm = np.linalg.norm(X, axis=1, keepdims=True)
-    return X / np.maximum(norm, 1e-12)
 
 
 # --------------------------------------------------------------------------------------------- scores
@@ -158,15 +74,7 @@ def diversity(F, labels, *, k: int | None = None, neighbors=None) -> np.ndarray:
         cnt = valid.sum(axis=1)
         total = np.where(valid, D, 0.0).sum(axis=1, dtype=np.float64)
         return np.where(cnt > 0, total / np.maximum(cnt, 1), 0.0).astype(np.float32)
-    try:
-        _, I = neighbors
-    except (TypeError, ValueError) as exc:
-        raise InputError("neighbors must be a (D, I) pair from knn_within_groups; "
-                         f"got {type(neighbors).__name__}.") from exc
-    I = np.asarray(I)
-    if I.ndim != 2 or I.shape[0] != n:
-        raise InputError(f"neighbors I must be (n, K-1) = ({n}, {k - 1}); got shape {I.shape}.")
-    I = I[:, : k - 1].astype(np.int64, copy=False)
+    I = neighbor_pair_ids(neighbors, n, "a (D, I) pair from knn_within_groups(F, labels, K-1)")[:, : k - 1]
     # Recompute distances exactly from I, in row blocks of at most ~64 MB of gathered vectors.
     step = max(1, (16 << 20) // max(1, I.shape[1] * F.shape[1]))
     out = np.zeros(n, dtype=np.float32)
@@ -204,13 +112,6 @@ def zero_shot_logits(X, T) -> np.ndarray:
     for s in range(0, X.shape[0], _CHUNK):
         out[s:s + _CHUNK] = l2_normalize(X[s:s + _CHUNK]) @ Tn.T
     return out
-
-
-def softmax(Z: np.ndarray, axis: int = 1) -> np.ndarray:
-    Z = Z - Z.max(axis=axis, keepdims=True)
-    np.exp(Z, out=Z)
-    Z /= Z.sum(axis=axis, keepdims=True)
-    return Z
 
 
 def zero_shot_probs(X, T, *, temperature: float = 0.01) -> np.ndarray:

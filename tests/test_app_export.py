@@ -8,7 +8,9 @@ import pandas as pd
 import pytest
 
 from selector.optimize import subset_size
+from selector.selection import Selection, apply
 from selector.ui import backend
+from selector.writer import manifest_bytes, manifest_for, table_bytes
 from tests.test_app_support import cache_env, goto, make_embeddings, new_app, started
 
 PAGE = "pages/5_Export.py"
@@ -55,18 +57,20 @@ def test_decisions_reach_the_export(env):
     assert row["decision"] == "accepted" and row["corrected_label"] == row["suggested_label"]
 
 
-def test_download_bytes_are_the_table_shown():
-    table = pd.DataFrame({"id": ["a", "b"], "label": ["=cmd()", "dog"], "score": np.array([0.5, 1.0], np.float32),
+def test_download_bytes_are_the_writers():
+    """The page hands the browser table_bytes of the table shown: quoted, formula-guarded CSV; exact Parquet."""
+    table = pd.DataFrame({"id": ["a", "b"], "label": ["=cmd()", "dog\rcat"], "score": np.array([0.5, 1.0], np.float32),
                           "selected": [True, False]})
-    back = pd.read_csv(io.BytesIO(backend.table_bytes(table, "csv")))
-    assert back["label"].tolist() == ["'=cmd()", "dog"] and back["selected"].tolist() == [True, False]
-    pq = pd.read_parquet(io.BytesIO(backend.table_bytes(table, "parquet")))
+    back = pd.read_csv(io.BytesIO(table_bytes(table, "csv")))
+    assert back["label"].tolist() == ["'=cmd()", "dog\rcat"] and back["selected"].tolist() == [True, False]
+    pq = pd.read_parquet(io.BytesIO(table_bytes(table, "parquet")))
     pd.testing.assert_frame_equal(pq, table)
 
 
 def test_manifest_has_selection_and_counts(env):
     at = started(env["npz"])
     run = backend.find_run(at.session_state["run_key"])
-    blob = json.loads(backend.manifest_bytes(run, {"ratio": 0.5}, n_selected=120, n_decisions=2))
-    assert blob["selection"] == {"ratio": 0.5} and blob["counts"]["selected"] == 120
+    table = apply(run.result, Selection(ratio=0.5, decisions={run.table["id"][0]: "bad", run.table["id"][1]: "kept"}))
+    blob = json.loads(manifest_bytes(manifest_for(run.result, Selection(ratio=0.5), table)))
+    assert blob["selection"]["ratio"] == 0.5 and blob["counts"]["selected"] == 120
     assert blob["counts"]["decisions"] == 2 and blob["encoder"]["name"] == run.result.encoder_name

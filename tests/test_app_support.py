@@ -4,35 +4,18 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 from streamlit.testing.v1 import AppTest
+
+from tests import synthetic
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 RUN_TIMEOUT = 90
 
 
 def make_embeddings(path, *, n_per_class=60, n_classes=4, d=16, seed=0, images=True):
-    """Gaussian clusters around class text vectors (.npz in load_embeddings' format); with images=True each
-    sample also gets a tiny PNG (a flat colour per class) beside the file, so galleries show thumbnails."""
-    from PIL import Image
-    rng = np.random.default_rng(seed)
-    text = rng.normal(size=(n_classes, d)).astype(np.float32)
-    labels = np.repeat(np.arange(n_classes), n_per_class)
-    images_ = text[labels] + 0.6 * rng.normal(size=(len(labels), d)).astype(np.float32)
-    names = np.array([f"class_{c}" for c in range(n_classes)])
-    extra = {}
-    if images:
-        folder = Path(path).with_suffix("")
-        folder.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for i, c in enumerate(labels):
-            file = folder / f"{i:04d}.png"
-            Image.new("RGB", (12, 12), (60 * c % 256, 90, 200 - 40 * c)).save(file)
-            paths.append(str(file))
-        extra["paths"] = np.asarray(paths)
-    images = images_
-    np.savez(path, image_embeddings=images, labels=labels, class_names=names, text_embeddings=text, **extra)
-    return Path(path)
+    """The synthetic .npz the app tests run on: 240 samples with a tiny PNG each, so galleries show thumbnails."""
+    return synthetic.make_embeddings(path, n_per_class=n_per_class, n_classes=n_classes, d=d, seed=seed,
+                                     images=images)
 
 
 @contextmanager

@@ -1,8 +1,14 @@
-"""The headless CLI: a real run on an embeddings file, and one-line errors on bad input."""
+"""The headless CLI: a real run on an embeddings file, a reviewer's decisions applied, the console command,
+and one-line errors on bad input, raised before any work is done."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pandas as pd
 
 from selector.__main__ import main
-from tests.test_pipeline import make_embeddings
+from tests.synthetic import make_embeddings
 
 
 def test_cli_writes_table_and_manifest(tmp_path, capsys):
@@ -11,11 +17,29 @@ def test_cli_writes_table_and_manifest(tmp_path, capsys):
     code = main(["--source", "embeddings", "--path", str(npz), "--ratio", "0.3", "--map", "pca",
                  "--cache-dir", str(tmp_path / "cache"), "--out", str(out)])  # class balance is the default
     assert code == 0
-    table = pd.read_csv(out)
+    table = pd.read_csv(out, keep_default_na=False)
     assert table["selected"].sum() == 60
     assert table.groupby("label")["selected"].sum().tolist() == [15, 15, 15, 15]
-    assert (tmp_path / "sel.manifest.json").exists()
+    assert table.columns[-3:].tolist() == ["selected", "decision", "corrected_label"]
+    manifest = json.loads((tmp_path / "sel.manifest.json").read_text())
+    assert manifest["selection"]["strategy"] == "stratified" and manifest["counts"]["selected"] == 60
     assert "60 selected" in capsys.readouterr().out
+
+
+def test_cli_applies_a_decisions_file_and_id_lists(tmp_path):
+    npz = make_embeddings(tmp_path / "emb.npz", n_per_class=30)
+    args = ["--source", "embeddings", "--path", str(npz), "--map", "none", "--cache-dir", str(tmp_path / "c")]
+    assert main([*args, "--out", str(tmp_path / "plain.csv")]) == 0
+    plain = pd.read_csv(tmp_path / "plain.csv", keep_default_na=False)
+    chosen = plain.loc[plain["selected"], "id"].tolist()
+    pd.DataFrame({"id": chosen[:2], "decision": ["bad", "kept"]}).to_csv(tmp_path / "d.csv", index=False)
+    (tmp_path / "never.txt").write_text(chosen[2] + "\n")
+    assert main([*args, "--decisions", str(tmp_path / "d.csv"), "--never", str(tmp_path / "never.txt"),
+                 "--out", str(tmp_path / "reviewed.csv")]) == 0
+    reviewed = pd.read_csv(tmp_path / "reviewed.csv", keep_default_na=False).set_index("id")
+    assert reviewed.loc[chosen[0], "decision"] == "bad" and not reviewed.loc[chosen[0], "selected"]
+    assert reviewed.loc[chosen[1], "decision"] == "kept" and not reviewed.loc[chosen[2], "selected"]
+    assert reviewed["selected"].sum() == plain["selected"].sum()
 
 
 def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):
@@ -24,8 +48,17 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "does not exist" in err and "\n" not in err
     npz = make_embeddings(tmp_path / "emb.npz", n_per_class=10)
-    assert main(["--source", "embeddings", "--path", str(npz), "--ratio", "1.5", "--map", "none",
-                 "--cache-dir", str(tmp_path / "c")]) == 2
-    assert "ratio" in capsys.readouterr().err
-    assert main(["--source", "embeddings", "--path", str(npz), "--weights", "alignment", "--map", "none",
-                 "--cache-dir", str(tmp_path / "c")]) == 2
+    base = ["--source", "embeddings", "--path", str(npz), "--map", "none", "--cache-dir", str(tmp_path / "c")]
+    for bad, expect in ((["--ratio", "1.5"], "ratio"), (["--weights", "alignment"], "name=number"),
+                        (["--seed", "-1"], "seed"), (["--noise-rate", "0.2"], "needs a noise mode"),
+                        (["--out", str(tmp_path / "x.xlsx")], ".csv or .parquet"),
+                        (["--decisions", str(tmp_path / "none.json")], "does not exist")):
+        assert main([*base, *bad]) == 2, bad
+        assert expect in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()          # every one of them was refused before any work was done
+
+
+def test_console_command_is_installed():
+    exe = Path(sys.executable).with_name("selector")
+    out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True)
+    assert "--source" in out.stdout and "--decisions" in out.stdout

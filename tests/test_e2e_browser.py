@@ -4,7 +4,8 @@ through Playwright.
 The flow a user follows: Home (choose a source, press Run, wait for the summary) -> Selection (move the ratio
 slider with the keyboard, see the kept count follow it) -> Label issues (the most suspicious flagged sample
 with its nearest neighbours' thumbnails; mark it bad) -> Export (download the CSV of the subset and of the
-full table and check them against what the page says) -> Map and Scores (they render, no traceback). A
+full table, check them against what the page says, and check that the CLI writes the same bytes for the
+same run, selection and decisions) -> Map and Scores (they render, no traceback). A
 second browser context checks that sessions are independent.
 
 Data: by default a small synthetic dataset built in a tmp folder (240 generated PNG images, one shape per
@@ -21,6 +22,7 @@ Skipped only when /usr/bin/chromium is missing (`.ci/setup` installs it on Debia
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import signal
@@ -42,6 +44,8 @@ if not Path(CHROMIUM).exists():
 from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
 
 from selector.optimize import subset_size  # noqa: E402
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = Path(os.environ.get("SELECTOR_SCREENSHOTS_DIR") or ROOT / "assets" / "screenshots")
@@ -324,11 +328,35 @@ def run_pipeline(app: App, npz: Path | None) -> None:
     app.step("pipeline done")
 
 
-def download(app: App, key: str) -> tuple[str, pd.DataFrame]:
+def download(app: App, key: str) -> tuple[str, bytes]:
+    """(file name, bytes) of what the download button `key` gives the browser."""
     with app.page.expect_download(timeout=STEP_TIMEOUT_S * 1000) as info:
         app.key(key).locator("button").click()
     dl = info.value
-    return dl.suggested_filename, pd.read_csv(dl.path(), keep_default_na=False)
+    return dl.suggested_filename, Path(dl.path()).read_bytes()
+
+
+def read_csv(data: bytes) -> pd.DataFrame:
+    return pd.read_csv(io.BytesIO(data), keep_default_na=False)
+
+
+def cli_export(cache: Path, dataset: Path | None, manifest: dict, out: Path, *extra: str) -> bytes:
+    """The CLI's file for the run and selection an app manifest describes, with the decisions the app saved."""
+    from selector.__main__ import main
+    sel = manifest["selection"]
+    source = ["--source", "demo"] if dataset is None else \
+        ["--source", "embeddings", "--path", str(dataset), "--noise-mode", "uniform", "--noise-rate", "0.2",
+         "--map", "pca"]
+    decisions = sorted((cache / "decisions").glob("*.json"))
+    assert len(decisions) == 1 or DEMO, decisions
+    fingerprint = manifest["inputs"]["fingerprint"]
+    flags = [f"--{'' if sel[k] else 'no-'}{k.replace('_', '-')}" for k in
+             ("exclude_flagged", "exclude_duplicates", "class_balance")]
+    code = main([*source, "--cache-dir", str(cache), "--ratio", repr(sel["ratio"]), "--strategy", sel["strategy"],
+                 "--weights", ",".join(f"{k}={v!r}" for k, v in sel["weights"].items()), *flags,
+                 "--decisions", str(cache / "decisions" / f"{fingerprint}.json"), "--out", str(out), *extra])
+    assert code == 0
+    return out.read_bytes()
 
 
 def export_caption_rows(app: App) -> tuple[int, int]:
@@ -349,13 +377,14 @@ def dataset(workdir):
 
 
 @pytest.fixture(scope="module")
-def server(workdir):
-    if DEMO:
-        from selector.sources import default_cache_dir
-        cache = default_cache_dir()
-    else:
-        cache = workdir / "cache"
-    proc, url = start_server(cache, workdir / "streamlit.log", autorun=DEMO)
+def cache_dir(workdir):
+    from selector.files import default_cache_dir
+    return default_cache_dir() if DEMO else workdir / "cache"
+
+
+@pytest.fixture(scope="module")
+def server(workdir, cache_dir):
+    proc, url = start_server(cache_dir, workdir / "streamlit.log", autorun=DEMO)
     try:
         yield url
     finally:
@@ -388,7 +417,7 @@ def new_app(browser, server):
 
 
 # ------------------------------------------------------------------------------------------------- tests
-def test_a_user_runs_tunes_audits_and_exports(new_app, dataset):
+def test_a_user_runs_tunes_audits_and_exports(new_app, dataset, workdir, cache_dir):
     app = new_app()
     app.step("app open")
     page = app.page
@@ -444,6 +473,8 @@ def test_a_user_runs_tunes_audits_and_exports(new_app, dataset):
     page.wait_for_function("""(el) => [...el.querySelectorAll('img')].every(i => i.complete && i.naturalWidth > 0)""",
                            arg=first.element_handle())
     app.screenshot("label_issues")
+    caption = page.get_by_text(re.compile(r"Decided so far:")).first.inner_text()
+    bad_before = int(re.search(r"(\d+) marked bad", caption).group(1))   # a reused demo cache may hold some
     first.get_by_role("button", name="Mark bad").click()
     expect(app.key(f"issue_{row}").get_by_text(re.compile(r"decision:\s*bad"))).to_be_visible()
     app.idle()
@@ -452,7 +483,8 @@ def test_a_user_runs_tunes_audits_and_exports(new_app, dataset):
     app.goto("Export")
     rows, cols = export_caption_rows(app)
     assert rows == after, f"export shows {rows} rows, Selection kept {after}"
-    name, subset = download(app, "download_csv")
+    name, subset_bytes = download(app, "download_csv")
+    subset = read_csv(subset_bytes)
     assert name.endswith("_subset.csv")
     assert subset.shape == (rows, cols), (subset.shape, rows, cols)
     assert subset["selected"].astype(str).eq("True").all()
@@ -462,14 +494,22 @@ def test_a_user_runs_tunes_audits_and_exports(new_app, dataset):
     page.get_by_text("Full per-sample table", exact=True).click()
     expect(page.get_by_text(re.compile(rf"^{n:,} rows x \d+ columns"))).to_be_visible()
     app.idle()
-    name, full = download(app, "download_csv")
+    name, full_bytes = download(app, "download_csv")
+    full = read_csv(full_bytes)
     assert name.endswith("_full.csv") and len(full) == n
     selected = full["selected"].astype(str).eq("True")
     assert int(selected.sum()) == after == subset_size(n, ratio)
     assert set(full.loc[selected, "id"].astype(str)) == set(subset["id"].astype(str))
     bad = full[full["decision"] == "bad"]
     assert row in bad.index and not bool(selected[row]), "the sample marked bad must be in the export, unselected"
-    assert len(bad) == 1 or DEMO
+    assert len(bad) == bad_before + 1
+
+    # The CLI, given the same run, selection and the decisions the app saved, writes the same bytes
+    _, manifest_bytes = download(app, "download_manifest")
+    manifest = json.loads(manifest_bytes)
+    assert manifest["counts"]["selected"] == after and manifest["counts"]["decisions"] >= 1
+    assert cli_export(cache_dir, dataset, manifest, workdir / "cli_full.csv") == full_bytes
+    assert cli_export(cache_dir, dataset, manifest, workdir / "cli_subset.csv", "--selected-only") == subset_bytes
     if DEMO:                                     # leave the user's demo decisions as they were
         app.goto("Label issues")
         app.key(f"issue_{row}").get_by_role("button", name="Undo").click()

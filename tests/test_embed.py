@@ -1,17 +1,17 @@
 """Encoders and the on-disk embedding cache, on the real open_clip code with a tiny registered config."""
 import json
 import socket
-import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from selector import embed
-from selector.data import FASHION_MNIST_CLASSES, load_fashion_mnist, load_image_folder
-from selector.embed import (OpenCLIPEncoder, PrecomputedEncoder, class_prompts, embed_dataset, list_encoders,
-                            make_encoder)
+from selector.embed import embed_dataset
+from selector.encoders import Encoder, class_prompts, list_encoders, open_encoder
+from selector.encoders.openclip import OpenCLIPEncoder
+from selector.encoders.precomputed import PrecomputedEncoder
 from selector.errors import InputError, OfflineError
+from selector.sources import FASHION_MNIST_CLASSES, load_image_folder
 
 TINY = "selector-tiny-test"
 TINY_CFG = {"embed_dim": 16,
@@ -30,8 +30,8 @@ def tiny(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def fmnist():
-    return load_fashion_mnist(split="test").subset(np.arange(96))
+def fmnist(fashion_mnist_test_split):
+    return fashion_mnist_test_split.subset(np.arange(96))
 
 
 class SimulatedKill(Exception):
@@ -39,23 +39,31 @@ class SimulatedKill(Exception):
 
 
 class Counting:
-    """Wraps a real encoder and counts what it was asked to encode (the cache under test is not touched)."""
+    """Wraps a real encoder, batch by batch, and counts what it was asked to encode (the cache under test is
+    not touched); with fail_after it dies like a killed process after that many batches."""
+    cacheable = True
 
     def __init__(self, inner, fail_after=None):
         self.inner, self.fail_after = inner, fail_after
         self.name, self.cache_key = inner.name, inner.cache_key
         self.rows, self.image_calls, self.text_calls = 0, 0, 0
 
-    def encode_images(self, dataset, rows, *, batch_size):  # no progress kwarg: embed_dataset goes batch by batch
-        if self.fail_after is not None and self.image_calls >= self.fail_after:
-            raise SimulatedKill(f"killed after {self.image_calls} batches")
-        self.image_calls += 1
-        self.rows += len(rows)
-        return self.inner.encode_images(dataset, rows, batch_size=batch_size)
+    def encode_images(self, dataset, rows, *, batch_size, progress=None):
+        out = []
+        for s in range(0, len(rows), batch_size):
+            if self.fail_after is not None and self.image_calls >= self.fail_after:
+                raise SimulatedKill(f"killed after {self.image_calls} batches")
+            self.image_calls += 1
+            batch = rows[s:s + batch_size]
+            self.rows += len(batch)
+            out.append(self.inner.encode_images(dataset, batch, batch_size=batch_size))
+            if progress is not None:
+                progress("embedding images", s + len(batch), len(rows))
+        return np.concatenate(out)
 
-    def encode_texts(self, prompts):
+    def encode_classes(self, dataset):
         self.text_calls += 1
-        return self.inner.encode_texts(prompts)
+        return self.inner.encode_classes(dataset)
 
 
 def test_class_prompts_cleaning():
@@ -71,12 +79,14 @@ def test_class_prompts_cleaning():
 def test_registry():
     assert list_encoders() == ["open_clip", "demo", "precomputed"]
     with pytest.raises(InputError, match="open_clip, demo, precomputed"):
-        make_encoder("clip-xl")
-    assert isinstance(make_encoder("precomputed"), PrecomputedEncoder)
+        open_encoder("clip-xl")
+    with pytest.raises(InputError, match="its options are: model, pretrained, checkpoint"):
+        open_encoder("open_clip", temperature=3)
+    assert isinstance(open_encoder("precomputed"), PrecomputedEncoder)
 
 
 def test_tiny_open_clip_images_and_texts(tiny, fmnist):
-    assert isinstance(tiny, embed.Encoder)
+    assert isinstance(tiny, Encoder)
     assert "random init" in tiny.name and TINY in tiny.cache_key
     X = tiny.encode_images(fmnist, np.arange(40), batch_size=16)
     assert X.shape == (40, 16) and X.dtype == np.float32 and np.isfinite(X).all()
@@ -93,7 +103,7 @@ def test_checkpoint_file_round_trip(tiny, fmnist, tmp_path):
     import torch
     ckpt = tmp_path / "tiny.pt"
     torch.save(tiny.model.state_dict(), ckpt)
-    enc = make_encoder("open_clip", model=TINY, pretrained=None, checkpoint=ckpt, num_workers=0)
+    enc = open_encoder("open_clip", model=TINY, checkpoint=str(ckpt))
     assert "tiny.pt" in enc.name and enc.cache_key != tiny.cache_key
     np.testing.assert_allclose(enc.encode_images(fmnist, np.arange(8), batch_size=8),
                                tiny.encode_images(fmnist, np.arange(8), batch_size=8), rtol=1e-4, atol=1e-5)
@@ -112,10 +122,13 @@ def _closed_port() -> int:
 def test_pretrained_tag_fails_fast_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", f"https://127.0.0.1:{_closed_port()}")  # nothing listens: "offline"
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    t0 = time.perf_counter()
+    import open_clip
+
+    def download(*args, **kwargs):
+        raise AssertionError("a download was attempted: offline, the encoder must fail before trying")
+    monkeypatch.setattr(open_clip, "create_model_and_transforms", download)
     with pytest.raises(OfflineError) as err:
         OpenCLIPEncoder("ViT-B-32", "laion2b_s34b_b79k", cache_dir=tmp_path)  # empty cache: no weights here
-    assert time.perf_counter() - t0 < 10
     msg = str(err.value)
     assert "checkpoint=" in msg and "Hugging Face cache" in msg and "demo" in msg
 
@@ -197,8 +210,8 @@ def test_undecodable_image_gives_nan_row(tiny, tmp_path):
     np.testing.assert_array_equal(ok2, ok)
 
 
-def test_precomputed_encoder(tmp_path):
-    ds = load_fashion_mnist(split="test").subset(np.arange(12))
+def test_precomputed_encoder(tmp_path, fmnist):
+    ds = fmnist.subset(np.arange(12))
     rng = np.random.default_rng(0)
     ds.embeddings = rng.normal(size=(12, 8)).astype(np.float32)
     with pytest.raises(InputError, match="text_embeddings"):

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from selector.errors import InputError
-from selector.optimize import (WEIGHT_NAMES, paper_score, select, select_ste, selection_score,
+from selector.paper import paper_score, select_ste
+from selector.optimize import (WEIGHT_NAMES, select, selection_score,
                                subset_size)
 
 

@@ -5,21 +5,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from selector import pipeline
-from selector.data import load_embeddings
-from selector.embed import PrecomputedEncoder
+from selector import Selection, apply, export, pipeline
+from selector.encoders.precomputed import PrecomputedEncoder
 from selector.errors import InputError
-
-
-def make_embeddings(path, *, n_per_class=120, n_classes=4, d=32, seed=0):
-    """Gaussian class clusters around class text vectors: a dataset whose clean labels are known."""
-    rng = np.random.default_rng(seed)
-    text = rng.normal(size=(n_classes, d)).astype(np.float32)
-    labels = np.repeat(np.arange(n_classes), n_per_class)
-    images = text[labels] + 0.6 * rng.normal(size=(len(labels), d)).astype(np.float32)
-    names = np.array([f"class_{c}" for c in range(n_classes)])
-    np.savez(path, image_embeddings=images, labels=labels, class_names=names, text_embeddings=text)
-    return path
+from selector.sources import load_embeddings
+from selector.table import TABLE_COLUMNS
+from tests.synthetic import make_embeddings
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +22,7 @@ def result(tmp_path_factory):
 
 
 def test_table_has_every_column_and_one_row_per_sample(result):
-    assert list(result.table.columns[: len(pipeline.TABLE_COLUMNS)]) == list(pipeline.TABLE_COLUMNS)
+    assert list(result.table.columns) == [*TABLE_COLUMNS, "original_label", "noise_injected"]
     assert len(result.table) == len(result.dataset) == 480
     assert result.table["id"].is_unique
     numeric = result.table[["noise_score", "alignment", "diversity", "alignment_norm", "diversity_norm", "map_x"]]
@@ -55,8 +46,8 @@ def test_injected_flips_are_found(result):
 
 @pytest.mark.parametrize("ratio", [0.1, 0.37, 0.5, 1.0])
 def test_selection_has_exactly_the_requested_size(result, ratio):
-    table = pipeline.with_selection(result, ratio=ratio, weights={"alignment": 1, "diversity": 0.1},
-                                    exclude_flagged=ratio < 0.7)
+    table = apply(result, Selection(ratio=ratio, weights={"alignment": 1, "diversity": 0.1},
+                                    exclude_flagged=ratio < 0.7))
     assert table["selected"].sum() == round(ratio * len(table))
     if ratio < 0.7:
         assert not (table["selected"] & table["flagged"]).any()
@@ -64,24 +55,27 @@ def test_selection_has_exactly_the_requested_size(result, ratio):
 
 def test_keep_and_never_lists_are_honoured(result):
     ids = result.table["id"].tolist()
-    table = pipeline.with_selection(result, ratio=0.2, weights={"alignment": 1}, keep=ids[:3], never=ids[3:6])
+    table = apply(result, Selection(ratio=0.2, weights={"alignment": 1}, keep=ids[:3], never=ids[3:6]))
     assert table.loc[:2, "selected"].all() and not table.loc[3:5, "selected"].any()
-    as_array = pipeline.with_selection(result, ratio=0.2, weights={"alignment": 1}, keep=np.array(ids[:3]))
+    as_array = apply(result, Selection(ratio=0.2, weights={"alignment": 1}, keep=np.array(ids[:3])))
     assert as_array.loc[:2, "selected"].all()
     with pytest.raises(InputError, match="not in the dataset"):
-        pipeline.with_selection(result, ratio=0.2, weights={"alignment": 1}, keep=["no-such-id"])
+        apply(result, Selection(ratio=0.2, weights={"alignment": 1}, keep=["no-such-id"]))
 
 
 def test_export_writes_the_table_and_a_manifest(result, tmp_path):
-    table = pipeline.with_selection(result, ratio=0.5, weights={"alignment": 1})
-    table_path, manifest_path = pipeline.export(table, tmp_path / "out.csv", result.manifest, selection={"ratio": 0.5})
-    back = pd.read_csv(table_path)
-    assert len(back) == len(table) and back["selected"].sum() == table["selected"].sum()
-    manifest = json.loads(manifest_path.read_text())
-    assert manifest["selection"] == {"ratio": 0.5}
+    selection = Selection(ratio=0.5, weights={"alignment": 1})
+    written = export(result, selection, tmp_path / "out.csv")
+    back = pd.read_csv(written.table_path)
+    assert len(back) == len(result.table) and back["selected"].sum() == 240
+    manifest = json.loads(written.manifest_path.read_text())
+    assert manifest["selection"] == json.loads(json.dumps(selection.as_dict()))
     assert manifest["counts"]["selected"] == 240 and manifest["config"]["noise_rate"] == 0.2
+    assert manifest["counts"]["decisions"] == 0 and manifest == json.loads(json.dumps(written.manifest))
+    subset = export(result, selection, tmp_path / "subset.parquet", selected_only=True)
+    assert len(pd.read_parquet(subset.table_path)) == 240
     with pytest.raises(InputError, match=".csv or .parquet"):
-        pipeline.export(table, tmp_path / "out.xlsx", result.manifest)
+        export(result, selection, tmp_path / "out.xlsx")
 
 
 def test_load_or_run_reuses_the_cached_result(tmp_path):
@@ -102,5 +96,7 @@ def test_load_or_run_reuses_the_cached_result(tmp_path):
 def test_config_rejects_bad_settings():
     with pytest.raises(InputError, match="noise_rate"):
         pipeline.Config(noise_mode="uniform", noise_rate=1.5).validate()
-    with pytest.raises(InputError, match="map must be one of"):
-        pipeline.Config(map="tsne").validate()
+    with pytest.raises(InputError, match="unknown map 'tsne'; choose one of: umap, pca, none"):
+        pipeline.Config(map="tsne")
+    with pytest.raises(InputError, match="seed"):
+        pipeline.Config(seed=-1)

@@ -1,5 +1,6 @@
-"""The Streamlit glue: the cached backend shared by sessions, per-session state, shared widgets.
+"""The Streamlit glue, the only layer the pages import (the engine never imports it or streamlit).
 
-Pages import from here (and plain selector functions) only. `selection_view` and `decisions` hold the
-page logic as plain, unit-tested functions and never import streamlit; `backend`, `state` and `widgets` do.
+`backend` holds the runs every browser session shares, `state` one session's settings and decisions,
+`widgets` the pieces several pages draw. `views` and `charts` hold the page logic as plain, unit-tested
+functions over the engine's table; they never import streamlit.
 """

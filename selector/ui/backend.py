@@ -22,32 +22,42 @@ from typing import Callable, Optional
 import numpy as np
 import streamlit as st
 
-from selector import pipeline, sources
+from selector import pipeline
+from selector.encoders import ENCODERS, open_encoder
 from selector.errors import InputError
+from selector.files import atomic_write_bytes, default_cache_dir
 from selector.progress import Progress
+from selector.sources import open_source
 
 MAX_RESULTS = 3          # finished runs kept in memory (a 60k x 512 run is a few hundred MB)
 THUMB_PX = 64
 UPLOAD_DIR = "uploads"
 
 
+_CLIP = ENCODERS.get("open_clip").options
+
+
 @dataclass(frozen=True)
 class RunSpec:
-    """What the Home page asks for: a data source, an encoder and the pipeline settings."""
-    source: str = "demo"                   # one of selector.data.list_sources()
+    """What the Home page asks for: a data source and its options, an encoder and its options, the settings."""
+    source: str = "demo"                   # a selector.sources.SOURCES name
     path: str = ""                         # image folder / manifest / .npz for the file sources
     name: str = "fashion-mnist"            # torchvision dataset name
     split: str = "train"
     root: str = ""                         # local data folder (demo/torchvision) or image root (manifest)
-    encoder: str = "demo"                  # one of selector.embed.list_encoders()
-    model: str = "ViT-B-32"
-    pretrained: str = "laion2b_s34b_b79k"
+    encoder: str = "demo"                  # a selector.encoders.ENCODERS name
+    model: str = _CLIP["model"]
+    pretrained: str = _CLIP["pretrained"]
     checkpoint: str = ""
     config: pipeline.Config = pipeline.Config()
 
     def describe(self) -> str:
         where = {"demo": "built-in demo (Fashion-MNIST train)", "torchvision": f"torchvision {self.name}/{self.split}"}
         return where.get(self.source, f"{self.source}: {self.path}")
+
+    def encoder_options(self) -> dict:
+        return {"model": self.model, "pretrained": self.pretrained, "checkpoint": self.checkpoint} \
+            if self.encoder == "open_clip" else {}
 
 
 @dataclass(eq=False)
@@ -113,7 +123,7 @@ def registry() -> _Registry:
 
 def cache_dir() -> Path:
     """$SELECTOR_CACHE_DIR, else ~/.cache/selector (read on every call so tests can point it elsewhere)."""
-    return Path(sources.default_cache_dir())
+    return default_cache_dir()
 
 
 # ------------------------------------------------------------------------------------------- running
@@ -126,8 +136,8 @@ def _open_dataset(spec: RunSpec):
             hit = reg.datasets.get(dkey)
         if hit is not None:
             return hit
-    dataset = sources.open_source(spec.source, path=spec.path or None, name=spec.name, split=spec.split,
-                                  root=spec.root or None)
+    dataset = open_source(spec.source, path=spec.path or None, name=spec.name, split=spec.split,
+                          root=spec.root or None)
     if static:
         with reg.lock:
             reg.datasets[dkey] = dataset
@@ -142,17 +152,10 @@ def _open_encoder(spec: RunSpec, progress: Optional[Progress]):
             hit = reg.encoders.get(ekey)
         if hit is not None:
             return hit
-        encoder = sources.open_encoder(spec.encoder, cache_dir=cache_dir(), model=spec.model,
-                                       pretrained=spec.pretrained or None, checkpoint=spec.checkpoint or None,
-                                       progress=progress)
+        encoder = open_encoder(spec.encoder, cache_dir=cache_dir(), progress=progress, **spec.encoder_options())
         with reg.lock:
             reg.encoders[ekey] = encoder
         return encoder
-
-
-def run_key(dataset, encoder, config: pipeline.Config) -> str:
-    blob = f"{dataset.fingerprint}|{encoder.cache_key}|{config.key()}"
-    return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
 def run_pipeline(spec: RunSpec, progress: Optional[Progress] = None) -> Run:
@@ -161,7 +164,7 @@ def run_pipeline(spec: RunSpec, progress: Optional[Progress] = None) -> Run:
     t0 = time.perf_counter()
     dataset = _open_dataset(spec)
     encoder = _open_encoder(spec, progress)
-    key = run_key(dataset, encoder, spec.config)
+    key = pipeline.run_key(dataset, encoder, spec.config)
     reg = registry()
     with reg.lock_for(key):
         run = reg.get_run(key)
@@ -181,7 +184,6 @@ def save_upload(name: str, data: bytes) -> str:
     suffix = Path(name).suffix.lower()
     if suffix not in (".csv", ".parquet", ".npz"):
         raise InputError(f"uploaded file {name!r} must be .csv, .parquet or .npz, got {suffix or 'no suffix'}.")
-    from selector.data import atomic_write_bytes
     path = cache_dir() / UPLOAD_DIR / f"{hashlib.sha1(data).hexdigest()[:16]}{suffix}"
     if not path.exists():
         atomic_write_bytes(path, data)
@@ -191,13 +193,13 @@ def save_upload(name: str, data: bytes) -> str:
 # ------------------------------------------------------------------------------------------ derived
 def coverage_space(run: Run):
     """The low-dimensional embedding copy + probe used to compare subsets (computed once per run)."""
-    from selector.ui.selection_view import coverage_space as compute
+    from selector.ui.views import coverage_space as compute
     return run.derived("coverage_space", lambda: compute(run.result.F, seed=run.result.config.seed))
 
 
 def compare_with_random(run: Run, mask: np.ndarray):
     """The Selection page's subset-vs-random table; the random side is computed once per subset size."""
-    from selector.ui import selection_view as sv
+    from selector.ui import views as sv
     labels, table = run.result.dataset.labels, run.table
     n_classes, seed = len(run.result.class_names), run.result.config.seed
     flagged = table["flagged"].to_numpy()
@@ -211,8 +213,7 @@ def compare_with_random(run: Run, mask: np.ndarray):
 
 
 def has_images(run: Run) -> bool:
-    ds = run.result.dataset
-    return ds.pixels is not None or bool((ds.table["path"].astype(str) != "").any())
+    return run.derived("has_images", lambda: run.result.dataset.has_images)
 
 
 def _thumb_png(image, size: int) -> bytes:
@@ -251,33 +252,3 @@ def placeholder_png(size: int = THUMB_PX) -> bytes:
 def _placeholder(size: int) -> bytes:
     from PIL import Image
     return _thumb_png(Image.new("RGB", (size, size), (200, 200, 200)), size)
-
-
-def table_bytes(table, fmt: str) -> bytes:
-    """The exact bytes of a download: CSV (formula-safe, as selector.data.write_table) or Parquet."""
-    from selector.data import csv_safe
-    if fmt == "csv":
-        return csv_safe(table).to_csv(index=False).encode("utf-8")
-    if fmt == "parquet":
-        buf = io.BytesIO()
-        table.to_parquet(buf, index=False)
-        return buf.getvalue()
-    raise InputError(f"download format must be csv or parquet, got {fmt!r}.")
-
-
-def manifest_bytes(run: Run, selection: dict, *, n_selected: int, n_decisions: int) -> bytes:
-    """The run manifest JSON with this user's selection settings and counts added."""
-    manifest = dict(run.result.manifest)
-    manifest["selection"] = selection
-    counts = dict(manifest.get("counts", {}))
-    counts.update(selected=int(n_selected), decisions=int(n_decisions))
-    manifest["counts"] = counts
-    return (json.dumps(manifest, indent=2, default=_json_default) + "\n").encode("utf-8")
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from selector.ui.selection_view import SCORE_COLUMNS, Histogram
+from selector.table import SCORE_COLUMNS
+from selector.ui.views import Histogram
 
 CATEGORICAL = ("label", "flagged", "selected", "noise_injected", "ood")
 MAX_MAP_POINTS = 60_000

@@ -11,10 +11,10 @@ from typing import Optional
 import numpy as np
 import streamlit as st
 
+from selector.decisions import decide, decisions_path, load_decisions, save_decisions
 from selector.errors import InputError, OfflineError
+from selector.selection import Selection, selection_mask
 from selector.ui import backend
-from selector.ui.decisions import decide, decisions_path, load_decisions, save_decisions
-from selector.ui.selection_view import Settings, selection_mask
 
 RUN_KEY = "run_key"
 SPEC_KEY = "run_spec"
@@ -61,12 +61,18 @@ def require_run() -> backend.Run:
 
 
 # ------------------------------------------------------------------------------------------ settings
-def settings() -> Settings:
-    return st.session_state.get(SETTINGS_KEY) or Settings()
+def settings() -> Selection:
+    """This session's selection settings (decisions are kept apart: they belong to the dataset)."""
+    return st.session_state.get(SETTINGS_KEY) or Selection()
 
 
-def set_settings(value: Settings) -> None:
+def set_settings(value: Selection) -> None:
     st.session_state[SETTINGS_KEY] = value
+
+
+def selection(run: backend.Run) -> Selection:
+    """This session's settings with the dataset's decisions: what the export writes."""
+    return settings().replace(decisions=decisions(run))
 
 
 def seed_widget(key: str, value) -> None:
@@ -109,17 +115,17 @@ def record_decision(run: backend.Run, sample_id: str, decision: Optional[str]) -
 def current_selection(run: backend.Run) -> tuple[np.ndarray, Optional[str]]:
     """(mask, error): the subset for this user's settings and decisions. When the settings cannot be met
     (e.g. more samples asked than candidates left), mask is all False and error says why."""
-    s, d = settings(), decisions(run)
-    memo_key = (run.key, s, tuple(sorted(d.items())))
+    chosen = selection(run)
+    memo_key = (run.key, chosen)
     memo = st.session_state.get(_MEMO_KEY)
     if memo and memo[0] == memo_key:
         return memo[1], memo[2]
     try:
-        mask, error = selection_mask(run.table, s, d), None
+        mask, error = selection_mask(run.table, chosen), None
     except InputError as exc:
         mask, error = np.zeros(len(run.table), dtype=bool), str(exc)
         n_dup = int((run.table["duplicate_of"].to_numpy() >= 0).sum())
-        if s.exclude_duplicates and n_dup:
+        if chosen.exclude_duplicates and n_dup:
             error += (f" {n_dup:,} samples are marked near-duplicates: 'Exclude near-duplicates' on the Selection "
                       "page keeps them as candidates.")
     st.session_state[_MEMO_KEY] = (memo_key, mask, error)

@@ -8,7 +8,7 @@ import numpy as np
 import streamlit as st
 
 from selector.ui import backend, state
-from selector.ui.selection_view import n_pages, page_rows
+from selector.ui.views import n_pages, page_rows
 
 
 def sidebar(run: backend.Run) -> None:

@@ -21,9 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from selector.data import FASHION_MNIST_CLASSES, atomic_write_bytes, load_fashion_mnist
+from selector.encoders.base import PromptTower, check_batch, check_prompts, class_prompts, encode_image_rows
 from selector.errors import InputError, describe_rows
+from selector.files import atomic_write_bytes
 from selector.progress import Progress, ensure
+from selector.runtime import n_threads, torch_threads
+from selector.sources.torchvision_sets import FASHION_MNIST_CLASSES, load_fashion_mnist
 
 log = logging.getLogger(__name__)
 
@@ -148,12 +151,11 @@ def _train(pixels, labels, *, seed, epochs, progress: Progress, batch_size=128, 
 
 
 # -------------------------------------------------------------------------------------------- encoder
-class DemoEncoder:
+class DemoEncoder(PromptTower):
     """The offline demo encoder: Encoder protocol over the trained DemoNet. Image embeddings are unit-norm
     (d=128); encode_texts maps each prompt of class_prompts(FASHION_MNIST_CLASSES) to its class embedding."""
 
     def __init__(self, net, info: dict, weights_sha1: str, *, num_workers: int = 0):
-        from selector.embed import class_prompts
         self.net = net.eval()
         self.info = dict(info)
         self.num_workers = num_workers
@@ -183,8 +185,7 @@ class DemoEncoder:
     def encode_images(self, dataset, rows, *, batch_size: int = 256, progress: Progress | None = None) -> np.ndarray:
         """(len(rows), 128) float32 unit-norm embeddings of the images as 28x28 greyscale; NaN if undecodable."""
         import torch
-        from selector.embed import _check_batch, encode_image_rows
-        batch_size = _check_batch(batch_size)
+        batch_size = check_batch(batch_size)
         progress = ensure(progress)
         rows = np.asarray(rows, dtype=np.int64)
         pix = getattr(dataset, "pixels", None)
@@ -204,8 +205,7 @@ class DemoEncoder:
     def encode_texts(self, prompts: list[str]) -> np.ndarray:
         """(len(prompts), 128) float32: the class embedding of each prompt's class."""
         import torch
-        from selector.embed import _check_prompts, class_prompts
-        prompts = _check_prompts(prompts)
+        prompts = check_prompts(prompts)
         unknown = [p for p in prompts if p.strip().lower() not in self._prompt_index]
         if unknown:
             raise InputError(
@@ -286,18 +286,15 @@ def train_demo_encoder(*, cache_dir, seed: int = 0, epochs: int | None = None, n
     all_pix, all_lab = load_fashion_mnist_arrays("test")
     pixels, labels, rows = training_data(n_train, arrays=(all_pix, all_lab))
     held = evaluation_rows(len(all_lab))[:n_eval]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(min(threads, 2))  # the demo must stay polite on a shared 2-core machine
+    threads = n_threads()
     t0, c0 = time.perf_counter(), time.process_time()
-    try:
+    with torch_threads(threads):
         with torch.random.fork_rng(devices=[]):
             net = _train(pixels, labels, seed=seed, epochs=epochs, progress=progress)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         progress("evaluating demo encoder on test half B", 0, 1)
         acc = _accuracy(net, all_pix[held], all_lab[held])
         progress("evaluating demo encoder on test half B", 1, 1)
-    finally:
-        torch.set_num_threads(threads)
     buf = io.BytesIO()
     torch.save(net.state_dict(), buf)
     data = buf.getvalue()
@@ -306,7 +303,7 @@ def train_demo_encoder(*, cache_dir, seed: int = 0, epochs: int | None = None, n
             "train_rows_sha1": hashlib.sha1(rows.astype("<i8").tobytes()).hexdigest(),
             "eval_rows": "index % 2 == 1 (half B)", "n_eval": int(len(held)), "accuracy_half_b": round(acc, 4),
             "training_time_s": round(wall, 1), "training_cpu_s": round(cpu, 1),
-            "torch_threads": min(threads, 2), "torch": torch.__version__,
+            "torch_threads": threads, "torch": torch.__version__,
             "weights_sha1": hashlib.sha1(data).hexdigest(), "created": time.strftime("%Y-%m-%d %H:%M:%S")}
     atomic_write_bytes(weights, data)
     atomic_write_bytes(meta, json.dumps(info, indent=1).encode())

@@ -1,7 +1,7 @@
-"""What the Selection, Scores, Map and Export pages show, as plain functions (no streamlit; unit-tested).
+"""What the pages show, as plain functions over the engine's table (no streamlit; unit-tested).
 
-Everything here is cheap enough to run on every slider move on 60k rows: the subset comes from the engine's
-millisecond `pipeline.selection_mask`; the comparison with a random subset uses a fixed probe sample and a
+Everything here is cheap enough to run on every slider move on 60k rows: the subset itself comes from the
+engine (`selector.selection`); the comparison with a random subset uses a fixed probe sample and a
 low-dimensional copy of the embeddings computed once per run (`coverage_space`).
 """
 from __future__ import annotations
@@ -12,131 +12,17 @@ import numpy as np
 import pandas as pd
 
 from selector.errors import InputError
-from selector.pipeline import DEFAULT_SELECTION, DEFAULT_WEIGHTS
-
-STRATEGIES = ("topk", "stratified")
-STRATEGY_LABELS = {"topk": "top-k (the paper's optimum)", "stratified": "stratified (spread over each class)"}
-SCORE_COLUMNS = ("noise_score", "alignment", "diversity", "alignment_norm", "diversity_norm", "cleanliness",
-                 "given_prob", "suggested_prob", "knn_agreement", "ood_score")
-"""Per-sample score columns of the table (all numeric, one value per row)."""
-
-
-@dataclass(frozen=True)
-class Settings:
-    """One user's selection settings; the app keeps one per browser session."""
-    ratio: float = DEFAULT_SELECTION["ratio"]
-    alignment: float = DEFAULT_WEIGHTS["alignment"]
-    diversity: float = DEFAULT_WEIGHTS["diversity"]
-    cleanliness: float = DEFAULT_WEIGHTS["cleanliness"]
-    exclude_flagged: bool = DEFAULT_SELECTION["exclude_flagged"]
-    exclude_duplicates: bool = True
-    class_balance: bool = DEFAULT_SELECTION["class_balance"]
-    strategy: str = DEFAULT_SELECTION["strategy"]
-
-    @property
-    def weights(self) -> dict:
-        return {"alignment": self.alignment, "diversity": self.diversity, "cleanliness": self.cleanliness}
-
-    def as_dict(self) -> dict:
-        """The settings as written into the run manifest of an export."""
-        return {"ratio": self.ratio, "weights": self.weights, "exclude_flagged": self.exclude_flagged,
-                "exclude_duplicates": self.exclude_duplicates, "class_balance": self.class_balance,
-                "strategy": self.strategy}
-
-    def validate(self) -> "Settings":
-        if not 0.0 < self.ratio <= 1.0:
-            raise InputError(f"selection ratio must be in (0, 1], got {self.ratio}.")
-        if self.strategy not in STRATEGIES:
-            raise InputError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}.")
-        if min(self.weights.values()) < 0 or sum(self.weights.values()) <= 0:
-            raise InputError(f"objective weights must be >= 0 and not all 0, got {self.weights}. "
-                             "Raise at least one weight above 0.")
-        return self
+from selector.linalg import l2_normalize, principal_axes
+from selector.runtime import blas_threads
 
 
 # ----------------------------------------------------------------------------------------- decisions
-DECISIONS = ("accepted", "kept", "bad")
-"""accepted: the suggested label is right; kept: the given label is right; bad: drop the sample."""
-
-
-def decision_column(table: pd.DataFrame, decisions: dict | None) -> pd.Series:
-    """(n,) str: each row's decision, "" where there is none."""
-    if not decisions:
-        return pd.Series("", index=table.index, dtype=object)
-    return table["id"].astype(str).map(decisions).astype(object).fillna("")
-
-
-def selection_table(table: pd.DataFrame, decisions: dict) -> pd.DataFrame:
-    """The columns the selection reads, with the user's decisions applied.
-
-    accepted -> label becomes the suggested label and the sample counts as clean (not flagged, not OOD);
-    kept -> the given label stays and the sample counts as clean; bad -> handled as `never` by selection_mask.
-    """
-    cols = ["id", "label", "suggested_label", "flagged", "ood", "duplicate_of",
-            "alignment_norm", "diversity_norm", "cleanliness"]
-    out = table[cols].copy()
-    if decisions:
-        decided = decision_column(out, decisions)
-        accepted = (decided == "accepted").to_numpy()
-        reviewed = accepted | (decided == "kept").to_numpy()
-        if accepted.any():
-            out.loc[accepted, "label"] = out.loc[accepted, "suggested_label"]
-        out.loc[reviewed, "flagged"] = False
-        out.loc[reviewed, "ood"] = False
-    return out
-
-
-def selection_mask(table: pd.DataFrame, settings: Settings, decisions: dict | None = None) -> np.ndarray:
-    """(n,) bool: the subset for these settings, exactly round(ratio * n) rows (InputError if impossible)."""
-    from selector.pipeline import selection_mask as engine_mask
-
-    settings.validate()
-    decisions = decisions or {}
-    bad = [i for i, d in decisions.items() if d == "bad"]
-    if bad:   # ignore decisions about ids this table does not hold (e.g. rows skipped at load)
-        bad = [i for i, ok in zip(bad, pd.Index(bad).isin(table["id"].astype(str))) if ok]
-    return engine_mask(selection_table(table, decisions), ratio=settings.ratio, weights=settings.weights,
-                       exclude_flagged=settings.exclude_flagged, exclude_duplicates=settings.exclude_duplicates,
-                       class_balance=settings.class_balance, strategy=settings.strategy, never=bad)
-
-
-def selection_score(table: pd.DataFrame, settings: Settings) -> np.ndarray:
-    """(n,) float32: the weighted objective the top-k strategy ranks by (higher = kept first)."""
-    from selector.optimize import selection_score as engine_score
-    from selector.pipeline import WEIGHT_COLUMNS
-
-    return np.asarray(engine_score({name: table[col].to_numpy() for name, col in WEIGHT_COLUMNS.items()},
-                                   settings.weights), dtype=np.float32)
-
-
-def corrected_labels(table: pd.DataFrame, decisions: dict) -> pd.Series:
-    """The label each sample should carry after the user's decisions (suggested label where accepted)."""
-    decided = decision_column(table, decisions)
-    return table["label"].where(decided != "accepted", table["suggested_label"])
-
-
-def export_table(table: pd.DataFrame, mask: np.ndarray, decisions: dict | None = None) -> pd.DataFrame:
-    """The full per-sample table + `selected`, `decision` ("" when none) and `corrected_label`."""
-    mask = np.asarray(mask, dtype=bool)
-    if mask.shape != (len(table),):
-        raise InputError(f"selection mask must have one entry per row ({len(table)}), got {mask.shape}.")
-    decisions = decisions or {}
-    out = table.copy()
-    out["selected"] = mask
-    out["decision"] = decision_column(table, decisions).astype(str)
-    out["corrected_label"] = corrected_labels(table, decisions)
-    return out
-
-
-def decisions_table(table: pd.DataFrame, decisions: dict | None) -> pd.DataFrame:
-    """One row per decided sample: id, path, label, suggested_label, decision, corrected_label."""
-    decisions = decisions or {}
-    ids = table["id"].astype(str)
-    rows = ids.isin(decisions.keys()).to_numpy()
-    sub = table.loc[rows, ["id", "path", "label", "suggested_label"]].copy()
-    sub["decision"] = ids[rows].map(decisions).astype(str)
-    sub["corrected_label"] = corrected_labels(table.loc[rows], decisions)
-    return sub.reset_index(drop=True)
+def decisions_table(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per decided sample of an applied table (`selector.apply`): id, path, label, suggested_label,
+    decision, corrected_label."""
+    decided = table["decision"] != ""
+    return table.loc[decided, ["id", "path", "label", "suggested_label", "decision", "corrected_label"]].reset_index(
+        drop=True)
 
 
 def flagged_order(table: pd.DataFrame, *, decisions: dict | None = None, show: str = "all",
@@ -231,24 +117,15 @@ class CoverageSpace:
 
 def coverage_space(F: np.ndarray, *, dims: int = 32, n_probe: int = 500, seed: int = 0) -> CoverageSpace:
     """Project unit-normalised F on its top `dims` principal axes (fit on <= 5,000 rows) and pick the probe."""
-    F = np.asarray(F, dtype=np.float32)
-    n = len(F)
-    Fn = F / np.maximum(np.linalg.norm(F, axis=1, keepdims=True), 1e-12)
-    rng = np.random.default_rng(seed)
-    fit = Fn[rng.choice(n, size=min(n, 5000), replace=False)]
-    mean = fit.mean(0)
-    centred = (fit - mean).astype(np.float64)
-    _, vecs = np.linalg.eigh(centred.T @ centred)            # (d, d): far cheaper than an SVD of the sample
-    axes = vecs[:, ::-1][:, : min(dims, vecs.shape[1])].astype(np.float32)
+    Fn = l2_normalize(F)
+    mean, axes = principal_axes(Fn, dims, sample=5000, seed=seed)
     Z = ((Fn - mean) @ axes).astype(np.float32)
-    probe = np.sort(rng.choice(n, size=min(n, n_probe), replace=False)).astype(np.int64)
-    return CoverageSpace(Z=Z, probe=probe)
+    probe = np.sort(np.random.default_rng([seed, 1]).choice(len(F), size=min(len(F), n_probe), replace=False))
+    return CoverageSpace(Z=Z, probe=probe.astype(np.int64))
 
 
 def coverage_distance(space: CoverageSpace, mask: np.ndarray, *, chunk: int = 4096) -> float:
     """Mean Euclidean distance from each probe point to its nearest selected point (lower = better coverage)."""
-    from threadpoolctl import threadpool_limits
-
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
         return float("nan")
@@ -258,7 +135,7 @@ def coverage_distance(space: CoverageSpace, mask: np.ndarray, *, chunk: int = 40
     best = np.full(len(Q), -np.inf, dtype=np.float32)
     # ||q - s||^2 = ||q||^2 - 2 (q.s - ||s||^2 / 2): one matmul per chunk, then a running max.
     # One BLAS thread: these small products only lose time to threading when sessions share the CPU.
-    with threadpool_limits(limits=1, user_api="blas"):
+    with blas_threads(1):
         for start in range(0, len(S), chunk):
             G = Q @ S[start:start + chunk].T
             G -= half[None, start:start + chunk]

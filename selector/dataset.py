@@ -1,0 +1,146 @@
+"""The labelled image set every stage reads: `Dataset`. Row i is the same sample in `table`, `labels`,
+`pixels` and `embeddings`. The loaders in `selector.sources` build one with `build_dataset`."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from selector.errors import InputError, describe_rows
+from selector.validate import check_indices
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Dataset:
+    """A labelled image set. table: id (unique str), path (str, "" in-memory), label (class name)
+    [+ caption, split]; labels (n,) int64 into class_names; pixels (n,H,W[,3]) uint8 or None;
+    embeddings (n,d) / text_embeddings (C,d) float32 or None; problems: notes on rows skipped at load."""
+    name: str
+    table: pd.DataFrame
+    class_names: tuple[str, ...]
+    labels: np.ndarray
+    pixels: np.ndarray | None = None
+    embeddings: np.ndarray | None = None
+    text_embeddings: np.ndarray | None = None
+    problems: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.class_names = tuple(str(c) for c in self.class_names)
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        n = len(self.labels)
+        for what, arr in (("table", self.table), ("pixels", self.pixels), ("embeddings", self.embeddings)):
+            if arr is not None and len(arr) != n:
+                raise InputError(f"Dataset {self.name!r}: {what} has {len(arr)} rows but labels has {n}; "
+                                 "every per-sample array must have one row per sample.")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def image(self, i: int) -> Image.Image:
+        """Sample i as an RGB PIL image; InputError naming the file if it cannot be decoded."""
+        i = int(i)
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"row {i} out of range for {len(self)} samples")
+        if self.pixels is not None:
+            return Image.fromarray(np.ascontiguousarray(self.pixels[i])).convert("RGB")
+        path = self.table["path"].iloc[i]
+        if not path:
+            raise InputError(f"Row {i} (id {self.table['id'].iloc[i]!r}) has no image file or pixels "
+                             "(embeddings-only dataset); give a `paths` array to see images.")
+        try:
+            with Image.open(path) as im:
+                im.load()
+                return im.convert("RGB")
+        except (OSError, ValueError, Image.DecompressionBombError) as e:
+            raise InputError(f"Cannot decode image {path} (row {i}): {e}. Replace the file with a valid "
+                             "image or remove it from the dataset.") from e
+
+    def subset(self, rows: np.ndarray) -> "Dataset":
+        """Rows (int indices or (n,) bool mask) as a new Dataset; class_names unchanged."""
+        rows = check_indices(rows, len(self))
+        take = lambda a: None if a is None else a[rows]  # noqa: E731
+        return replace(self, table=self.table.iloc[rows].reset_index(drop=True), labels=self.labels[rows],
+                       pixels=take(self.pixels), embeddings=take(self.embeddings), problems=list(self.problems))
+
+    def with_labels(self, labels: np.ndarray) -> "Dataset":
+        """Copy with other given labels ((n,) ints in [0, C)), e.g. after noise injection."""
+        labels = np.asarray(labels)
+        if labels.shape != (len(self),) or not np.issubdtype(labels.dtype, np.integer):
+            raise InputError(f"labels must be ({len(self)},) integers, got {labels.shape} {labels.dtype}.")
+        bad = np.flatnonzero((labels < 0) | (labels >= len(self.class_names)))
+        if bad.size:
+            raise InputError(f"labels out of range [0, {len(self.class_names)}) at rows {describe_rows(bad)}.")
+        table = self.table.copy()
+        table["label"] = np.asarray(self.class_names, dtype=object)[labels]
+        return replace(self, table=table, labels=labels.astype(np.int64), problems=list(self.problems))
+
+    @property
+    def has_images(self) -> bool:
+        """Whether samples can be shown as images (pixels in memory or files on disk)."""
+        return self.pixels is not None or bool((self.table["path"].astype(str) != "").any())
+
+    @cached_property
+    def content_fingerprint(self) -> str:
+        """sha1 of what the images are (ids, paths, file size+mtime, pixels, embeddings), labels excluded:
+        a key for embedding caches that stays valid when only labels change."""
+        h = hashlib.sha1(b"selector-content-v1")
+        for col in ("id", "path"):
+            h.update("\x1f".join(map(str, self.table[col])).encode() + b"\x1e")
+        paths = [p for p in self.table["path"] if p]
+        if paths:
+            h.update(np.array([_stat(p) for p in paths], dtype="<i8").tobytes())
+        for arr in (self.pixels, self.embeddings, self.text_embeddings):
+            if arr is not None:
+                h.update(f"{arr.shape}{arr.dtype.str}".encode())
+                h.update(np.ascontiguousarray(arr).data)
+        return h.hexdigest()
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """sha1 over content_fingerprint, labels and class_names; stable across processes. Computed once per
+        Dataset (hashing 60k images takes a noticeable fraction of a second); Datasets are not mutated in place."""
+        h = hashlib.sha1(self.content_fingerprint.encode())
+        h.update("\x1f".join(self.class_names).encode() + b"\x1e")
+        h.update(self.labels.astype("<i8").tobytes())
+        return h.hexdigest()
+
+
+def _stat(path: str) -> tuple[int, int]:
+    try:
+        st = os.stat(path)
+        return st.st_size, st.st_mtime_ns
+    except OSError:
+        return -1, -1
+
+
+def class_order(names) -> tuple[str, ...]:
+    """Sorted class names; numerically when every name is an integer ("2" before "10")."""
+    names = set(names)
+    if all(s.isdigit() for s in names):
+        return tuple(sorted(names, key=int))
+    return tuple(sorted(names))
+
+
+def build_dataset(name, ids, paths, label_names, class_names=None, extra=None, problems=None, **arrays) -> Dataset:
+    """Assemble a Dataset from per-row lists; notes classes with fewer than 2 samples in `problems`."""
+    class_names = class_order(label_names) if class_names is None else tuple(class_names)
+    index = {c: k for k, c in enumerate(class_names)}
+    labels = np.fromiter((index[c] for c in label_names), dtype=np.int64, count=len(label_names))
+    table = pd.DataFrame({"id": ids, "path": paths, "label": label_names, **(extra or {})})
+    problems = list(problems or [])
+    counts = np.bincount(labels, minlength=len(class_names))
+    single = [c for c, k in zip(class_names, counts) if k == 1]
+    if single:
+        problems.append(f"{len(single)} class(es) have a single sample ({describe_rows(single)}): scoring "
+                        "needs at least 2 per class for diversity (a lone sample has no same-class neighbour).")
+    for p in problems:
+        log.warning("%s: %s", name, p)
+    return Dataset(name, table, class_names, labels, problems=problems, **arrays)

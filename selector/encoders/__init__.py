@@ -1,0 +1,107 @@
+"""Encoders behind one registry: `open_encoder(name, **options)` -> Encoder.
+
+Each encoder is one file (openclip.py, demo.py, precomputed.py) and one `ENCODERS` entry: its label and
+help, the options it takes with their defaults (the CLI's flags and the app's inputs read them), and
+which sources it can embed. Adding an encoder means one file and one entry here.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from selector.encoders.base import PROMPT_TEMPLATE, Encoder, PromptTower, class_prompts, encode_image_rows
+from selector.encoders.openclip import DEFAULT_MODEL, DEFAULT_PRETRAINED
+from selector.errors import InputError
+from selector.files import default_cache_dir
+from selector.progress import Progress
+from selector.registry import Choice, Registry
+
+
+@dataclass(frozen=True)
+class EncoderChoice(Choice):
+    """An encoder. value: factory(cache_dir=, progress=, **options) -> Encoder; options: its keyword options
+    and their defaults; embeds(source, dataset_name): whether it can embed that data source."""
+    options: dict = field(default_factory=dict)
+    embeds: Callable[[str, str], bool] = lambda source, dataset_name: True
+
+
+def _open_clip(*, cache_dir=None, progress=None, model, pretrained, checkpoint):
+    from selector.encoders.openclip import OpenCLIPEncoder
+    return OpenCLIPEncoder(model, pretrained=None if checkpoint else (pretrained or None), checkpoint=checkpoint or None)
+
+
+def _demo(*, cache_dir, progress=None, **recipe):
+    from selector.encoders.demo import train_demo_encoder
+    return train_demo_encoder(cache_dir=cache_dir, progress=progress, **recipe)
+
+
+def _precomputed(*, cache_dir=None, progress=None):
+    from selector.encoders.precomputed import PrecomputedEncoder
+    return PrecomputedEncoder()
+
+
+def _is_fashion_mnist(source: str, dataset_name: str) -> bool:
+    return source == "demo" or (source == "torchvision" and dataset_name == "fashion-mnist")
+
+
+ENCODERS = Registry(
+    "encoder",
+    EncoderChoice("open_clip", "open_clip (CLIP model + pretrained tag or local checkpoint)", value=_open_clip,
+                  help="A frozen CLIP model from open_clip. Weights are downloaded once when online and cached; "
+                       "a local checkpoint file replaces the tag.",
+                  options={"model": DEFAULT_MODEL, "pretrained": DEFAULT_PRETRAINED, "checkpoint": ""},
+                  embeds=lambda source, dataset_name: source != "embeddings"),
+    EncoderChoice("demo", "Offline demo encoder (small CNN, not CLIP)", value=_demo,
+                  help="Offline stand-in for CLIP on Fashion-MNIST: a small CNN plus learned class embeddings, "
+                       "trained once (a few minutes on 2 CPU cores) on half of Fashion-MNIST's test split, never "
+                       "on the images it audits, and cached.",
+                  options={"seed": 0, "epochs": None, "n_train": None, "n_eval": None},   # None: the full recipe
+                  embeds=_is_fashion_mnist),
+    EncoderChoice("precomputed", "Precomputed embeddings from the file", value=_precomputed,
+                  help="The image (and class-prompt) embeddings stored in the .npz; nothing is computed.",
+                  embeds=lambda source, dataset_name: source == "embeddings"),
+)
+
+
+def list_encoders() -> list[str]:
+    return ENCODERS.names()
+
+
+def open_encoder(kind: str, *, cache_dir=None, progress: Optional[Progress] = None, **options) -> Encoder:
+    """The encoder called `kind` (see ENCODERS) with its options (defaults from the registry entry); the demo
+    encoder trains once into cache_dir (default `default_cache_dir()`), then loads from it."""
+    choice: EncoderChoice = ENCODERS.get(kind)
+    unknown = sorted(set(options) - set(choice.options))
+    if unknown:
+        raise InputError(f"encoder {kind!r} takes no option {', '.join(unknown)}; its options are: "
+                         f"{', '.join(choice.options) or 'none'}.")
+    kwargs = {**choice.options, **{k: v for k, v in options.items() if v is not None}}
+    cache_dir = default_cache_dir() if cache_dir is None else cache_dir
+    return choice.value(cache_dir=cache_dir, progress=progress, **kwargs)
+
+
+def encoders_for(source: str, dataset_name: str = "fashion-mnist") -> list[str]:
+    """The encoders that can embed this source, the default first."""
+    names = [c.name for c in ENCODERS if c.embeds(source, dataset_name)]
+    first = default_encoder(source, dataset_name)
+    return [first] + [name for name in names if name != first]
+
+
+@functools.lru_cache(maxsize=None)
+def default_encoder(source: str, dataset_name: str = "fashion-mnist") -> str:
+    """The encoder a source starts with: the precomputed embeddings for an embeddings file; for Fashion-MNIST,
+    CLIP when a CUDA GPU is present and its weights are on disk or downloadable, else the offline demo encoder
+    (60k ViT-B-32 embeddings on a CPU take the better part of an hour); open_clip otherwise. Decided once per
+    process: the network probe takes up to a few seconds."""
+    if source == "embeddings":
+        return "precomputed"
+    if _is_fashion_mnist(source, dataset_name):
+        import torch
+        from selector.encoders.openclip import clip_available
+        return "open_clip" if torch.cuda.is_available() and clip_available() else "demo"
+    return "open_clip"
+
+
+__all__ = ["ENCODERS", "EncoderChoice", "Encoder", "PromptTower", "PROMPT_TEMPLATE", "class_prompts",
+           "encode_image_rows", "open_encoder", "list_encoders", "encoders_for", "default_encoder"]

@@ -1,0 +1,32 @@
+"""Embeddings that came with the dataset (`load_embeddings`): nothing is computed, nothing cached again."""
+from __future__ import annotations
+
+import numpy as np
+
+from selector.errors import InputError
+
+
+class PrecomputedEncoder:
+    """Returns the dataset's own image_embeddings and text_embeddings."""
+    name = "precomputed embeddings (from the dataset file)"
+    cache_key = "precomputed"
+    cacheable = False
+
+    def encode_images(self, dataset, rows, *, batch_size: int = 256, progress=None) -> np.ndarray:
+        if dataset.embeddings is None:
+            raise InputError(f"Dataset {dataset.name!r} has no precomputed image embeddings; load an .npz with "
+                             "image_embeddings (N,d), or choose the open_clip or demo encoder.")
+        return np.asarray(dataset.embeddings[np.asarray(rows, dtype=np.int64)], dtype=np.float32)
+
+    def encode_classes(self, dataset) -> np.ndarray:
+        T = dataset.text_embeddings
+        if T is None:
+            raise InputError(
+                f"Dataset {dataset.name!r} has image embeddings but no text_embeddings (one class-prompt embedding "
+                f"per class, ({len(dataset.class_names)}, d)). Add a text_embeddings array to the .npz, made by the "
+                "same model from class_prompts(class_names), or embed the images with the open_clip/demo encoder.")
+        T = np.asarray(T, dtype=np.float32)
+        if T.shape[0] != len(dataset.class_names):
+            raise InputError(f"text_embeddings has {T.shape[0]} rows but the dataset has "
+                             f"{len(dataset.class_names)} classes; give one row per class, in class_names order.")
+        return T

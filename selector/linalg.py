@@ -1,0 +1,39 @@
+"""Small numeric building blocks the stages share: row normalisation, softmax, principal axes."""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+
+def l2_normalize(X) -> np.ndarray:
+    """Row-wise unit norm, float32 (C-contiguous); all-zero rows stay zero."""
+    X = np.asarray(X, dtype=np.float32)
+    norm = np.linalg.norm(X, axis=1, keepdims=True)
+    return np.ascontiguousarray(X / np.maximum(norm, 1e-12), dtype=np.float32)
+
+
+def softmax(Z: np.ndarray, axis: int = 1) -> np.ndarray:
+    """Softmax along `axis` (numerically stable; works in place on a copy of Z)."""
+    Z = Z - Z.max(axis=axis, keepdims=True)
+    np.exp(Z, out=Z)
+    Z /= Z.sum(axis=axis, keepdims=True)
+    return Z
+
+
+def principal_axes(X: np.ndarray, n_axes: int, *, sample: Optional[int] = None, seed: int = 0
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(mean (d,) float32, axes (d, min(n_axes, d)) float32): the top principal axes of X's rows, from the
+    covariance of a seeded sample of at most `sample` rows (all rows when None or fewer). Signs are fixed so
+    each axis' largest loading is positive, so the axes are stable across runs."""
+    n, d = X.shape
+    rows = X
+    if sample is not None and n > sample:
+        rows = X[np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))]
+    mean = rows.mean(axis=0, dtype=np.float64)
+    centred = rows.astype(np.float64) - mean
+    cov = centred.T @ centred / max(len(rows) - 1, 1)
+    _, vecs = np.linalg.eigh(cov)                        # ascending eigenvalues: take the last columns
+    axes = vecs[:, ::-1][:, : min(n_axes, d)]
+    axes = axes * np.where(axes[np.abs(axes).argmax(axis=0), np.arange(axes.shape[1])] < 0, -1.0, 1.0)
+    return mean.astype(np.float32), axes.astype(np.float32)

@@ -1,0 +1,146 @@
+"""Standard labelled sets: Fashion-MNIST (Debian's package, a local copy, or a download) and the torchvision
+CIFAR sets. Offline, a missing set fails within seconds with the ways to provide it."""
+from __future__ import annotations
+
+import gzip
+import logging
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from selector.dataset import Dataset, build_dataset
+from selector.errors import InputError, OfflineError
+from selector.network import url_reachable
+from selector.registry import Choice, Registry
+
+log = logging.getLogger(__name__)
+
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+DATA_CACHE = os.environ.get("SELECTOR_DATA_DIR", str(Path.home() / ".cache" / "selector" / "data"))
+FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+CIFAR_URL = "https://www.cs.toronto.edu/~kriz/"
+SPLITS = ("train", "test")
+
+TORCHVISION_SETS = Registry(
+    "torchvision dataset",
+    Choice("fashion-mnist", "Fashion-MNIST (70,000 28x28 greyscale images, 10 classes)"),
+    Choice("cifar10", "CIFAR-10 (60,000 32x32 colour images, 10 classes)", value="cifar-10-batches-py"),
+    Choice("cifar100", "CIFAR-100 (60,000 32x32 colour images, 100 classes)", value="cifar-100-python"),
+)
+
+
+def _reachable(url: str, timeout: float = 3.0) -> bool:
+    return url_reachable(url, timeout=timeout)
+
+
+def _check_split(split) -> str:
+    if split not in SPLITS:
+        raise InputError(f"split must be one of {', '.join(SPLITS)}, got {split!r}.")
+    return split
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Read an idx file (raw or .gz) into a numpy array of its stored dtype and shape."""
+    types = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+        if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] not in types:
+            raise ValueError("not an idx file (bad magic number)")
+        ndim = raw[3]
+        shape = tuple(int(x) for x in np.frombuffer(raw, ">u4", ndim, 4))
+        arr = np.frombuffer(raw, types[raw[2]], offset=4 + 4 * ndim)
+        if arr.size != math.prod(shape):
+            raise ValueError(f"header says {shape} but holds {arr.size} values (truncated?)")
+    except (OSError, EOFError, ValueError) as e:
+        raise InputError(f"Cannot read idx file {path}: {e}. Replace it with an intact copy.") from e
+    return arr.reshape(shape).astype(arr.dtype.newbyteorder("="))
+
+
+def _find_idx(folder: Path, stem: str) -> Path | None:
+    for p in (folder / stem, folder / (stem + ".gz")):
+        if p.is_file():
+            return p
+    return None
+
+
+def load_fashion_mnist(*, split="train", root=None, download=True) -> Dataset:
+    """Fashion-MNIST split ("train" 60000 / "test" 10000); pixels (n,28,28) uint8. Looks in root,
+    the Debian dir, DATA_CACHE/FashionMNIST/raw, then downloads there (OfflineError fast when offline)."""
+    _check_split(split)
+    prefix = "train" if split == "train" else "t10k"
+    stems = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
+    cache = Path(DATA_CACHE).expanduser()
+    dirs = ([Path(root).expanduser(), Path(root).expanduser() / "FashionMNIST" / "raw"] if root else [])
+    dirs += [Path(DEBIAN_FASHION_MNIST), cache / "FashionMNIST" / "raw"]
+    found = None
+    for d in dirs:
+        files = [_find_idx(d, s) for s in stems]
+        if all(files):
+            found = files
+            break
+    if found is None:
+        target = Path(root).expanduser() if root else cache
+        how = ("download disabled" if not download else
+               f"download failed: {FASHION_MNIST_URL} unreachable (offline?)")
+        fix = (f"Fashion-MNIST {split} files ({stems[0]}[.gz], {stems[1]}[.gz]) not found in: "
+               f"{', '.join(map(str, dirs))}; {how}. Fix: `apt-get install dataset-fashion-mnist` (puts them "
+               f"in {DEBIAN_FASHION_MNIST}), or pass root= a folder holding the 4 idx files, or retry with network.")
+        if not download or not _reachable(FASHION_MNIST_URL):
+            raise OfflineError(fix)
+        try:
+            from torchvision.datasets import FashionMNIST
+            FashionMNIST(str(target), train=split == "train", download=True)
+        except Exception as e:  # noqa: BLE001 - network/disk failures all mean "get the files another way"
+            raise OfflineError(f"{fix} ({type(e).__name__}: {e})") from e
+        found = [_find_idx(target / "FashionMNIST" / "raw", s) for s in stems]
+    pixels, labels = _read_idx(found[0]), _read_idx(found[1]).astype(np.int64)
+    if pixels.ndim != 3 or pixels.dtype != np.uint8 or labels.shape != (len(pixels),) or \
+            labels.min(initial=0) < 0 or labels.max(initial=0) >= len(FASHION_MNIST_CLASSES):
+        raise InputError(f"{found[0]} / {found[1]} are not a Fashion-MNIST pair: images {pixels.shape} "
+                         f"{pixels.dtype}, labels {labels.shape} in [{labels.min()}, {labels.max()}].")
+    log.info("Fashion-MNIST %s: %d images from %s", split, len(labels), found[0].parent)
+    return _array_dataset("fashion-mnist", split, pixels, labels, FASHION_MNIST_CLASSES)
+
+
+def _array_dataset(name, split, pixels, labels, class_names) -> Dataset:
+    n = len(labels)
+    ids = [f"{name}/{split}/{k:05d}" for k in range(n)]
+    names = np.asarray(class_names, dtype=object)[labels]
+    return build_dataset(f"{name}/{split}", ids, [""] * n, list(names), class_names=class_names,
+                         extra={"split": [split] * n}, pixels=pixels)
+
+
+def load_torchvision(name: str = "fashion-mnist", *, split="train", root=None, download=True) -> Dataset:
+    """A set from TORCHVISION_SETS by name; pixels (n,H,W[,3]) uint8 in memory. Files live in root (default
+    DATA_CACHE); download only when asked, OfflineError fast when offline."""
+    key = str(name).lower().replace("_", "-")
+    key = "fashion-mnist" if key == "fashionmnist" else key
+    folder_name = TORCHVISION_SETS.get(key).value
+    if key == "fashion-mnist":
+        return load_fashion_mnist(split=split, root=root, download=download)
+    _check_split(split)
+    folder = Path(root or DATA_CACHE).expanduser()
+    fix = (f"{key} not found in {folder}; " + ("download disabled" if not download else
+           f"{CIFAR_URL} unreachable (offline?)") + f". Fix: put the extracted "
+           f"{folder_name}/ folder (from {CIFAR_URL}) in {folder}, or retry with network.")
+    if not (folder / folder_name).is_dir() and (not download or not _reachable(CIFAR_URL)):
+        raise OfflineError(fix)  # checked before importing torchvision: fails in milliseconds
+    try:
+        from torchvision import datasets
+    except ImportError as e:
+        raise InputError("torchvision is not installed: `pip install torchvision`.") from e
+    cls = datasets.CIFAR10 if key == "cifar10" else datasets.CIFAR100
+    try:
+        ds = cls(str(folder), train=split == "train", download=download)
+    except Exception as e:  # noqa: BLE001 - corrupt files or a failed download: say how to provide them
+        raise OfflineError(f"{key} in {folder} is unreadable or its download failed ({type(e).__name__}: {e}). "
+                           f"Fix: put the extracted {folder_name}/ folder there, or retry with network.") from e
+    return _array_dataset(key, split, np.asarray(ds.data, dtype=np.uint8),
+                          np.asarray(ds.targets, dtype=np.int64), tuple(ds.classes))

@@ -1,0 +1,138 @@
+"""The one writer: the per-sample table as CSV or Parquet bytes or files, and the run manifest beside it.
+
+The CLI's files, the app's downloads and bench all come from `table_bytes` and `manifest_for`, so the same
+run and selection give the same bytes everywhere. CSV text is always quoted (a carriage return inside a
+cell cannot split a row) and formula-guarded (cells starting with = + - @ tab or CR get a leading ', which
+`csv_unescape` removes again when a manifest is read back).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from selector.errors import InputError
+from selector.files import atomic_write_bytes
+from selector.registry import Choice, Registry
+
+FORMATS = Registry(
+    "export format",
+    Choice("csv", "CSV", value=".csv", help="Quoted, formula-guarded UTF-8 text; opens in any spreadsheet."),
+    Choice("parquet", "Parquet", value=".parquet", help="Typed columns, full precision, small files."),
+)
+_SUFFIXES = {**{c.value: c.name for c in FORMATS}, ".pq": "parquet"}
+_CSV_DANGER = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_escape(v):
+    return "'" + v if isinstance(v, str) and v.startswith(_CSV_DANGER) else v
+
+
+def csv_unescape(v: str) -> str:
+    return v[1:] if v.startswith("'") and v[1:].startswith(_CSV_DANGER) else v
+
+
+def csv_safe(table: pd.DataFrame) -> pd.DataFrame:
+    """Copy where text cells (and headers) starting with = + - @ tab or CR get a leading ' so spreadsheets
+    show them as text instead of running them as formulas. Numeric columns are untouched."""
+    out = table.copy()
+    for c in out.columns:
+        s = out[c]
+        if not (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)
+                or pd.api.types.is_datetime64_any_dtype(s)):
+            out[c] = s.astype(object).map(csv_escape)
+    out.columns = [csv_escape(str(c)) for c in out.columns]
+    return out
+
+
+def format_of(path) -> str:
+    """The FORMATS name for a file path, by its suffix."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in _SUFFIXES:
+        raise InputError(f"export path must end in .csv or .parquet, got {Path(path).name!r}.")
+    return _SUFFIXES[suffix]
+
+
+def table_bytes(table: pd.DataFrame, fmt: str) -> bytes:
+    """The bytes of `table` as a FORMATS file: what a download holds and what write_table writes."""
+    FORMATS.check(fmt)
+    if fmt == "csv":
+        return csv_safe(table).to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC).encode("utf-8")
+    buf = io.BytesIO()
+    table.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+def jsonable(x):
+    """numpy scalars/arrays, paths, tuples/sets -> plain JSON types; NaN/inf -> None."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple, set, np.ndarray)):
+        return [jsonable(v) for v in (x.tolist() if isinstance(x, np.ndarray) else x)]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, (str, int, float, bool)) or x is None:
+        return x
+    return str(x)  # Path, datetime, anything else: its text form
+
+
+def manifest_bytes(manifest: dict) -> bytes:
+    """A manifest as indented JSON (NaN written as null)."""
+    if not isinstance(manifest, dict):
+        raise InputError(f"manifest must be a dict, got {type(manifest).__name__}.")
+    return (json.dumps(jsonable(manifest), indent=2, allow_nan=False) + "\n").encode("utf-8")
+
+
+def manifest_for(result_or_manifest, selection=None, table: pd.DataFrame | None = None) -> dict:
+    """The run manifest with the selection settings and the exported table's counts added."""
+    manifest = dict(getattr(result_or_manifest, "manifest", result_or_manifest))
+    if selection is not None:
+        manifest["selection"] = selection.as_dict()
+    if table is not None:
+        counts = dict(manifest.get("counts", {}))
+        if "selected" in table:
+            counts["selected"] = int(table["selected"].sum())
+        if "decision" in table:
+            counts["decisions"] = int((table["decision"] != "").sum())
+        counts["exported_rows"] = int(len(table))
+        manifest["counts"] = counts
+    return manifest
+
+
+def write_table(table: pd.DataFrame, path) -> Path:
+    """Write .csv or .parquet by suffix, atomically. Returns the path."""
+    return atomic_write_bytes(path, table_bytes(table, format_of(path)))
+
+
+def write_manifest(manifest: dict, path) -> Path:
+    """Write a run manifest as indented JSON, atomically. Returns the path."""
+    return atomic_write_bytes(path, manifest_bytes(manifest))
+
+
+class Exported(NamedTuple):
+    """What `export` wrote: the table file, the manifest file beside it, and the manifest itself."""
+    table_path: Path
+    manifest_path: Path
+    manifest: dict
+
+
+def export(result, selection, path, *, selected_only: bool = False) -> Exported:
+    """Write `apply(result, selection)` (every row, or only the selected ones) to path (.csv or .parquet) and
+    `<name>.manifest.json` beside it."""
+    from selector.selection import apply
+    path = Path(path)
+    format_of(path)
+    table = apply(result, selection)
+    if selected_only:
+        table = table[table["selected"]].reset_index(drop=True)
+    manifest = manifest_for(result, selection, table)
+    table_path = write_table(table, path)
+    return Exported(table_path, write_manifest(manifest, path.with_suffix(".manifest.json")), manifest)
