@@ -59,9 +59,9 @@ for row in page_rows(rows, page, PER_PAGE):
             st.caption("Nearest neighbours (label, cosine similarity)")
             widgets.image_grid(run, nn, [f"{labels[j]} ({s:.2f})" for j, s in zip(nn, D[row, :len(nn)])], width=64)
         with act_col:
-            for choice, key in zip(DECISIONS, ("accept", "keep", "bad")):
+            for choice in DECISIONS:
                 pointless = choice.name == "accepted" and sample["suggested_label"] == sample["label"]
-                st.button(choice.label, key=f"{key}_{sid}", on_click=state.record_decision,
+                st.button(choice.label, key=f"{choice.name}_{sid}", on_click=state.record_decision,
                           args=(run, sid, choice.name), disabled=decided == choice.name or pointless,
                           help=choice.help, width="stretch")
             if decided:

@@ -40,7 +40,7 @@ def test_gallery_lists_flagged_samples_with_neighbours(env):
 def test_decisions_persist_across_pages_and_reloads(env):
     at = goto(started(env["npz"]), PAGE)
     first = buttons(at, "Accept suggestion")[0]
-    sample_id = first.key.removeprefix("accept_")
+    sample_id = first.key.removeprefix("accepted_")
     first.click().run()
     buttons(at, "Mark bad")[1].click().run()
     assert not at.exception
