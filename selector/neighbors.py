@@ -17,6 +17,11 @@ The default `exact_limit` is 2,000,000 on a GPU and 100,000 on CPU: an exact 60k
 takes 1-2 min on 2 busy CPU cores, an exact 1M one ~8 h (bench/engine_speed.py); IVF-Flat on CPU was
 not faster at 60k (its scan does not use BLAS), so CPU stays exact up to 100k.
 
+Exact search on CPU runs in faiss's flat index, unless faiss's bundled OpenBLAS runs pre-AVX2 kernels on a
+CPU that has AVX2 (`runtime.faiss_blas`; seen on machines OpenBLAS 0.3.15 does not recognise): then it runs
+as torch matmul blocks (`_TorchFlat`, MKL), measured 2.7x faster there (bench/exact_search.py).
+`Neighbors.backend` then reads "torch-cpu".
+
 Thread safety: `Neighbors.search` holds a per-index lock around the FAISS call. FAISS GPU indexes are
 not reentrant, and a CPU search already uses all cores through OpenMP, so serialising costs nothing
 and makes concurrent Streamlit sessions safe.
@@ -46,6 +51,7 @@ _QUERY_CHUNK = 16_384       # queries per FAISS call: bounds result memory and p
 
 _gpu_lock = threading.Lock()
 _gpu_res = None
+EXACT_BACKENDS = ("auto", "faiss", "torch")
 
 
 def gpu_available() -> bool:
@@ -94,11 +100,14 @@ class Neighbors:
     device: "auto" (GPU when available), "cpu" or "gpu" (InputError when no GPU is usable).
     exact_limit: flat (exact) index up to this many vectors, IVF-Flat above; None = 2,000,000 on GPU,
     100,000 on CPU. nlist / nprobe override the IVF defaults (ignored for the flat index).
-    Attributes: backend ("faiss-gpu" | "faiss-cpu"), kind ("flat" | "ivf"), n, dim, metric, nlist, nprobe.
+    exact_backend (CPU flat index): "auto" (faiss, or torch blocks where faiss's BLAS is generic), "faiss", "torch".
+    Attributes: backend ("faiss-gpu" | "faiss-cpu" | "torch-cpu"), kind ("flat" | "ivf"), n, dim, metric,
+    nlist, nprobe.
     """
 
     def __init__(self, X, *, metric: str = "cosine", device: str = "auto", exact_limit: Optional[int] = None,
-                 nlist: Optional[int] = None, nprobe: Optional[int] = None, seed: int = 0):
+                 nlist: Optional[int] = None, nprobe: Optional[int] = None, seed: int = 0,
+                 exact_backend: str = "auto"):
         import faiss
 
         self.metric = _check_metric(metric)
@@ -119,6 +128,13 @@ class Neighbors:
 
         self._lock = threading.Lock()
         self._cpu_fallback = None
+        if exact_backend not in EXACT_BACKENDS:
+            raise InputError(f"exact_backend must be one of {', '.join(EXACT_BACKENDS)}; got {exact_backend!r}.")
+        if self.n <= exact_limit and not use_gpu and _use_torch(exact_backend):
+            self.kind, self.nlist, self.nprobe, self.backend = "flat", None, None, "torch-cpu"
+            self._index = _TorchFlat(X, self.metric)
+            log.info("Neighbors: torch-cpu flat index, n=%d d=%d metric=%s", self.n, self.dim, self.metric)
+            return
         if self.n <= exact_limit:
             self.kind, self.nlist, self.nprobe = "flat", None, None
             self._quantizer = None
@@ -230,6 +246,51 @@ class Neighbors:
             I = np.concatenate([I, np.full((I.shape[0], pad), -1, np.int64)], axis=1)
             D = np.concatenate([D, np.full((D.shape[0], pad), worst, np.float32)], axis=1)
         return D.astype(np.float32, copy=False), I
+
+
+def _use_torch(exact_backend: str) -> bool:
+    if exact_backend == "auto":
+        from selector.runtime import faiss_blas
+        return faiss_blas()["generic"]
+    return exact_backend == "torch"
+
+
+class _TorchFlat:
+    """Exact search as torch matmul blocks with the flat faiss index's contract: search(Q, k) -> (D, I) sorted
+    best first, inner product (cosine) or SQUARED L2, I = -1 past the last indexed row."""
+    Q_BLOCK, X_BLOCK = 2048, 16384   # one block of scores is 128 MB
+
+    def __init__(self, X: np.ndarray, metric: str):
+        import torch
+        self.X = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+        self.metric = metric
+        self.half_sq = 0.5 * (self.X * self.X).sum(1) if metric == "l2" else None
+
+    def search(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+        n, m = self.X.shape[0], Q.shape[0]
+        kk = min(k, n)
+        D = np.full((m, k), -np.inf if self.metric == "cosine" else np.inf, np.float32)
+        I = np.full((m, k), -1, np.int64)
+        with torch.inference_mode():
+            for a in range(0, m, self.Q_BLOCK):
+                q = torch.from_numpy(np.ascontiguousarray(Q[a:a + self.Q_BLOCK], dtype=np.float32))
+                best_v = best_i = None
+                for b in range(0, n, self.X_BLOCK):
+                    s = q @ self.X[b:b + self.X_BLOCK].T              # higher = closer, for both metrics:
+                    if self.half_sq is not None:                     # l2: maximise q.x - |x|^2 / 2
+                        s -= self.half_sq[b:b + self.X_BLOCK]
+                    v, i = torch.topk(s, min(kk, s.shape[1]), dim=1)
+                    i += b
+                    if best_v is not None:
+                        v, j = torch.topk(torch.cat([best_v, v], 1), kk, dim=1)
+                        i = torch.gather(torch.cat([best_i, i], 1), 1, j)
+                    best_v, best_i = v, i
+                v = best_v.numpy()
+                if self.half_sq is not None:                         # |q - x|^2 = |q|^2 - 2 (q.x - |x|^2 / 2)
+                    v = (q * q).sum(1, keepdim=True).numpy() - 2.0 * v
+                D[a:a + len(q), :kk], I[a:a + len(q), :kk] = v, best_i.numpy()
+        return D, I
 
 
 # ------------------------------------------------------------------------------------------ functions

@@ -121,8 +121,9 @@ def run(dataset: Dataset, encoder, config: Config = Config(), *, cache_dir=None,
     timings["adapt_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    D, I = Neighbors(F).search(F, GLOBAL_K, exclude_self=True,
-                               progress=lambda _s, done, total: progress("finding neighbours", done, total))
+    index = Neighbors(F)
+    D, I = index.search(F, GLOBAL_K, exclude_self=True,
+                        progress=lambda _s, done, total: progress("finding neighbours", done, total))
     timings["neighbors_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -141,7 +142,7 @@ def run(dataset: Dataset, encoder, config: Config = Config(), *, cache_dir=None,
     timings["map_s"] = time.perf_counter() - t0
 
     table = build_table(dataset, sas, sds, issues, xy, original_labels=original_labels, noise_truth=noise_truth)
-    manifest = _manifest(dataset, encoder, config, k, table, skipped, timings)
+    manifest = _manifest(dataset, encoder, config, k, table, skipped, timings, index)
     return Result(dataset=dataset, encoder_name=encoder.name, config=config, X=X, T=T, F=F, G=G,
                   table=table, neighbors=(D, I), class_summary=class_summary(dataset, issues), manifest=manifest,
                   flag_threshold=float(issues.labels.threshold), noise_truth=noise_truth, timings=timings)
@@ -189,7 +190,8 @@ def _inject(dataset: Dataset, X, T, config: Config):
     return dataset.with_labels(noisy), truth
 
 
-def _manifest(dataset, encoder, config, k, table, skipped, timings) -> dict:
+def _manifest(dataset, encoder, config, k, table, skipped, timings, index) -> dict:
+    from selector.runtime import faiss_blas, n_threads
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "inputs": {"dataset": dataset.name, "fingerprint": dataset.fingerprint, "n": len(dataset),
@@ -202,6 +204,8 @@ def _manifest(dataset, encoder, config, k, table, skipped, timings) -> dict:
         "counts": {"n": int(len(table)), "flagged": int(table["flagged"].sum()), "ood": int(table["ood"].sum()),
                    "near_duplicates": int((table["duplicate_of"] >= 0).sum()), "skipped": len(skipped)},
         "timings_s": {key: round(v, 3) for key, v in timings.items()},
+        "machine": {"threads": n_threads(), "neighbors": f"{index.backend} {index.kind}",
+                    "faiss_blas_core": faiss_blas()["core"]},
         "versions": _versions(),
     }
 

@@ -1,4 +1,5 @@
-"""How much of the machine the engine uses: thread counts from the machine or a setting, never a literal.
+"""What the machine offers and how much of it the engine uses: thread counts from the machine or a setting,
+never a literal; CPU features and the kernels faiss's BLAS runs.
 
 `n_threads()` is $SELECTOR_THREADS when set, else the CPUs this process may run on. Work that is split
 into many small products (the label audit, the adapters' batches, the paper's loop) runs on one thread
@@ -9,6 +10,7 @@ machine). Large products use `n_threads()`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 
 from selector.errors import InputError
@@ -71,3 +73,37 @@ def torch_threads(n: int):
     finally:
         if n != before:
             torch.set_num_threads(before)
+
+
+# OpenBLAS core types whose sgemm kernels stop short of AVX2: what an old OpenBLAS falls back to on a CPU it
+# does not recognise (faiss-cpu bundles OpenBLAS 0.3.15).
+_PRE_AVX2_CORES = {"prescott", "katmai", "core2", "penryn", "dunnington", "nehalem", "atom", "sandybridge",
+                   "bulldozer", "piledriver", "barcelona", "opteron", "generic"}
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+@functools.lru_cache(maxsize=1)
+def faiss_blas() -> dict:
+    """Which kernels faiss's own BLAS runs: {"core": OpenBLAS core type or None, "generic": True when that
+    core lacks AVX2 on a CPU that has it (faiss's exact search then runs ~4x slower than it could)}.
+    Imports faiss."""
+    import faiss  # noqa: F401 - loads faiss's bundled BLAS so threadpoolctl can see it
+    try:
+        from threadpoolctl import threadpool_info
+        infos = [i for i in threadpool_info() if i.get("internal_api") == "openblas" and "faiss" in i.get("filepath", "")]
+    except ImportError:
+        infos = []
+    core = infos[0].get("architecture") if infos else None
+    generic = bool(core) and core.lower() in _PRE_AVX2_CORES and "avx2" in cpu_flags()
+    return {"core": core, "generic": generic}

@@ -184,3 +184,25 @@ def test_input_validation():
     if not gpu_available():
         with pytest.raises(InputError, match="GPU"):
             Neighbors(X, device="gpu")
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_torch_exact_search_matches_brute_force(metric):
+    """The exact path used where faiss's bundled BLAS runs generic kernels: same contract as faiss's flat index."""
+    from selector.neighbors import _TorchFlat
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(700, 12)).astype(np.float32)
+    _TorchFlat.Q_BLOCK, _TorchFlat.X_BLOCK = 64, 100          # many blocks: the running top-k merge is exercised
+    try:
+        index = Neighbors(X, metric=metric, exact_backend="torch")
+        assert index.backend == "torch-cpu" and index.kind == "flat"
+        D, I = index.search(X, 5, exclude_self=True)
+    finally:
+        _TorchFlat.Q_BLOCK, _TorchFlat.X_BLOCK = 2048, 16384
+    Dr, Ir = Neighbors(X, metric=metric, exact_backend="faiss").search(X, 5, exclude_self=True)
+    np.testing.assert_array_equal(I, Ir)
+    np.testing.assert_allclose(D, Dr, rtol=1e-4, atol=1e-4)
+    small = Neighbors(X[:3], metric=metric, exact_backend="torch").search(X[:3], 4)   # k > n: -1 padding
+    assert (small[1][:, 3] == -1).all() and np.isinf(small[0][:, 3]).all()
+    with pytest.raises(InputError, match="exact_backend"):
+        Neighbors(X, exact_backend="numpy")
