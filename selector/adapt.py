@@ -108,10 +108,23 @@ class Adapters:
             g = torch.nn.functional.normalize(txt(Tn), dim=1)
             return f @ g.T * scale
 
-        def all_logits(rows=None):
+        step = max(1024, min(_CHUNK, (1 << 24) // C))       # (step, C) logits at a time: never all n rows
+
+        def agreement() -> np.ndarray:
+            """r_i = p(y_i|x_i) / max_c p(c|x_i) under the current adapters, (n,) float32."""
+            r = np.empty(n, np.float32)
             with torch.no_grad():
-                src = Xn if rows is None else Xn[rows]
-                return torch.cat([logits_of(src[s:s + _CHUNK]) for s in range(0, len(src), _CHUNK)])
+                for s in range(0, n, step):
+                    L = logits_of(Xn[s:s + step]).numpy()
+                    r[s:s + step] = np.exp(L[np.arange(len(L)), y[s:s + step]] - L.max(axis=1))
+            return r
+
+        def val_loss(rows) -> float:
+            with torch.no_grad():
+                total = sum(float(torch.nn.functional.cross_entropy(logits_of(Xn[rows[s:s + step]]),
+                                                                    yt[rows[s:s + step]], reduction="sum"))
+                            for s in range(0, len(rows), step))
+            return total / len(rows)
 
         # robust: hold out a stratified 10% for early stopping (only when every class can spare rows)
         val = np.zeros(n, bool)
@@ -129,7 +142,7 @@ class Adapters:
         bad_epochs = 0
         for epoch in range(self.epochs):
             if self.robust:
-                w = w_user * self._agreement_weights(all_logits(), y, C)
+                w = w_user * self._class_renormalised(agreement(), y, C)
             rows = train_rows
             if self.robust and len(rows) > self.max_rows:
                 rows = rng.choice(rows, size=self.max_rows, replace=False)
@@ -153,8 +166,7 @@ class Adapters:
             self.loss_history_.append(total / max(wsum, 1e-12))
             progress("fitting adapters", epoch + 1, self.epochs)
             if len(val_rows):
-                with torch.no_grad():
-                    vl = float(torch.nn.functional.cross_entropy(all_logits(val_rows), yt[val_rows]))
+                vl = val_loss(val_rows)
                 self.val_history_.append(vl)
                 if vl < best[0] - 1e-5:
                     best = (vl, self._state(img, txt), epoch + 1)
@@ -175,10 +187,8 @@ class Adapters:
         return self
 
     @staticmethod
-    def _agreement_weights(logits, y, C) -> np.ndarray:
-        """r_i = p(y_i|x_i) / max_c p(c|x_i), renormalised to keep each given class's total weight."""
-        L = logits.numpy()
-        r = np.exp(L[np.arange(len(y)), y] - L.max(axis=1)).astype(np.float32)
+    def _class_renormalised(r, y, C) -> np.ndarray:
+        """Agreement weights r renormalised so that each given class keeps its total weight (its row count)."""
         sums = np.bincount(y, weights=r, minlength=C)
         counts = np.bincount(y, minlength=C)
         return (r * (counts / np.maximum(sums, 1e-12))[y]).astype(np.float32)

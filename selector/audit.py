@@ -18,6 +18,7 @@ flagged: the top-m rows by noise_score, m maximising the expected F1 (sum of the
 expected number of true positives, the sum of all scores the expected number of errors); no fixed cut.
 class_noise_rate: mean noise_score of each given class.
 Measured on Fashion-MNIST demo-encoder features: bench/audit_quality.py, bench/results/audit_quality.md.
+At scale the experts are never held as (n, C) arrays: `_Experts` recomputes them for each block of rows.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from selector.errors import InputError
 from selector.linalg import l2_normalize, softmax
 from selector.progress import Progress, ensure
 from selector.runtime import blas_threads
-from selector.score import zero_shot_logits
+from selector.score import zero_shot_best, zero_shot_logits
 from selector.validate import check_int, check_labels, check_matrix, neighbor_pair_ids
 
 log = logging.getLogger(__name__)
@@ -63,10 +64,15 @@ class LabelAudit:
 
 # ---------------------------------------------------------------------------------------- experts
 def fit_temperature(S: np.ndarray, y: np.ndarray, rng) -> float:
-    """Temperature of softmax(S / tau) maximising the likelihood of the given labels (grid search on
-    a subsample; label noise makes it a little softer, which is what a combination wants)."""
+    """Temperature of softmax(S / tau) maximising the likelihood of the given labels, on a subsample of at most
+    20,000 rows of S (n, C) (label noise makes it a little softer, which is what a combination wants)."""
     rows = rng.choice(len(y), size=min(len(y), 20_000), replace=False)
-    Ss, ys = S[rows].astype(np.float64), y[rows]
+    return _temperature(S[rows], y[rows])
+
+
+def _temperature(Ss: np.ndarray, ys: np.ndarray) -> float:
+    """Grid search of the temperature on rows Ss (m, C) with labels ys (m,)."""
+    Ss = Ss.astype(np.float64)
     best = (np.inf, 0.05)
     for tau in np.geomspace(0.002, 2.0, 61):
         Z = Ss / tau
@@ -85,10 +91,15 @@ def _stratified_folds(y: np.ndarray, n_folds: int, rng) -> np.ndarray:
     return fold
 
 
-def _cross_fit_lda(Xn, y, C, weights, folds, n_folds, *, shrinkage=LDA_SHRINKAGE):
-    """Out-of-fold log p(c | x) (n,C) of a weighted linear discriminant (class means + pooled, shrunk
-    covariance). Sufficient statistics are summed once and each fold's are subtracted, so the cost is
-    one O(n d^2) pass however many folds."""
+def _log_softmax(Z: np.ndarray) -> np.ndarray:
+    Z = Z - Z.max(1, keepdims=True)
+    return Z - np.log(np.exp(Z).sum(1, keepdims=True))
+
+
+def _fit_lda(Xn, y, C, weights, folds, n_folds, *, shrinkage=LDA_SHRINKAGE) -> list:
+    """Per fold, the (A (d, C), b (C,)) of a weighted linear discriminant (class means + pooled, shrunk
+    covariance) fitted on the OTHER folds. Sufficient statistics are summed once and each fold's are
+    subtracted, so the cost is one O(n d^2) pass however many folds."""
     d = Xn.shape[1]
     w = weights.astype(np.float64)
     # per-fold weighted sums: class counts, class sums of x, scatter sum x x^T (float64, chunked)
@@ -104,7 +115,7 @@ def _cross_fit_lda(Xn, y, C, weights, folds, n_folds, *, shrinkage=LDA_SHRINKAGE
             xw = xd * w[rr, None]
             sxx[f] += xw.T @ xd
             np.add.at(sx[f], y[rr], xw)
-    out = np.empty((len(y), C), np.float32)
+    params = []
     for f in range(n_folds):
         c_ = cnt.sum(0) - cnt[f]
         s_ = sx.sum(0) - sx[f]
@@ -116,37 +127,70 @@ def _cross_fit_lda(Xn, y, C, weights, folds, n_folds, *, shrinkage=LDA_SHRINKAGE
         A = np.linalg.solve(cov, mu.T)                      # (d,C)
         b = -0.5 * (mu * A.T).sum(1) + np.log(np.maximum(c_ / tot, 1e-12))
         b[c_ <= 0] = -1e9
-        te = np.flatnonzero(folds == f)
-        for s in range(0, len(te), _CHUNK):
-            r = te[s:s + _CHUNK]
-            Z = Xn[r].astype(np.float64) @ A + b
-            Z -= Z.max(1, keepdims=True)
-            out[r] = Z - np.log(np.exp(Z).sum(1, keepdims=True))
-    return out
+        params.append((A, b))
+    return params
 
 
-def _knn_logprobs(I, y, C, prior):
-    """Smoothed neighbour votes: (count_c + s * prior_c) / (k + s), as log-probabilities."""
-    valid = I >= 0
-    lab = np.where(valid, y[np.maximum(I, 0)], 0)
-    flat = (np.arange(len(y))[:, None] * C + lab).ravel()
-    votes = np.bincount(flat, weights=valid.ravel(), minlength=len(y) * C).reshape(len(y), C)
-    votes = votes.astype(np.float32) + np.float32(KNN_SMOOTHING) * prior[None, :].astype(np.float32)
-    votes /= votes.sum(1, keepdims=True)
-    return np.log(votes), votes
+class _Experts:
+    """The three experts' log-probabilities (b, C) for any block of rows, recomputed on demand, so that no
+    (n, C) array is ever held: zero-shot (frozen prompts, temperature tau), cross-fitted LDA (out-of-fold
+    parameters per row) and smoothed kNN votes."""
+
+    def __init__(self, Xn, T, y, I, C, tau, folds, lda):
+        self.Xn, self.T, self.y, self.I, self.C, self.tau, self.folds, self.lda = Xn, T, y, I, C, tau, folds, lda
+        self.prior = (np.bincount(y, minlength=C) / len(y)).astype(np.float32)
+
+    def zero_shot(self, rows) -> np.ndarray:
+        P = softmax(zero_shot_logits(self.Xn[rows], self.T) / np.float32(self.tau))
+        return np.log(np.maximum(P, 1e-12))
+
+    def cross_fit(self, rows) -> np.ndarray:
+        out = np.empty((len(rows), self.C), np.float32)
+        fold = self.folds[rows]
+        for f, (A, b) in enumerate(self.lda):
+            at = np.flatnonzero(fold == f)
+            if len(at):
+                out[at] = _log_softmax(self.Xn[rows[at]].astype(np.float64) @ A + b)
+        return out
+
+    def votes(self, rows) -> np.ndarray:
+        """Smoothed neighbour votes (count_c + s * prior_c) / (k + s), (b, C) float32 rows summing to 1."""
+        I = self.I[rows]
+        valid = I >= 0
+        lab = np.where(valid, self.y[np.maximum(I, 0)], 0)
+        flat = (np.arange(len(rows))[:, None] * self.C + lab).ravel()
+        v = np.bincount(flat, weights=valid.ravel(), minlength=len(rows) * self.C).reshape(len(rows), self.C)
+        v = v.astype(np.float32) + np.float32(KNN_SMOOTHING) * self.prior[None, :]
+        return v / v.sum(1, keepdims=True)
+
+    def logps(self, rows) -> list[np.ndarray]:
+        return [self.zero_shot(rows), self.cross_fit(rows), np.log(self.votes(rows))]
+
+    def pool(self, a):
+        """rows -> P (b, C): the log-linear pool of the experts with weights a."""
+        return lambda rows: _combine(self.logps(rows), a)
 
 
-def _pool_weights(logps, y, transition, rng) -> np.ndarray:
+def _blocks(rows: np.ndarray, C: int):
+    """`rows` in consecutive blocks whose (block, C) float32 temporaries stay within 64 MB."""
+    step = max(1024, min(_CHUNK, (1 << 24) // max(C, 1)))
+    for s in range(0, len(rows), step):
+        yield rows[s:s + step]
+
+
+def _pool_weights(experts: _Experts, y, transition, rng) -> np.ndarray:
     """Weights a_m >= 0 of the log-linear pool P_a ~ exp(sum_m a_m log p_m) (an estimate of the CLEAN
     posterior) fitted by maximum likelihood of the GIVEN labels through the estimated noise transition
     (forward correction): p(given = j | x) = sum_c P_a(c | x) transition[c, j]. Without the transition
     the fit would reward experts that predict the noise. No leakage: every expert scores a row without
-    its own label. Subsample of 20k rows; equal weights if the fit fails."""
+    its own label. Subsample of 20k rows (fewer when C is large, to bound memory); equal weights if the
+    fit fails."""
     from scipy.optimize import minimize
-    M = len(logps)
+    M = len(EXPERTS)
     a0 = np.full(M, 1.0 / M)
-    rows = rng.choice(len(y), size=min(len(y), 20_000), replace=False)
-    L = np.stack([lp[rows].astype(np.float64) for lp in logps])      # (M, m, C)
+    C = transition.shape[0]
+    rows = rng.choice(len(y), size=min(len(y), 20_000, max(2_000, 5_000_000 // C)), replace=False)
+    L = np.stack([lp.astype(np.float64) for lp in experts.logps(rows)])   # (M, m, C)
     Tcol = transition[:, y[rows]].T                                   # (m, C): T[c, y_i]
 
     def f(a):
@@ -167,34 +211,39 @@ def _pool_weights(logps, y, transition, rng) -> np.ndarray:
     return a if np.isfinite(a).all() and a.sum() > 0 and f(a)[0] <= f(a0)[0] else a0
 
 
-def _transition(P, y, C):
-    """Noise transition T[true, given] from the calibrated confident joint of P (rows sum to 1)."""
-    Q, _, _ = _confident_joint(P, y, C)          # rows given, cols true
-    Tm = Q.T + 1e-3 * np.eye(C)
-    return Tm / Tm.sum(1, keepdims=True)
-
-
 def _combine(logps, a) -> np.ndarray:
     Z = sum(ai * lp for ai, lp in zip(a, logps))
     return softmax(Z.astype(np.float32))
 
 
 # ----------------------------------------------------------------------------- confident learning
-def _confident_joint(P: np.ndarray, y: np.ndarray, C: int):
-    """Calibrated confident joint Q (C,C) counts: rows = given label, cols = estimated true label."""
-    n = len(y)
+def _transition(pool, y, C, thr=None) -> np.ndarray:
+    """Noise transition T[true, given] (C, C) from the calibrated confident joint of the pool (Northcutt et al.
+    2021): a row counts under its given label and the most likely class at or above that class's threshold,
+    the mean P(given label) of the class (computed here unless given). One pass over the rows, two without
+    `thr`."""
+    rows = np.arange(len(y))
     counts = np.bincount(y, minlength=C)
-    self_conf = np.bincount(y, weights=P[np.arange(n), y], minlength=C)
-    thr = np.where(counts > 0, self_conf / np.maximum(counts, 1), 1.0).astype(np.float32)
-    above = P >= thr[None, :] - 1e-6
-    masked = np.where(above, P, -1.0)
-    true = masked.argmax(1)
-    has = above.any(1)
+    if thr is None:
+        total = np.zeros(C)
+        for b in _blocks(rows, C):
+            total += np.bincount(y[b], weights=pool(b)[np.arange(len(b)), y[b]], minlength=C)
+        thr = _thresholds(total, counts)
     cj = np.zeros((C, C), np.float64)
-    np.add.at(cj, (y[has], true[has]), 1.0)
+    for b in _blocks(rows, C):
+        P = pool(b)
+        above = P >= thr[None, :] - 1e-6
+        true = np.where(above, P, -1.0).argmax(1)
+        has = above.any(1)
+        np.add.at(cj, (y[b][has], true[has]), 1.0)
     row = cj.sum(1, keepdims=True)
-    Q = np.where(row > 0, cj / np.maximum(row, 1e-12), np.eye(C)) * counts[:, None]
-    return Q, thr, n
+    Q = np.where(row > 0, cj / np.maximum(row, 1e-12), np.eye(C)) * counts[:, None]   # rows given, cols true
+    Tm = Q.T + 1e-3 * np.eye(C)
+    return Tm / Tm.sum(1, keepdims=True)
+
+
+def _thresholds(self_conf_sum, counts) -> np.ndarray:
+    return np.where(counts > 0, self_conf_sum / np.maximum(counts, 1), 1.0).astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------------ audit
@@ -219,8 +268,10 @@ def audit_labels(X, T, labels, *, neighbors=None, seed: int = 0, n_folds: int = 
     X (n,d) frozen image embeddings, T (C,d) class-prompt embeddings of the same encoder, labels (n,)
     given labels in [0, C). neighbors: None (exact cosine kNN on X, k neighbours), a Neighbors index over
     these rows, or a (D, I) pair of global kNN with self excluded (e.g. the pipeline's kNN on the adapted
-    F); only the neighbour ids are used. Cost: O(n d^2 + n k + n C) time, about 6 n C floats of memory
-    (fine for C <= ~100 at 1M rows); kNN excluded when neighbours are passed in.
+    F); only the neighbour ids are used. Cost: O(n d^2) for the discriminant and about seven passes of
+    O(n C d) over the rows; memory O(n d + block x C): the experts are recomputed block by block in each
+    pass, so no (n, C) array is held (measured at 250k x 512 x 1,000 classes: 2.1 GB peak against 12.0 GB
+    with dense (n, C) arrays, 128 s against 86 s on 2 cores). kNN excluded when neighbours are passed in.
     """
     X = check_matrix(X, "X (image embeddings)")
     T = check_matrix(T, "T (class-prompt embeddings)", dim=X.shape[1])
@@ -245,66 +296,93 @@ def _audit(X, T, y, *, neighbors, seed, n_folds, k, progress) -> LabelAudit:
     n, C = X.shape[0], T.shape[0]
     counts = np.bincount(y, minlength=C)
     rng = np.random.default_rng(seed)
-    rows = np.arange(n)
     stages = 4
 
-    progress("auditing labels", 0, stages)            # (a) zero-shot
+    progress("auditing labels", 0, stages)            # (a) zero-shot: one temperature on a subsample
     Xn = l2_normalize(X)
-    S = zero_shot_logits(Xn, T)
-    tau = fit_temperature(S, y, rng)
-    lp_zs = np.log(np.maximum(softmax(S / np.float32(tau)), 1e-12))
+    sub = rng.choice(n, size=min(n, 20_000), replace=False)
+    tau = _temperature(zero_shot_logits(Xn[sub], T), y[sub])
+    I = neighbor_ids(neighbors, Xn, k)                # (c) kNN votes
     progress("auditing labels", 1, stages)
 
-    I = neighbor_ids(neighbors, Xn, k)          # (c) kNN votes
-    lp_knn, votes = _knn_logprobs(I, y, C, counts / n)
-    valid = I >= 0
-    n_nb = valid.sum(1)
-    knn_agree = ((y[np.maximum(I, 0)] == y[:, None]) & valid).sum(1) / np.maximum(n_nb, 1)
+    # (b) cross-fitted classifier: round 1 unweighted, round 2 weighted by agreement with round 1's pool
+    folds = _stratified_folds(y, n_folds, rng)
+    experts = _Experts(Xn, T, y, I, C, tau, folds, _fit_lda(Xn, y, C, np.ones(n), folds, n_folds))
+    every = np.arange(n)
+    a1 = _pool_weights(experts, y, _transition(experts.pool(np.full(3, 1 / 3)), y, C), rng)
+    pool1 = experts.pool(a1)
+    w, conf = np.empty(n), np.zeros(C)
+    for b in _blocks(every, C):                       # robust weights for round 2, and round 1's thresholds
+        P = pool1(b)
+        given = P[np.arange(len(b)), y[b]]
+        w[b] = given / P.max(1)
+        conf += np.bincount(y[b], weights=given, minlength=C)
+    T1 = _transition(pool1, y, C, thr=_thresholds(conf, counts))
+    experts.lda = _fit_lda(Xn, y, C, w, folds, n_folds)
+    pool_w = _pool_weights(experts, y, T1, rng)
+    pool = experts.pool(pool_w)
     progress("auditing labels", 2, stages)
 
-    # (b) cross-fitted classifier: round 1 unweighted, round 2 weighted by agreement with round 1
-    folds = _stratified_folds(y, n_folds, rng)
-    experts = [lp_zs, _cross_fit_lda(Xn, y, C, np.ones(n), folds, n_folds), lp_knn]
-    P1 = _combine(experts, _pool_weights(experts, y, _transition(_combine(experts, np.full(3, 1 / 3)), y, C), rng))
-    experts[1] = _cross_fit_lda(Xn, y, C, P1[rows, y] / P1.max(1), folds, n_folds)
-    pool = _pool_weights(experts, y, _transition(P1, y, C), rng)
-    P = _combine(experts, pool)
+    out = _per_row(experts, pool_w, y, C, _transition(pool, y, C))
+    noise_score = out["noise_score"]
+    n_err, threshold, flagged = _flag(noise_score)
+    flagged &= out["suggested_label"] != y   # a row whose best guess is its own label is not called mislabelled
     progress("auditing labels", 3, stages)
-
-    noise_score, n_err, threshold, flagged = _noise_posterior(P, y, C)
-    suggested = P.argmax(1).astype(np.int64)
-    flagged &= suggested != y   # a row whose best guess is its own label is not called mislabelled
-    support = ((y[np.maximum(I, 0)] == suggested[:, None]) & valid).sum(1)
+    zs_class, zs_sim = zero_shot_best(Xn, T)
     progress("auditing labels", 4, stages)
     log.info("audit: pool weights zero-shot %.2f, cross-fit %.2f, knn %.2f; %d flagged (expected-F1 optimum "
-             "%d rows); zero-shot temperature %.3g", *pool, int(flagged.sum()), n_err, tau)
+             "%d rows); zero-shot temperature %.3g", *pool_w, int(flagged.sum()), n_err, tau)
     return LabelAudit(
-        noise_score=noise_score, flagged=flagged, threshold=threshold, suggested_label=suggested,
-        suggested_prob=P[rows, suggested].astype(np.float32), given_prob=P[rows, y].astype(np.float32),
-        knn_agreement=knn_agree.astype(np.float32), knn_support=support.astype(np.int64),
-        n_neighbors=n_nb.astype(np.int64), zero_shot_class=S.argmax(1).astype(np.int64),
-        zero_shot_sim=S.max(1).astype(np.float32),
+        noise_score=noise_score, flagged=flagged, threshold=threshold, suggested_label=out["suggested_label"],
+        suggested_prob=out["suggested_prob"], given_prob=out["given_prob"], knn_agreement=out["knn_agreement"],
+        knn_support=out["knn_support"], n_neighbors=(I >= 0).sum(1).astype(np.int64), zero_shot_class=zs_class,
+        zero_shot_sim=zs_sim,
         class_noise_rate=(np.bincount(y, weights=noise_score, minlength=C) / np.maximum(counts, 1)).astype(
             np.float32),
         n_errors_estimate=n_err,
-        components={"zero_shot": np.exp(lp_zs[rows, y]).astype(np.float32),
-                    "cross_fit": np.exp(experts[1][rows, y]).astype(np.float32),
-                    "knn": votes[rows, y].astype(np.float32)},
-        pool_weights=dict(zip(EXPERTS, map(float, pool))))
+        components={name: out[f"p_{name}"] for name in EXPERTS},
+        pool_weights=dict(zip(EXPERTS, map(float, pool_w))))
 
 
-def _noise_posterior(P, y, C):
-    """noise_score (posterior that the given label is wrong), the expected-F1-optimal flag count m, its
-    threshold and the top-m mask."""
+def _per_row(experts: _Experts, a, y, C, Tm) -> dict:
+    """Everything the table keeps per row, block by block: the posterior that the given label is wrong
+    (1 - P(y|x) T[y,y] / sum_c P(c|x) T[c,y]), the pool's best class and its probability, the given label's
+    probability under the pool and under each expert, and the neighbours' agreement."""
     n = len(y)
-    given = P[np.arange(n), y]
-    Tm = _transition(P, y, C)
-    den = (P * Tm[:, y].T).sum(1)
-    noise_score = np.clip(1.0 - given * Tm[y, y] / np.maximum(den, 1e-30), 0.0, 1.0).astype(np.float32)
+    f32 = lambda: np.empty(n, np.float32)  # noqa: E731
+    out = {"noise_score": f32(), "given_prob": f32(), "suggested_prob": f32(), "knn_agreement": f32(),
+           "suggested_label": np.empty(n, np.int64), "knn_support": np.empty(n, np.int64),
+           **{f"p_{name}": f32() for name in EXPERTS}}
+    for rows in _blocks(np.arange(n), C):
+        yb = y[rows]
+        r = np.arange(len(rows))
+        lps = experts.logps(rows)
+        P = _combine(lps, a)
+        given = P[r, yb]
+        den = (P * Tm[:, yb].T).sum(1)
+        out["noise_score"][rows] = np.clip(1.0 - given * Tm[yb, yb] / np.maximum(den, 1e-30), 0.0, 1.0)
+        best = P.argmax(1)
+        out["suggested_label"][rows] = best
+        out["suggested_prob"][rows] = P[r, best]
+        out["given_prob"][rows] = given
+        I = experts.I[rows]
+        valid = I >= 0
+        nb = np.where(valid, y[np.maximum(I, 0)], -1)
+        out["knn_agreement"][rows] = (nb == yb[:, None]).sum(1) / np.maximum(valid.sum(1), 1)
+        out["knn_support"][rows] = (nb == best[:, None]).sum(1)
+        for name, lp in zip(EXPERTS, lps):
+            out[f"p_{name}"][rows] = np.exp(lp[r, yb])
+    return out
+
+
+def _flag(noise_score):
+    """The expected-F1-optimal flag count m (sum of the top-m scores = expected true positives, sum of all
+    scores = expected errors), its threshold, and the top-m mask."""
+    n = len(noise_score)
     order = np.argsort(-noise_score, kind="stable")
     cs = np.cumsum(noise_score[order].astype(np.float64))
     n_err = int(np.argmax(2 * cs / (np.arange(1, n + 1) + cs[-1]))) + 1 if cs[-1] >= 0.5 else 0
     if n_err == 0:
-        return noise_score, 0, 1.0, np.zeros(n, bool)
+        return 0, 1.0, np.zeros(n, bool)
     threshold = float(noise_score[order[n_err - 1]])
-    return noise_score, n_err, threshold, noise_score >= threshold
+    return n_err, threshold, noise_score >= threshold

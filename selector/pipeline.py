@@ -179,11 +179,11 @@ def _check_dataset(dataset: Dataset) -> None:
 def _inject(dataset: Dataset, X, T, config: Config):
     """The dataset with config's synthetic noise in its labels, and the (n,) mask of flipped rows."""
     from selector.noise import inject_noise
-    from selector.score import zero_shot_logits
+    from selector.score import zero_shot_best
     C = len(dataset.class_names)
     confusion = None
     if config.noise_mode == "confusable":   # pair classes by the frozen encoder's zero-shot confusion
-        pred = zero_shot_logits(X, T).argmax(1)
+        pred, _ = zero_shot_best(X, T)
         confusion = np.bincount(dataset.labels * C + pred, minlength=C * C).reshape(C, C)
     noisy, truth = inject_noise(dataset.labels, rate=config.noise_rate, mode=config.noise_mode, n_classes=C,
                                 confusion=confusion, seed=config.noise_seed)

@@ -114,6 +114,20 @@ def zero_shot_logits(X, T) -> np.ndarray:
     return out
 
 
+def zero_shot_best(X, T) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's best-matching class prompt and its cosine: ((n,) int64, (n,) float32), in row blocks, so
+    no (n, C) array is held (no validation; private helper for the audit and noise injection)."""
+    n, C = X.shape[0], T.shape[0]
+    best = np.empty(n, np.int64)
+    sim = np.empty(n, np.float32)
+    step = max(1024, min(_CHUNK, (1 << 24) // max(C, 1)))
+    for s in range(0, n, step):
+        S = zero_shot_logits(X[s:s + step], T)
+        best[s:s + step] = S.argmax(1)
+        sim[s:s + step] = S[np.arange(len(S)), best[s:s + step]]
+    return best, sim
+
+
 def zero_shot_probs(X, T, *, temperature: float = 0.01) -> np.ndarray:
     """CLIP zero-shot class probabilities: softmax_c(cos(x_i, t_c) / temperature), (n,C) float32.
 
