@@ -204,8 +204,10 @@ def _manifest(dataset, encoder, config, k, table, skipped, timings, index) -> di
         "counts": {"n": int(len(table)), "flagged": int(table["flagged"].sum()), "ood": int(table["ood"].sum()),
                    "near_duplicates": int((table["duplicate_of"] >= 0).sum()), "skipped": len(skipped)},
         "timings_s": {key: round(v, 3) for key, v in timings.items()},
-        "machine": {"threads": n_threads(), "neighbors": f"{index.backend} {index.kind}",
-                    "faiss_blas_core": faiss_blas()["core"]},
+        "neighbors": {"index": f"{index.backend} {index.kind}", "k": GLOBAL_K, "nlist": index.nlist,
+                      "nprobe": index.nprobe, "recall_at_10": round(index.recall, 4),
+                      "recall_queries": index.recall_queries},
+        "machine": {"threads": n_threads(), "faiss_blas_core": faiss_blas()["core"]},
         "versions": _versions(),
     }
 

@@ -72,6 +72,7 @@ def test_export_writes_the_table_and_a_manifest(result, tmp_path):
     assert manifest["selection"] == json.loads(json.dumps(selection.as_dict()))
     assert manifest["counts"]["selected"] == 240 and manifest["config"]["noise_rate"] == 0.2
     assert manifest["counts"]["decisions"] == 0 and manifest == json.loads(json.dumps(written.manifest))
+    assert manifest["neighbors"]["recall_at_10"] == 1.0 and manifest["neighbors"]["index"].endswith("flat")
     subset = export(result, selection, tmp_path / "subset.parquet", selected_only=True)
     assert len(pd.read_parquet(subset.table_path)) == 240
     with pytest.raises(InputError, match=".csv or .parquet"):

@@ -1,0 +1,37 @@
+"""Synthetic embeddings shaped like adapted CLIP features, for the scale benchmarks (no images needed)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def embeddings(n: int, d: int = 512, n_classes: int = 1000, seed: int = 0):
+    """(X (n, d) unit-norm float32, T (C, d) class-prompt stand-ins, y (n,) int64).
+
+    Each row is its class centre plus variation shared by all classes in a 64-d subspace with a decaying
+    spectrum (intrinsic dimension well below d, as in real image embeddings) plus a little isotropic noise;
+    T is each centre seen through noise, as a text tower's prompt embedding would be."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_classes, d)).astype(np.float32)
+    centres *= 0.6 / np.linalg.norm(centres, axis=1, keepdims=True)
+    basis = np.linalg.qr(rng.normal(size=(d, 64)))[0].astype(np.float32)          # (d, 64) orthonormal
+    scale = (1.0 / np.sqrt(np.arange(1, 65))).astype(np.float32)
+    y = rng.integers(0, n_classes, n)
+    X = centres[y]
+    for s in range(0, n, 65_536):
+        z = rng.normal(size=(min(n, s + 65_536) - s, 64)).astype(np.float32) * scale
+        X[s:s + 65_536] += z @ basis.T + (0.05 / np.sqrt(d)) * rng.normal(size=(len(z), d)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    T = centres + (0.3 / np.sqrt(d)) * rng.normal(size=centres.shape).astype(np.float32)
+    return X, T.astype(np.float32), y.astype(np.int64)
+
+
+def write_npz(path: Path, n: int, d: int = 512, n_classes: int = 1000, seed: int = 0) -> Path:
+    """The embeddings as a load_embeddings .npz (written once; reused when it exists)."""
+    path = Path(path)
+    if not path.exists():
+        X, T, y = embeddings(n, d, n_classes, seed)
+        np.savez(path, image_embeddings=X, labels=y, text_embeddings=T,
+                 class_names=np.array([f"class_{c:04d}" for c in range(n_classes)]))
+    return path
