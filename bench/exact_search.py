@@ -23,7 +23,6 @@ import datetime as dt
 import json
 import os
 import platform
-import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -31,7 +30,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from _machine import cpu_and_memory  # noqa: E402
+from _machine import command_line, cpu_and_memory, write_results  # noqa: E402
 
 _CHILD = r"""
 import json, sys, time
@@ -91,7 +90,7 @@ def main(argv=None) -> int:
     machine = (f"{cpu_and_memory()}; {platform.platform()}; Python {platform.python_version()}, numpy "
                f"{numpy.__version__}, torch {torch.__version__}")
     date = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-    command = "python " + " ".join(shlex.quote(a) for a in [f"bench/{Path(__file__).name}", *(argv or sys.argv[1:])])
+    command = command_line(__file__, argv)
     lines = ["## Exact kNN search: faiss's bundled BLAS, detected and generic", "",
              f"- date: {date}; machine: {machine}",
              f"- load average before / after: {load_before[0]:.2f} / {load_after[0]:.2f}; command: `{command}`",
@@ -111,11 +110,9 @@ def main(argv=None) -> int:
               "faiss there. With OpenBLAS's own detection faiss stays the default.", ""]
     text = "\n".join(lines)
     print(text)
-    Path(args.out).write_text(text)
-    Path(args.out).with_suffix(".json").write_text(json.dumps(
-        {"name": "exact_search", "date": date, "machine": machine, "command": command,
-         "load_average": {"before": load_before[0], "after": load_after[0]},
-         "shape": {"queries": m, "rows": n, "dims": d, "k": 10, "repeats": reps}, "results": results}, indent=1))
+    write_results(args.out, text, name="exact_search", date=date, machine=machine, command=command,
+                  load=(load_before[0], load_after[0]),
+                  shape={"queries": m, "rows": n, "dims": d, "k": 10, "repeats": reps}, results=results)
     return 0
 
 

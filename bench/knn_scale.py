@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import math
 import os
 import platform
 import resource
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -31,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
-from _machine import cpu_and_memory  # noqa: E402
+from _machine import command_line, cpu_and_memory, write_results  # noqa: E402
 from _synthetic import embeddings  # noqa: E402
 
 
@@ -129,7 +127,7 @@ def main(argv=None) -> int:
     machine = (f"{cpu_and_memory()}; {platform.platform()}; Python {platform.python_version()}, faiss "
                f"{_f.__version__}, {n_threads()} threads, faiss BLAS {faiss_blas()['core']}")
     date = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-    command = "python " + " ".join(shlex.quote(a) for a in [f"bench/{Path(__file__).name}", *(argv or sys.argv[1:])])
+    command = command_line(__file__, argv)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
     lines = [f"## Global kNN at {n:,} rows: index trade-offs", "",
              f"- date: {date}; machine: {machine}",
@@ -144,11 +142,9 @@ def main(argv=None) -> int:
                      f"{r['index_mb']:.0f} MB |")
     text = "\n".join(lines) + "\n"
     print(text)
-    Path(args.out).write_text(text)
-    Path(args.out).with_suffix(".json").write_text(json.dumps(
-        {"name": "knn_scale", "date": date, "machine": machine, "command": command,
-         "load_average": {"before": load_before[0], "after": load_after[0]}, "n": n, "d": args.d,
-         "classes": args.classes, "peak_rss_gb": peak, "rows": rows}, indent=1))
+    write_results(args.out, text, name="knn_scale", date=date, machine=machine, command=command,
+                  load=(load_before[0], load_after[0]), n=n, d=args.d, classes=args.classes, peak_rss_gb=peak,
+                  rows=rows)
     return 0
 
 

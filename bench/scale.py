@@ -20,7 +20,6 @@ import datetime as dt
 import json
 import os
 import platform
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from _machine import cpu_and_memory  # noqa: E402
+from _machine import command_line, cpu_and_memory, write_results  # noqa: E402
 from _synthetic import write_npz  # noqa: E402
 
 
@@ -92,7 +91,7 @@ def main(argv=None) -> int:
     machine = f"{cpu_and_memory()}; {platform.platform()}; Python {platform.python_version()}, numpy " \
               f"{np.__version__}, torch {torch.__version__}"
     date = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-    command = "python " + " ".join(shlex.quote(a) for a in [f"bench/{Path(__file__).name}", *(argv or sys.argv[1:])])
+    command = command_line(__file__, argv)
     stages = ["embed_s", "adapt_s", "neighbors_s", "score_audit_s", "map_s"]
     lines = ["## The engine at scale: the CLI on cached embeddings", "",
              f"- date: {date}; machine: {machine}",
@@ -111,10 +110,8 @@ def main(argv=None) -> int:
                      f"{nb['recall_at_10']:.3f} | {r['reopen_wall_s']:.1f} s | {r['auroc']:.3f} | {r['f1']:.3f} |")
     text = "\n".join(lines) + "\n"
     print(text)
-    Path(args.out).write_text(text)
-    Path(args.out).with_suffix(".json").write_text(json.dumps(
-        {"name": "scale", "date": date, "machine": machine, "command": command,
-         "load_average": {"before": load_before[0], "after": load_after[0]}, "rows": rows}, indent=1))
+    write_results(args.out, text, name="scale", date=date, machine=machine, command=command,
+                  load=(load_before[0], load_after[0]), rows=rows)
     return 0
 
 
