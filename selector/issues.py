@@ -36,7 +36,9 @@ def find_issues(X, T, labels, class_names, *, neighbors=None, seed: int = 0, dup
                          "class prompt, in the same order.")
     check_number(duplicate_threshold, "duplicate_threshold", above=0, maximum=1)
     X = check_matrix(X, "X (image embeddings)")
-    I = neighbor_ids(neighbors, l2_normalize(X))      # one kNN search serves all three detectors
+    # one kNN search serves all three detectors (a given (D, I) pair needs no normalised copy of X)
+    searching = neighbors is None or hasattr(neighbors, "search")
+    I = neighbor_ids(neighbors, l2_normalize(X) if searching else X)
     audit = audit_labels(X, T, labels, neighbors=(None, I), seed=seed, progress=progress)
     sims = neighbor_similarities(X, I)
     ood_score, ood = find_ood(audit.zero_shot_sim, sims)

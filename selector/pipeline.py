@@ -124,6 +124,9 @@ def run(dataset: Dataset, encoder, config: Config = Config(), *, cache_dir=None,
     index = Neighbors(F)
     D, I = index.search(F, GLOBAL_K, exclude_self=True,
                         progress=lambda _s, done, total: progress("finding neighbours", done, total))
+    knn_info = {"index": f"{index.backend} {index.kind}", "k": GLOBAL_K, "nlist": index.nlist,
+                "nprobe": index.nprobe, "recall_at_10": round(index.recall, 4), "recall_queries": index.recall_queries}
+    del index                       # its copy of the vectors is not needed past this point
     timings["neighbors_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -142,7 +145,7 @@ def run(dataset: Dataset, encoder, config: Config = Config(), *, cache_dir=None,
     timings["map_s"] = time.perf_counter() - t0
 
     table = build_table(dataset, sas, sds, issues, xy, original_labels=original_labels, noise_truth=noise_truth)
-    manifest = _manifest(dataset, encoder, config, k, table, skipped, timings, index)
+    manifest = _manifest(dataset, encoder, config, k, table, skipped, timings, knn_info)
     return Result(dataset=dataset, encoder_name=encoder.name, config=config, X=X, T=T, F=F, G=G,
                   table=table, neighbors=(D, I), class_summary=class_summary(dataset, issues), manifest=manifest,
                   flag_threshold=float(issues.labels.threshold), noise_truth=noise_truth, timings=timings)
@@ -190,7 +193,7 @@ def _inject(dataset: Dataset, X, T, config: Config):
     return dataset.with_labels(noisy), truth
 
 
-def _manifest(dataset, encoder, config, k, table, skipped, timings, index) -> dict:
+def _manifest(dataset, encoder, config, k, table, skipped, timings, knn_info) -> dict:
     from selector.runtime import faiss_blas, n_threads
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -204,9 +207,7 @@ def _manifest(dataset, encoder, config, k, table, skipped, timings, index) -> di
         "counts": {"n": int(len(table)), "flagged": int(table["flagged"].sum()), "ood": int(table["ood"].sum()),
                    "near_duplicates": int((table["duplicate_of"] >= 0).sum()), "skipped": len(skipped)},
         "timings_s": {key: round(v, 3) for key, v in timings.items()},
-        "neighbors": {"index": f"{index.backend} {index.kind}", "k": GLOBAL_K, "nlist": index.nlist,
-                      "nprobe": index.nprobe, "recall_at_10": round(index.recall, 4),
-                      "recall_queries": index.recall_queries},
+        "neighbors": knn_info,
         "machine": {"threads": n_threads(), "faiss_blas_core": faiss_blas()["core"]},
         "versions": _versions(),
     }

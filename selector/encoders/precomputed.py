@@ -16,7 +16,10 @@ class PrecomputedEncoder:
         if dataset.embeddings is None:
             raise InputError(f"Dataset {dataset.name!r} has no precomputed image embeddings; load an .npz with "
                              "image_embeddings (N,d), or choose the open_clip or demo encoder.")
-        return np.asarray(dataset.embeddings[np.asarray(rows, dtype=np.int64)], dtype=np.float32)
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) == len(dataset.embeddings) and (rows == np.arange(len(rows))).all():
+            return np.asarray(dataset.embeddings, dtype=np.float32)      # every row in order: no copy
+        return np.asarray(dataset.embeddings[rows], dtype=np.float32)
 
     def encode_classes(self, dataset) -> np.ndarray:
         T = dataset.text_embeddings
