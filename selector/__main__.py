@@ -151,7 +151,7 @@ class _Bars:
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    from selector.encoders import open_encoder
+    from selector.encoders import open_encoder, options_of
     from selector.writer import export
     from selector.files import default_cache_dir
     from selector.pipeline import load_or_run
@@ -163,9 +163,8 @@ def main(argv=None) -> int:
         cache_dir = args.cache_dir or default_cache_dir()
         dataset = open_source(args.source, path=args.path, name=args.dataset, split=args.split, root=args.root)
         kind = args.encoder or default_encoder(args.source, args.dataset)
-        options = {"model": args.model, "pretrained": args.pretrained, "checkpoint": args.checkpoint} \
-            if kind == "open_clip" else {}
-        encoder = open_encoder(kind, cache_dir=cache_dir, progress=bars, **options)
+        encoder = open_encoder(kind, cache_dir=cache_dir, progress=bars, **options_of(
+            kind, model=args.model, pretrained=args.pretrained, checkpoint=args.checkpoint))
         result = load_or_run(dataset, encoder, config, cache_dir=cache_dir, progress=bars)
         written = export(result, selection, args.out, selected_only=args.selected_only)
     except (InputError, OfflineError) as exc:

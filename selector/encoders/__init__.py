@@ -81,6 +81,12 @@ def open_encoder(kind: str, *, cache_dir=None, progress: Optional[Progress] = No
     return choice.value(cache_dir=cache_dir, progress=progress, **kwargs)
 
 
+def options_of(kind: str, **given) -> dict:
+    """Of the options a client collects for every encoder (the CLI's flags, the Home page's inputs), the
+    ones the encoder called `kind` takes."""
+    return {k: v for k, v in given.items() if k in ENCODERS.get(kind).options}
+
+
 def encoders_for(source: str, dataset_name: str = "fashion-mnist") -> list[str]:
     """The encoders that can embed this source, the default first."""
     names = [c.name for c in ENCODERS if c.embeds(source, dataset_name)]
@@ -104,4 +110,4 @@ def default_encoder(source: str, dataset_name: str = "fashion-mnist") -> str:
 
 
 __all__ = ["ENCODERS", "EncoderChoice", "Encoder", "PromptTower", "PROMPT_TEMPLATE", "class_prompts",
-           "encode_image_rows", "open_encoder", "list_encoders", "encoders_for", "default_encoder"]
+           "encode_image_rows", "open_encoder", "options_of", "list_encoders", "encoders_for", "default_encoder"]

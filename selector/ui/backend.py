@@ -23,7 +23,7 @@ import numpy as np
 import streamlit as st
 
 from selector import pipeline
-from selector.encoders import ENCODERS, open_encoder
+from selector.encoders import ENCODERS, open_encoder, options_of
 from selector.errors import InputError
 from selector.files import atomic_write_bytes, default_cache_dir
 from selector.progress import Progress
@@ -56,8 +56,7 @@ class RunSpec:
         return where.get(self.source, f"{self.source}: {self.path}")
 
     def encoder_options(self) -> dict:
-        return {"model": self.model, "pretrained": self.pretrained, "checkpoint": self.checkpoint} \
-            if self.encoder == "open_clip" else {}
+        return options_of(self.encoder, model=self.model, pretrained=self.pretrained, checkpoint=self.checkpoint)
 
 
 @dataclass(eq=False)
