@@ -3,7 +3,8 @@
 Runs the pipeline on any source, applies a selection (with a reviewer's decisions, if given) and writes the
 per-sample table plus a JSON run manifest: the same bytes the app's Export page downloads. Every choice and
 default comes from the engine's registries and `Selection()`; bad input exits with status 2 and a one-line
-cause, before any expensive step where it can be known then.
+cause, before any expensive step where it can be known then. With --ray the embedding stage runs on a Ray
+cluster (`selector.distributed`) and the rest here, from the embedding cache.
 """
 from __future__ import annotations
 
@@ -56,6 +57,15 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--batch-size", type=int, default=256)
     run.add_argument("--cache-dir", help="default: $SELECTOR_CACHE_DIR or ~/.cache/selector")
+    dist = p.add_argument_group("ray (embed on a Ray cluster: pip install 'selector[ray]')")
+    dist.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
+                      help="embed the images on Ray, then run the rest here from the embedding cache. ADDRESS: "
+                           "auto (the default) = the cluster this machine belongs to; ray://host:10001 = a remote "
+                           "cluster; local = a Ray on this machine only")
+    dist.add_argument("--ray-workers", type=int, metavar="N",
+                      help="model workers (default: one per GPU; without GPUs, 7 of every 8 CPUs)")
+    dist.add_argument("--ray-gpus-per-worker", type=float, metavar="G",
+                      help="GPUs per model worker (default: 1 when the cluster has GPUs, else 0 = CPUs)")
     sel = p.add_argument_group("selection (defaults: the benchmarked best)")
     sel.add_argument("--ratio", type=float, default=_DEFAULT.ratio, help="share of samples to keep, (0, 1]")
     sel.add_argument("--weights", default=",".join(f"{k}={v:g}" for k, v in _DEFAULT.weights),
@@ -109,6 +119,8 @@ def settings(args) -> tuple:
     from selector.pipeline import Config
     from selector.sources import source_noise
     format_of(args.out)
+    if not args.ray and (args.ray_workers is not None or args.ray_gpus_per_worker is not None):
+        raise InputError("--ray-workers and --ray-gpus-per-worker need --ray [ADDRESS].")
     noise = source_noise(args.source) or {"noise_mode": "none", "noise_rate": 0.0}
     if args.noise_mode is not None:
         noise["noise_mode"] = args.noise_mode
@@ -163,8 +175,14 @@ def main(argv=None) -> int:
         cache_dir = args.cache_dir or default_cache_dir()
         dataset = open_source(args.source, path=args.path, name=args.dataset, split=args.split, root=args.root)
         kind = args.encoder or default_encoder(args.source, args.dataset)
-        encoder = open_encoder(kind, cache_dir=cache_dir, progress=bars, **options_of(
-            kind, model=args.model, pretrained=args.pretrained, checkpoint=args.checkpoint))
+        options = options_of(kind, model=args.model, pretrained=args.pretrained, checkpoint=args.checkpoint)
+        if args.ray:
+            from selector.distributed import embed_on_ray
+            encoder = embed_on_ray(dataset, kind, options, cache_dir=cache_dir, address=args.ray,
+                                   num_workers=args.ray_workers, gpus_per_worker=args.ray_gpus_per_worker,
+                                   batch_size=args.batch_size, progress=bars)
+        else:
+            encoder = open_encoder(kind, cache_dir=cache_dir, progress=bars, **options)
         result = load_or_run(dataset, encoder, config, cache_dir=cache_dir, progress=bars)
         written = export(result, selection, args.out, selected_only=args.selected_only)
     except (InputError, OfflineError) as exc:

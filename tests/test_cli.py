@@ -52,7 +52,8 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):
     for bad, expect in ((["--ratio", "1.5"], "ratio"), (["--weights", "alignment"], "name=number"),
                         (["--seed", "-1"], "seed"), (["--noise-rate", "0.2"], "needs a noise mode"),
                         (["--out", str(tmp_path / "x.xlsx")], ".csv or .parquet"),
-                        (["--decisions", str(tmp_path / "none.json")], "does not exist")):
+                        (["--decisions", str(tmp_path / "none.json")], "does not exist"),
+                        (["--ray-workers", "2"], "need --ray")):
         assert main([*base, *bad]) == 2, bad
         assert expect in capsys.readouterr().err
     assert not (tmp_path / "c").exists()          # every one of them was refused before any work was done

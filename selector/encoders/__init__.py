@@ -10,7 +10,8 @@ import functools
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from selector.encoders.base import PROMPT_TEMPLATE, Encoder, PromptTower, class_prompts, encode_image_rows
+from selector.encoders.base import (PROMPT_TEMPLATE, Encoder, ImageTower, PromptTower, class_prompts,
+                                   encode_image_rows)
 from selector.encoders.openclip import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from selector.errors import InputError
 from selector.files import default_cache_dir
@@ -71,14 +72,20 @@ def list_encoders() -> list[str]:
 def open_encoder(kind: str, *, cache_dir=None, progress: Optional[Progress] = None, **options) -> Encoder:
     """The encoder called `kind` (see ENCODERS) with its options (defaults from the registry entry); the demo
     encoder trains once into cache_dir (default `default_cache_dir()`), then loads from it."""
+    kwargs = encoder_options(kind, **options)
+    cache_dir = default_cache_dir() if cache_dir is None else cache_dir
+    return ENCODERS.get(kind).value(cache_dir=cache_dir, progress=progress, **kwargs)
+
+
+def encoder_options(kind: str, **options) -> dict:
+    """The options the encoder called `kind` is built with: its registry defaults, updated with the given ones
+    (None = the default). InputError for an unknown encoder or an option it does not take."""
     choice: EncoderChoice = ENCODERS.get(kind)
     unknown = sorted(set(options) - set(choice.options))
     if unknown:
         raise InputError(f"encoder {kind!r} takes no option {', '.join(unknown)}; its options are: "
                          f"{', '.join(choice.options) or 'none'}.")
-    kwargs = {**choice.options, **{k: v for k, v in options.items() if v is not None}}
-    cache_dir = default_cache_dir() if cache_dir is None else cache_dir
-    return choice.value(cache_dir=cache_dir, progress=progress, **kwargs)
+    return {**choice.options, **{k: v for k, v in options.items() if v is not None}}
 
 
 def options_of(kind: str, **given) -> dict:
@@ -109,5 +116,6 @@ def default_encoder(source: str, dataset_name: str = "fashion-mnist") -> str:
     return "open_clip"
 
 
-__all__ = ["ENCODERS", "EncoderChoice", "Encoder", "PromptTower", "PROMPT_TEMPLATE", "class_prompts",
-           "encode_image_rows", "open_encoder", "options_of", "list_encoders", "encoders_for", "default_encoder"]
+__all__ = ["ENCODERS", "EncoderChoice", "Encoder", "ImageTower", "PromptTower", "PROMPT_TEMPLATE",
+           "class_prompts", "encode_image_rows", "open_encoder", "encoder_options", "options_of", "list_encoders",
+           "encoders_for", "default_encoder"]

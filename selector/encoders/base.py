@@ -36,6 +36,17 @@ class Encoder(Protocol):
         """(C, d) float32: one embedding per class of dataset.class_names, in that order."""
 
 
+@runtime_checkable
+class ImageTower(Protocol):
+    """An Encoder whose image tower is two steps that can run apart: `preprocess` (PIL image -> tensor) and
+    `embed_batch` (stacked tensors (b, ...) -> (b, d) float32). `encode_image_rows` runs them in a DataLoader
+    here; on a Ray cluster (selector.distributed) decoding tasks run the first and model actors the second."""
+
+    def preprocess(self, image): ...
+
+    def embed_batch(self, x) -> np.ndarray: ...
+
+
 class PromptTower:
     """For encoders with a text tower: the class embeddings are the embeddings of `class_prompts`."""
 
@@ -97,6 +108,17 @@ class _ImageRows:
             return self.transform(self.dataset.image(i)), True, ""
         except Exception as e:  # noqa: BLE001 - any decode failure becomes a NaN row, reported by the caller
             return self._placeholder(), False, f"row {i}: {e}"
+
+
+def transform_rows(dataset, rows, transform) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Dataset rows decoded and transformed one by one, as encode_image_rows's loader does it: the stacked
+    (m, ...) float32 array, ok (m,) bool, and per row "" or why its image could not be decoded (its array is
+    then zeros)."""
+    import torch
+    items = _ImageRows(dataset, rows, transform)
+    decoded = [items[k] for k in range(len(items))]
+    x = torch.stack([t for t, _, _ in decoded]).numpy().astype(np.float32, copy=False)
+    return x, np.array([ok for _, ok, _ in decoded], dtype=bool), [msg for _, _, msg in decoded]
 
 
 def _worker_init(_):

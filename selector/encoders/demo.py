@@ -184,7 +184,6 @@ class DemoEncoder(PromptTower):
 
     def encode_images(self, dataset, rows, *, batch_size: int = 256, progress: Progress | None = None) -> np.ndarray:
         """(len(rows), 128) float32 unit-norm embeddings of the images as 28x28 greyscale; NaN if undecodable."""
-        import torch
         batch_size = check_batch(batch_size)
         progress = ensure(progress)
         rows = np.asarray(rows, dtype=np.int64)
@@ -195,12 +194,19 @@ class DemoEncoder(PromptTower):
                 out[s:s + batch_size] = self._embed_pixels(pix[rows[s:s + batch_size]], batch_size)
                 progress("embedding images", min(s + batch_size, len(rows)), len(rows))
             return out
-
-        def forward(x):
-            with torch.inference_mode():
-                return self.net.embed_images(x).numpy()
-        return encode_image_rows(dataset, rows, _gray28, forward, batch_size=batch_size,
+        return encode_image_rows(dataset, rows, self.preprocess, self.embed_batch, batch_size=batch_size,
                                  num_workers=self.num_workers, progress=progress)
+
+    @staticmethod
+    def preprocess(image):
+        """PIL image -> (1,28,28) normalised tensor (greyscale, 28x28)."""
+        return _gray28(image)
+
+    def embed_batch(self, x) -> np.ndarray:
+        """(b, 128) float32 unit-norm embeddings of a preprocessed (b,1,28,28) tensor batch."""
+        import torch
+        with torch.inference_mode():
+            return self.net.embed_images(x).numpy()
 
     def encode_texts(self, prompts: list[str]) -> np.ndarray:
         """(len(prompts), 128) float32: the class embedding of each prompt's class."""

@@ -248,14 +248,15 @@ class OpenCLIPEncoder(PromptTower):
             return torch.autocast(device_type="cuda", dtype=dtype)
         return torch.autocast(device_type="cpu", enabled=False)
 
+    def embed_batch(self, x) -> np.ndarray:
+        """(b, d) float32 raw image embeddings of a preprocessed (b, 3, H, W) tensor batch."""
+        import torch
+        with torch.inference_mode(), self._autocast():
+            return self.model.encode_image(x.to(self.device, non_blocking=True)).float().cpu().numpy()
+
     def encode_images(self, dataset, rows, *, batch_size: int = 256, progress: Progress | None = None) -> np.ndarray:
         """(len(rows), d) float32 raw image embeddings; NaN rows for undecodable images."""
-        import torch
-
-        def forward(x):
-            with torch.inference_mode(), self._autocast():
-                return self.model.encode_image(x.to(self.device, non_blocking=True)).float().cpu().numpy()
-        return encode_image_rows(dataset, rows, self.preprocess, forward, batch_size=check_batch(batch_size),
+        return encode_image_rows(dataset, rows, self.preprocess, self.embed_batch, batch_size=check_batch(batch_size),
                                  num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
                                  progress=progress)
 
