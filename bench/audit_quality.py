@@ -32,7 +32,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from selector.adapt import Adapters  # noqa: E402
-from selector.audit import audit_labels, fit_temperature  # noqa: E402
+from selector.audit import audit_labels  # noqa: E402
+from selector.experts import fit_temperature  # noqa: E402
 from selector.linalg import l2_normalize, softmax  # noqa: E402
 from selector.noise import audit_metrics, inject_noise  # noqa: E402
 from selector.runtime import blas_threads  # noqa: E402

@@ -8,7 +8,7 @@ unrecognised CPU gets), and times the same 5,000 x 20,000 x 512 inner-product se
 
   faiss flat      faiss.IndexFlatIP.search (faiss's BLAS)
   numpy sgemm     Q @ X.T alone (numpy's own OpenBLAS; no top-k)
-  torch blocks    selector.neighbors._TorchFlat (MKL matmul blocks + running top-k), what Neighbors uses when
+  torch blocks    selector.exact.TorchFlat (MKL matmul blocks + running top-k), what Neighbors uses when
                   selector.runtime.faiss_blas() reports generic kernels
   Neighbors       the engine's default exact index on that machine, as built by Neighbors(X)
 
@@ -37,7 +37,8 @@ import json, sys, time
 import numpy as np
 sys.path.insert(0, sys.argv[1])
 import faiss, torch
-from selector.neighbors import Neighbors, _TorchFlat
+from selector.exact import TorchFlat
+from selector.neighbors import Neighbors
 from selector.runtime import faiss_blas
 m, n, d, reps = (int(v) for v in sys.argv[2:6])
 rng = np.random.default_rng(0)
@@ -53,7 +54,7 @@ def median_s(f):
     return float(np.median(ts)), float(min(ts)), float(max(ts))
 
 flat = faiss.IndexFlatIP(d); flat.add(X)
-tf = _TorchFlat(X, "cosine")
+tf = TorchFlat(X, "cosine")
 default = Neighbors(X, metric="l2", exact_limit=n)       # l2: no normalisation, the raw matmul path
 rows = {"faiss flat": median_s(lambda: flat.search(Q, 10)),
         "numpy sgemm": median_s(lambda: Q @ X.T),

@@ -12,7 +12,8 @@ robust=True (the default) keeps the adapters from simply learning label noise:
     r_i = p(y_i | x_i) / max_c p(c | x_i) (starts from the zero-shot model, refreshed every epoch),
     renormalised inside each given class so no class loses its total weight;
   * early stopping on a held-out 10% split (best epoch restored), which stops before memorisation;
-  * at most `max_rows` rows per epoch (stratified sample), which bounds time for 1M-row inputs.
+  * at most `max_rows` rows per epoch (a random sample, whose weights alone are refreshed), which bounds
+    the cost of an epoch at any n.
 robust=False is the paper's way: every row, equal weight, all epochs.
 """
 from __future__ import annotations
@@ -110,13 +111,14 @@ class Adapters:
 
         step = max(1024, min(_CHUNK, (1 << 24) // C))       # (step, C) logits at a time: never all n rows
 
-        def agreement() -> np.ndarray:
-            """r_i = p(y_i|x_i) / max_c p(c|x_i) under the current adapters, (n,) float32."""
-            r = np.empty(n, np.float32)
+        def agreement(rows) -> np.ndarray:
+            """r_i = p(y_i|x_i) / max_c p(c|x_i) under the current adapters for `rows`, float32."""
+            r = np.empty(len(rows), np.float32)
             with torch.no_grad():
-                for s in range(0, n, step):
-                    L = logits_of(Xn[s:s + step]).numpy()
-                    r[s:s + step] = np.exp(L[np.arange(len(L)), y[s:s + step]] - L.max(axis=1))
+                for s in range(0, len(rows), step):
+                    at = rows[s:s + step]
+                    L = logits_of(Xn[torch.from_numpy(at)]).numpy()
+                    r[s:s + step] = np.exp(L[np.arange(len(L)), y[at]] - L.max(axis=1))
             return r
 
         def val_loss(rows) -> float:
@@ -140,12 +142,15 @@ class Adapters:
         self.loss_history_, self.val_history_ = [], []
         best = (np.inf, None, 0)
         bad_epochs = 0
+        sampled = self.robust and len(train_rows) > self.max_rows
+        every = np.arange(n)
         for epoch in range(self.epochs):
-            if self.robust:
-                w = w_user * self._class_renormalised(agreement(), y, C)
-            rows = train_rows
-            if self.robust and len(rows) > self.max_rows:
-                rows = rng.choice(rows, size=self.max_rows, replace=False)
+            rows = rng.choice(train_rows, size=self.max_rows, replace=False) if sampled else train_rows
+            if sampled:   # weights only for this epoch's rows: the cost per epoch stays bounded at any n
+                w = np.zeros(n, np.float32)
+                w[rows] = w_user[rows] * self._class_renormalised(agreement(rows), y[rows], C)
+            elif self.robust:
+                w = w_user * self._class_renormalised(agreement(every), y, C)
             rows = rng.permutation(rows)
             total, wsum = 0.0, 0.0
             for s in range(0, len(rows), self.batch_size):
@@ -183,6 +188,8 @@ class Adapters:
         else:
             self.image_adapter_, self.text_adapter_ = self._state(img, txt)
             self.best_epoch_ = self.n_epochs_run_
+        if sampled:   # the final weights of every row, from the adapters as trained
+            w = w_user * self._class_renormalised(agreement(every), y, C)
         self.sample_weights_ = w.astype(np.float32)
         return self
 

@@ -66,6 +66,8 @@ class Dataset:
     def subset(self, rows: np.ndarray) -> "Dataset":
         """Rows (int indices or (n,) bool mask) as a new Dataset; class_names unchanged."""
         rows = check_indices(rows, len(self))
+        if len(rows) == len(self) and np.array_equal(rows, np.arange(len(self))):   # every row: share, no copy
+            return replace(self, problems=list(self.problems))
         take = lambda a: None if a is None else a[rows]  # noqa: E731
         return replace(self, table=self.table.iloc[rows].reset_index(drop=True), labels=self.labels[rows],
                        pixels=take(self.pixels), embeddings=take(self.embeddings), problems=list(self.problems))
@@ -93,7 +95,7 @@ class Dataset:
         a key for embedding caches that stays valid when only labels change."""
         h = hashlib.sha1(b"selector-content-v1")
         for col in ("id", "path"):
-            h.update("\x1f".join(map(str, self.table[col])).encode() + b"\x1e")
+            h.update("\x1f".join(self.table[col].astype(str).tolist()).encode() + b"\x1e")
         paths = [p for p in self.table["path"] if p]
         if paths:
             h.update(np.array([_stat(p) for p in paths], dtype="<i8").tobytes())

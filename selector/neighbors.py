@@ -22,7 +22,7 @@ The default `exact_limit` is 2,000,000 on a GPU and 100,000 on CPU (exact 250k x
 
 Exact search on CPU runs in faiss's flat index, unless faiss's bundled OpenBLAS runs pre-AVX2 kernels on a
 CPU that has AVX2 (`runtime.faiss_blas`; seen on machines OpenBLAS 0.3.15 does not recognise): then it runs
-as torch matmul blocks (`_TorchFlat`, MKL), measured 2.7x faster there (bench/exact_search.py).
+as torch matmul blocks (`selector.exact.TorchFlat`, MKL), measured 2.7x faster there (bench/exact_search.py).
 `Neighbors.backend` then reads "torch-cpu".
 
 Thread safety: `Neighbors.search` holds a per-index lock around the FAISS call. FAISS GPU indexes are
@@ -39,6 +39,7 @@ from typing import Optional
 import numpy as np
 
 from selector.errors import InputError, describe_rows
+from selector.exact import TorchFlat, inverse_norms
 from selector.linalg import l2_normalize
 from selector.progress import Progress, ensure
 from selector.validate import check_int, check_matrix, check_number
@@ -119,8 +120,6 @@ class Neighbors:
         if device not in DEVICES:
             raise InputError(f"device must be one of {', '.join(DEVICES)}; got {device!r}.")
         X = _vectors(X, "X (vectors to index)")
-        if self.metric == "cosine":
-            X = l2_normalize(X)
         self.n, self.dim = X.shape
         use_gpu = device == "gpu" or (device == "auto" and gpu_available())
         if use_gpu and not gpu_available():
@@ -135,12 +134,17 @@ class Neighbors:
         self._cpu_fallback = None
         self._X = None
         self.recall, self.recall_queries = 1.0, 0     # exact unless IVF (then estimated on a query sample)
+        self._scale = None                           # IVF, cosine: 1 / |x_i|, so X itself is never copied
+        if self.metric == "cosine" and self.n <= exact_limit:
+            X = l2_normalize(X)
+        elif self.metric == "cosine":
+            self._scale = inverse_norms(X)
         target_recall = check_number(target_recall, "target_recall", above=0, maximum=1)
         if exact_backend not in EXACT_BACKENDS:
             raise InputError(f"exact_backend must be one of {', '.join(EXACT_BACKENDS)}; got {exact_backend!r}.")
         if self.n <= exact_limit and not use_gpu and _use_torch(exact_backend):
             self.kind, self.nlist, self.nprobe, self.backend = "flat", None, None, "torch-cpu"
-            self._index = _TorchFlat(X, self.metric)
+            self._index = TorchFlat(X, self.metric)
             log.debug("Neighbors: torch-cpu flat index, n=%d d=%d metric=%s", self.n, self.dim, self.metric)
             return
         if self.n <= exact_limit:
@@ -163,9 +167,12 @@ class Neighbors:
         if self.kind == "ivf":
             rng = np.random.default_rng(seed)
             n_train = min(self.n, self.nlist * 64)          # 64 points per centroid: enough, and CPU-cheap
-            train = X if n_train == self.n else X[np.sort(rng.choice(self.n, n_train, replace=False))]
-            index.train(train)
-        index.add(X)
+            train = np.sort(rng.choice(self.n, n_train, replace=False)) if n_train < self.n else np.arange(self.n)
+            index.train(self._unit(X, train))
+            for s in range(0, self.n, _QUERY_CHUNK * 4):                # unit rows a block at a time: no copy of X
+                index.add(self._unit(X, np.arange(s, min(self.n, s + _QUERY_CHUNK * 4))))
+        else:
+            index.add(X)
         self._index = index
         if self.kind == "ivf":
             self._tune(X, nprobe, target_recall, seed, gpu=use_gpu)
@@ -179,14 +186,14 @@ class Neighbors:
         import faiss
         rng = np.random.default_rng([seed, 7])
         rows = np.sort(rng.choice(self.n, min(self.n, RECALL_QUERIES), replace=False))
-        _, truth = _TorchFlat(X, self.metric).search(X[rows], min(11, self.n))
+        _, truth = TorchFlat(X, self.metric, scale=self._scale).search(self._unit(X, rows), min(11, self.n))
         truth = self._finish(np.zeros(truth.shape, np.float32), truth, 10, rows)[1]
         top = min(self.nlist, GPU_MAX_K) if gpu else self.nlist
         tries = [int(nprobe)] if nprobe else sorted({min(top, 8 << j) for j in range(16) if (8 << j) // 2 < top})
         for p in tries:
             faiss.ParameterSpace().set_index_parameter(self._index, "nprobe", p)
             self.nprobe = p
-            found = self._finish(*self._raw_search(X[rows], min(11, self.n)), 10, rows)[1]
+            found = self._finish(*self._raw_search(self._unit(X, rows), min(11, self.n)), 10, rows)[1]
             hit = (found[:, :, None] == truth[:, None, :]) & (truth[:, None, :] >= 0)
             self.recall = float(hit.any(-1).sum() / max((truth >= 0).sum(), 1))
             if self.recall >= target_recall:
@@ -246,13 +253,20 @@ class Neighbors:
             D, I = self._rerank(Q, I)
         return D, I
 
+    def _unit(self, X, rows) -> np.ndarray:
+        """X's rows `rows` as the index holds them: unit norm for cosine."""
+        return X[rows] if self._scale is None else X[rows] * self._scale[rows, None]
+
     def _rerank(self, Q, I):
         """Exact inner products (cosine) or squared L2 of each query to its candidates I, sorted best first."""
         D = np.empty(I.shape, np.float32)
         for s in range(0, len(I), 4096):                                   # (4096, k, d) gathered at a time
-            cand, q = self._X[np.maximum(I[s:s + 4096], 0)], Q[s:s + 4096]
-            D[s:s + 4096] = np.einsum("mkd,md->mk", cand, q) if self.metric == "cosine" else \
-                ((cand - q[:, None, :]) ** 2).sum(-1)
+            ids = np.maximum(I[s:s + 4096], 0)
+            cand, q = self._X[ids], Q[s:s + 4096]
+            if self.metric == "l2":
+                D[s:s + 4096] = ((cand - q[:, None, :]) ** 2).sum(-1)
+            else:
+                D[s:s + 4096] = np.einsum("mkd,md->mk", cand, q) * (1.0 if self._scale is None else self._scale[ids])
         best_first = -D if self.metric == "cosine" else D
         order = np.argsort(np.where(I >= 0, best_first, np.inf), axis=1, kind="stable")
         D = np.where(I >= 0, D, -np.inf if self.metric == "cosine" else np.inf)
@@ -298,44 +312,6 @@ def _use_torch(exact_backend: str) -> bool:
         from selector.runtime import faiss_blas
         return faiss_blas()["generic"]
     return exact_backend == "torch"
-
-
-class _TorchFlat:
-    """Exact search as torch matmul blocks with the flat faiss index's contract: search(Q, k) -> (D, I) sorted
-    best first, inner product (cosine) or SQUARED L2, I = -1 past the last indexed row."""
-    Q_BLOCK, X_BLOCK = 2048, 16384   # one block of scores is 128 MB
-
-    def __init__(self, X: np.ndarray, metric: str):
-        import torch
-        self.X = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
-        self.metric = metric
-        self.half_sq = 0.5 * (self.X * self.X).sum(1) if metric == "l2" else None
-
-    def search(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        import torch
-        n, m = self.X.shape[0], Q.shape[0]
-        kk = min(k, n)
-        D = np.full((m, k), -np.inf if self.metric == "cosine" else np.inf, np.float32)
-        I = np.full((m, k), -1, np.int64)
-        with torch.inference_mode():
-            for a in range(0, m, self.Q_BLOCK):
-                q = torch.from_numpy(np.ascontiguousarray(Q[a:a + self.Q_BLOCK], dtype=np.float32))
-                best_v = best_i = None
-                for b in range(0, n, self.X_BLOCK):
-                    s = q @ self.X[b:b + self.X_BLOCK].T              # higher = closer, for both metrics:
-                    if self.half_sq is not None:                     # l2: maximise q.x - |x|^2 / 2
-                        s -= self.half_sq[b:b + self.X_BLOCK]
-                    v, i = torch.topk(s, min(kk, s.shape[1]), dim=1)
-                    i += b
-                    if best_v is not None:
-                        v, j = torch.topk(torch.cat([best_v, v], 1), kk, dim=1)
-                        i = torch.gather(torch.cat([best_i, i], 1), 1, j)
-                    best_v, best_i = v, i
-                v = best_v.numpy()
-                if self.half_sq is not None:                         # |q - x|^2 = |q|^2 - 2 (q.x - |x|^2 / 2)
-                    v = (q * q).sum(1, keepdim=True).numpy() - 2.0 * v
-                D[a:a + len(q), :kk], I[a:a + len(q), :kk] = v, best_i.numpy()
-        return D, I
 
 
 # ------------------------------------------------------------------------------------------ functions

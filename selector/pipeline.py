@@ -20,6 +20,8 @@ from selector import results
 from selector.dataset import Dataset
 from selector.errors import InputError
 from selector.files import default_cache_dir
+from selector.linalg import l2_normalize
+from selector.runtime import peak_rss_gb
 from selector.noise import NOISE_MODES
 from selector.progress import Progress, ensure
 from selector.project import MAPS
@@ -93,11 +95,12 @@ def run(dataset: Dataset, encoder, config: Config = Config(), *, cache_dir=None,
     progress = ensure(progress)
     cache_dir = default_cache_dir() if cache_dir is None else cache_dir
     _check_dataset(dataset)
-    timings = {}
+    timings, memory = {}, {}   # seconds, and the process's peak RSS (GB) at the end of each stage
 
     t0 = time.perf_counter()
     X, T, ok = embed_dataset(dataset, encoder, cache_dir=cache_dir, batch_size=config.batch_size, progress=progress)
     timings["embed_s"] = time.perf_counter() - t0
+    memory["embed"] = peak_rss_gb()
     skipped = []
     if not ok.all():
         bad = np.flatnonzero(~ok)
@@ -106,7 +109,9 @@ def run(dataset: Dataset, encoder, config: Config = Config(), *, cache_dir=None,
         dataset = dataset.subset(np.flatnonzero(ok))
         X = X[ok]
         _check_dataset(dataset)
+    X = l2_normalize(X)   # once: every stage uses unit rows (no copy when they already are)
 
+    _check_memory(X, len(T), config)
     original_labels = dataset.labels
     noise_truth = None
     if config.noise_mode != "none":
@@ -119,6 +124,7 @@ def run(dataset: Dataset, encoder, config: Config = Config(), *, cache_dir=None,
     F, G = adapters.transform_images(X), adapters.transform_texts(T)
     progress("adapting embeddings", 1, 1)
     timings["adapt_s"] = time.perf_counter() - t0
+    memory["adapt"] = peak_rss_gb()
 
     t0 = time.perf_counter()
     index = Neighbors(F)
@@ -128,6 +134,7 @@ def run(dataset: Dataset, encoder, config: Config = Config(), *, cache_dir=None,
                 "nprobe": index.nprobe, "recall_at_10": round(index.recall, 4), "recall_queries": index.recall_queries}
     del index                       # its copy of the vectors is not needed past this point
     timings["neighbors_s"] = time.perf_counter() - t0
+    memory["neighbors"] = peak_rss_gb()
 
     t0 = time.perf_counter()
     progress("scoring", 0, 2)
@@ -139,13 +146,15 @@ def run(dataset: Dataset, encoder, config: Config = Config(), *, cache_dir=None,
                          duplicate_threshold=config.duplicate_threshold)
     progress("scoring", 2, 2)
     timings["score_audit_s"] = time.perf_counter() - t0
+    memory["score_audit"] = peak_rss_gb()
 
     t0 = time.perf_counter()
     xy = draw_map(config.map, F, D, I, seed=config.seed, progress=progress)
     timings["map_s"] = time.perf_counter() - t0
+    memory["map"] = peak_rss_gb()
 
     table = build_table(dataset, sas, sds, issues, xy, original_labels=original_labels, noise_truth=noise_truth)
-    manifest = _manifest(dataset, encoder, config, k, table, skipped, timings, knn_info)
+    manifest = _manifest(dataset, encoder, config, k, table, skipped, timings, knn_info, memory)
     return Result(dataset=dataset, encoder_name=encoder.name, config=config, X=X, T=T, F=F, G=G,
                   table=table, neighbors=(D, I), class_summary=class_summary(dataset, issues), manifest=manifest,
                   flag_threshold=float(issues.labels.threshold), noise_truth=noise_truth, timings=timings)
@@ -179,6 +188,40 @@ def _check_dataset(dataset: Dataset) -> None:
                          "selection need at least 2 classes.")
 
 
+def memory_needed_gb(n: int, d: int, n_classes: int, map_kind: str) -> dict:
+    """Estimated memory (GB) the stages after embedding add to the embeddings themselves, by what holds it:
+    the adapted embeddings (4 n d bytes), the kNN index and results (past CPU_EXACT_LIMIT rows, 8-bit codes
+    n d and a training sample; 12 bytes per neighbour), the audit's candidate classes (16 bytes each, at most
+    27 a row), the per-sample table (~0.6 KB a row), the map's graph and layout (UMAP: ~1 KB a row, on at most
+    2 x LANDMARKS rows, then 0.3 KB a placed row), and ~1 GB of working blocks and libraries."""
+    from selector.neighbors import CPU_EXACT_LIMIT
+    from selector.project import LANDMARKS
+    nlist = int(4 * n ** 0.5)
+    parts = {"adapted embeddings": 4 * n * d,
+             "kNN": 12 * n * (GLOBAL_K + 1) + (n * d + 4 * min(n, 64 * nlist) * d if n > CPU_EXACT_LIMIT else 0),
+             "label audit": 16 * n * min(n_classes, 27),
+             "table": 600 * n,
+             "map": (1000 * n if n <= 2 * LANDMARKS else 1000 * LANDMARKS + 300 * n) if map_kind == "umap" else 0,
+             "working blocks": 2 ** 30}
+    return {k: v / 2 ** 30 for k, v in parts.items()}
+
+
+def _check_memory(X, n_classes: int, config: Config) -> None:
+    """InputError, before any expensive stage, when the estimated memory of the run exceeds what is available."""
+    from selector.runtime import available_memory_gb
+    available = available_memory_gb()
+    parts = memory_needed_gb(X.shape[0], X.shape[1], n_classes, config.map)
+    need = sum(parts.values())
+    if available is None or need <= available:
+        return
+    biggest = ", ".join(f"{k} {v:.1f} GB" for k, v in sorted(parts.items(), key=lambda kv: -kv[1])[:3])
+    raise InputError(
+        f"This run needs about {need:.1f} GB of memory on top of the {X.nbytes / 2 ** 30:.1f} GB of embeddings "
+        f"({X.shape[0]:,} rows x {X.shape[1]}; most of it: {biggest}), and {available:.1f} GB are available. "
+        "Close other programs, choose the map 'none' (CLI: --map none), embed a subset first, or run on a "
+        "machine with more memory.")
+
+
 def _inject(dataset: Dataset, X, T, config: Config):
     """The dataset with config's synthetic noise in its labels, and the (n,) mask of flipped rows."""
     from selector.noise import inject_noise
@@ -193,7 +236,7 @@ def _inject(dataset: Dataset, X, T, config: Config):
     return dataset.with_labels(noisy), truth
 
 
-def _manifest(dataset, encoder, config, k, table, skipped, timings, knn_info) -> dict:
+def _manifest(dataset, encoder, config, k, table, skipped, timings, knn_info, memory) -> dict:
     from selector.runtime import faiss_blas, n_threads
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -207,6 +250,7 @@ def _manifest(dataset, encoder, config, k, table, skipped, timings, knn_info) ->
         "counts": {"n": int(len(table)), "flagged": int(table["flagged"].sum()), "ood": int(table["ood"].sum()),
                    "near_duplicates": int((table["duplicate_of"] >= 0).sum()), "skipped": len(skipped)},
         "timings_s": {key: round(v, 3) for key, v in timings.items()},
+        "peak_rss_gb": {key: round(v, 2) for key, v in memory.items()},
         "neighbors": knn_info,
         "machine": {"threads": n_threads(), "faiss_blas_core": faiss_blas()["core"]},
         "versions": _versions(),

@@ -16,11 +16,14 @@ from selector.validate import check_int, check_matrix
 log = logging.getLogger(__name__)
 
 PCA_SAMPLE = 50_000   # rows used to fit the PCA axes (all rows are projected)
+LANDMARKS = 50_000    # above twice this many rows, UMAP lays out this many landmarks and places the rest
+PLACEMENT_SWEEPS = 3  # smoothing sweeps of the placed rows over their neighbours (landmarks stay fixed)
 
 MAPS = Registry(
     "map",
     Choice("umap", "UMAP", help="UMAP on the pipeline's own kNN graph of the adapted embeddings: neighbours "
-                                "stay neighbours."),
+                                "stay neighbours. Above 100,000 rows UMAP lays out 50,000 landmarks and every other "
+                                "row is placed among its neighbours."),
     Choice("pca", "PCA (fast preview)", help="The first two principal components: seconds, but classes overlap."),
     Choice("none", "no map", help="Skip the map (the Map page is then empty)."),
 )
@@ -145,10 +148,53 @@ def draw_map(kind: str, F, D, I, *, seed: int = 0, progress: Optional[Progress] 
     if kind == "none":
         return np.zeros((n, 2), dtype=np.float32)
     progress("drawing the map", 0, 1)
-    if kind == "umap" and n >= 16:
+    if kind == "umap" and n > 2 * LANDMARKS:
+        xy = landmark_umap(F, D, I, seed=seed)
+    elif kind == "umap" and n >= 16:
         # UMAP wants distances; the kNN stores cosine similarity
         xy = umap_from_knn(I, np.maximum(1.0 - D, 0.0).astype(np.float32), seed=seed)
     else:
         xy = pca_2d(F)
     progress("drawing the map", 1, 1)
     return np.asarray(xy, dtype=np.float32)
+
+
+def landmark_umap(F, D, I, *, landmarks: int = LANDMARKS, seed: int = 0) -> np.ndarray:
+    """(n, 2) float32 map of F (n, d) at any n: UMAP on a seeded sample of `landmarks` rows (on their own exact
+    cosine kNN graph), then every other row placed from the global kNN (D similarities, I ids, self
+    excluded): sweep after sweep outward from the landmarks, a row goes to the similarity-weighted mean of
+    its neighbours placed so far; then PLACEMENT_SWEEPS smoothing sweeps over all its neighbours. Rows no
+    sweep reaches go to their nearest landmark. Cost: UMAP on `landmarks` rows plus O(n k) per sweep."""
+    from selector.neighbors import Neighbors
+    n = len(F)
+    L = np.sort(np.random.default_rng([seed, 3]).choice(n, size=min(n, landmarks), replace=False))
+    index = Neighbors(F[L], exact_limit=len(L))
+    DL, IL = index.search(F[L], min(I.shape[1], len(L) - 1), exclude_self=True)
+    pos = np.zeros((n, 2), np.float32)
+    pos[L] = umap_from_knn(IL, np.maximum(1.0 - DL, 0.0).astype(np.float32), seed=seed)
+    placed = np.zeros(n, bool)
+    placed[L] = True
+    W = np.where(I >= 0, np.maximum(D, 0.0) + 1e-6, 0.0).astype(np.float32)
+    nb = np.maximum(I, 0)
+
+    def mean_of_neighbours(rows, usable):
+        w = W[rows] * usable
+        keep = w.sum(1) > 0
+        rows, w = rows[keep], w[keep]
+        return rows, (w[:, :, None] * pos[nb[rows]]).sum(1) / w.sum(1, keepdims=True)
+
+    while not placed.all():
+        todo = np.flatnonzero(~placed)
+        rows, xy = mean_of_neighbours(todo, placed[nb[todo]])
+        if not len(rows):
+            break
+        pos[rows], placed[rows] = xy, True
+    if not placed.all():   # no path to a landmark through the kNN graph: the nearest landmark's place
+        lost = np.flatnonzero(~placed)
+        _, near = index.search(F[lost], 1)
+        pos[lost], placed[lost] = pos[L[near[:, 0]]], True
+    others = np.setdiff1d(np.arange(n), L)
+    for _ in range(PLACEMENT_SWEEPS):
+        rows, xy = mean_of_neighbours(others, np.ones((len(others), I.shape[1]), np.float32))
+        pos[rows] = xy
+    return pos

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import sys
 
 from selector.errors import InputError
 
@@ -107,3 +108,25 @@ def faiss_blas() -> dict:
     core = infos[0].get("architecture") if infos else None
     generic = bool(core) and core.lower() in _PRE_AVX2_CORES and "avx2" in cpu_flags()
     return {"core": core, "generic": generic}
+
+
+def peak_rss_gb() -> float:
+    """This process's peak resident memory so far, in GB (Linux reports KiB, macOS bytes)."""
+    import resource
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (2 ** 30 if sys.platform == "darwin" else 2 ** 20)
+
+
+def available_memory_gb() -> float | None:
+    """Memory the system could give this process now (Linux MemAvailable), in GB; None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 2 ** 20
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2 ** 30
+    except (ValueError, OSError, AttributeError):
+        return None

@@ -67,13 +67,19 @@ def diversity(F, labels, *, k: int | None = None, neighbors=None) -> np.ndarray:
         raise InputError(f"k must be an integer >= 2 (it counts the sample itself); got {k!r}.")
     k = int(k)
     if neighbors is None:
-        # knn_within_groups(metric="l2") returns true Euclidean distances: use them, no second pass over F.
-        from selector.neighbors import knn_within_groups
-        D, I = knn_within_groups(F, y, k - 1, metric="l2", exclude_self=True)
-        valid = I >= 0
-        cnt = valid.sum(axis=1)
-        total = np.where(valid, D, 0.0).sum(axis=1, dtype=np.float64)
-        return np.where(cnt > 0, total / np.maximum(cnt, 1), 0.0).astype(np.float32)
+        # one exact L2 search per class (true Euclidean distances), averaged at once: no (n, K) array is held
+        from selector.neighbors import Neighbors
+        out = np.zeros(n, dtype=np.float32)
+        order = np.argsort(y, kind="stable")
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(y))])
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            if b - a > 1:
+                rows = order[a:b]
+                D, I = Neighbors(F[rows], metric="l2").search(F[rows], k - 1, exclude_self=True)
+                valid = I >= 0
+                total = np.where(valid, D, 0.0).sum(axis=1, dtype=np.float64)
+                out[rows] = total / np.maximum(valid.sum(axis=1), 1)
+        return out
     I = neighbor_pair_ids(neighbors, n, "a (D, I) pair from knn_within_groups(F, labels, K-1)")[:, : k - 1]
     # Recompute distances exactly from I, in row blocks of at most ~64 MB of gathered vectors.
     step = max(1, (16 << 20) // max(1, I.shape[1] * F.shape[1]))

@@ -102,3 +102,17 @@ def test_bad_input():
     ad = Adapters(epochs=1).fit(X, T, y)
     with pytest.raises(InputError, match="columns"):
         ad.transform_images(X[:, :3])
+
+
+def test_epochs_on_a_sample_still_discount_flipped_rows():
+    """Past max_rows each epoch trains on (and re-weights) a random sample; the final weights cover every row."""
+    X, T, y = _data(seed=2, text_shift=0.5)
+    noisy, flipped = inject_noise(y, rate=0.4, n_classes=C, seed=0)
+    ad = Adapters(robust=True, seed=0, max_rows=len(y) // 4).fit(X, T, noisy)
+    w = ad.sample_weights_
+    assert w.shape == (len(y),) and (w > 0).all()
+    assert w[flipped].mean() < 0.5 * w[~flipped].mean()
+    np.testing.assert_allclose(np.bincount(noisy, weights=w), np.bincount(noisy), rtol=1e-3)
+    X, T, y = _data(text_shift=3.0)
+    zero_shot = _acc(Adapters(epochs=0).fit(X, T, y), X, T, y)
+    assert _acc(Adapters(seed=0, max_rows=len(y) // 4).fit(X, T, y), X, T, y) > zero_shot + 0.05

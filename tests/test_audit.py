@@ -94,12 +94,12 @@ def test_audit_bad_input():
 
 def test_audit_streams_in_blocks_with_the_same_answer(monkeypatch):
     """No (n, C) array is held: the experts are recomputed block by block. Small blocks change nothing."""
-    import selector.audit as audit
+    import selector.experts as experts
     X, T, y = clusters(n=2500, seed=6)
     noisy, _ = inject_noise(y, rate=0.2, n_classes=C, seed=1)
     whole = audit_labels(X, T, noisy, seed=0)
-    monkeypatch.setattr(audit, "_CHUNK", 300)          # blocks of at least 1,024 rows: three blocks here
-    blocks = list(audit._blocks(np.arange(len(y)), C))
+    monkeypatch.setattr(experts, "_CHUNK", 300)        # blocks of at least 1,024 rows: three blocks here
+    blocks = list(experts.blocks(np.arange(len(y)), C))
     assert len(blocks) == 3
     blocked = audit_labels(X, T, noisy, seed=0)
     np.testing.assert_array_equal(whole.flagged, blocked.flagged)

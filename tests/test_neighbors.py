@@ -113,6 +113,7 @@ def test_ivf_path_has_high_recall():
     X, _ = clustered(n=6000, d=32, c=12, seed=1)
     index = Neighbors(X, metric="cosine", exact_limit=1000)
     assert index.kind == "ivf" and index.nlist > 1 and 1 <= index.nprobe <= index.nlist
+    assert np.shares_memory(index._X, X)       # rows of any norm: re-ranked from X itself, never a unit-norm copy
     D, I = index.search(X, 10, exclude_self=True)
     _, Ib = knn(X, 10, metric="cosine", exclude_self=True)
     recall = (I[:, :, None] == Ib[:, None, :]).any(-1).mean()
@@ -196,16 +197,16 @@ def test_input_validation():
 @pytest.mark.parametrize("metric", ["cosine", "l2"])
 def test_torch_exact_search_matches_brute_force(metric):
     """The exact path used where faiss's bundled BLAS runs generic kernels: same contract as faiss's flat index."""
-    from selector.neighbors import _TorchFlat
+    from selector.exact import TorchFlat
     rng = np.random.default_rng(3)
     X = rng.normal(size=(700, 12)).astype(np.float32)
-    _TorchFlat.Q_BLOCK, _TorchFlat.X_BLOCK = 64, 100          # many blocks: the running top-k merge is exercised
+    TorchFlat.Q_BLOCK, TorchFlat.X_BLOCK = 64, 100          # many blocks: the running top-k merge is exercised
     try:
         index = Neighbors(X, metric=metric, exact_backend="torch")
         assert index.backend == "torch-cpu" and index.kind == "flat"
         D, I = index.search(X, 5, exclude_self=True)
     finally:
-        _TorchFlat.Q_BLOCK, _TorchFlat.X_BLOCK = 2048, 16384
+        TorchFlat.Q_BLOCK, TorchFlat.X_BLOCK = 2048, 16384
     Dr, Ir = Neighbors(X, metric=metric, exact_backend="faiss").search(X, 5, exclude_self=True)
     np.testing.assert_array_equal(I, Ir)
     np.testing.assert_allclose(D, Dr, rtol=1e-4, atol=1e-4)

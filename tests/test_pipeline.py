@@ -101,3 +101,18 @@ def test_config_rejects_bad_settings():
         pipeline.Config(map="tsne")
     with pytest.raises(InputError, match="seed"):
         pipeline.Config(seed=-1)
+
+
+def test_a_run_that_would_not_fit_in_memory_stops_before_adapting(tmp_path, monkeypatch):
+    """The memory estimate is checked once the embeddings are in: with less memory available than the stages
+    need, the run stops at once with a message that says how much and what to change, and nothing is cached."""
+    import selector.runtime as runtime
+    dataset = load_embeddings(make_embeddings(tmp_path / "emb.npz"))
+    need = sum(pipeline.memory_needed_gb(len(dataset), 32, len(dataset.class_names), "umap").values())
+    assert 1.0 < need < 1.1                       # small runs need about the 1 GB of working memory
+    monkeypatch.setattr(runtime, "available_memory_gb", lambda: 0.5)
+    with pytest.raises(InputError, match=r"needs about 1\.\d GB of memory.*0\.5 GB are available.*--map none"):
+        pipeline.load_or_run(dataset, PrecomputedEncoder(), pipeline.Config(map="umap"), cache_dir=tmp_path / "c")
+    assert not (tmp_path / "c" / "results").exists() or not any((tmp_path / "c" / "results").iterdir())
+    monkeypatch.setattr(runtime, "available_memory_gb", lambda: None)      # unknown: the run goes ahead
+    assert len(pipeline.run(dataset, PrecomputedEncoder(), pipeline.Config(map="pca"), cache_dir=tmp_path / "c").table)

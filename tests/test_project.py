@@ -92,3 +92,23 @@ def test_pca_2d():
     assert one_d.shape == (400, 2) and (one_d[:, 1] == 0).all()
     with pytest.raises(InputError, match="rows 7"):
         pca_2d(np.where(np.arange(400)[:, None] == 7, np.nan, X))
+
+
+def test_landmark_map_places_every_row_among_its_neighbours(no_umap_search, monkeypatch):
+    """Past 2 x LANDMARKS rows, UMAP lays out the landmarks only and the other rows are placed from the
+    global kNN: every row lands, blobs stay apart, and the same seed gives the same map."""
+    import selector.project as project
+    X, y = blobs(n=3000, c=5, seed=4)
+    S, I = knn(X, 10, metric="cosine", exclude_self=True)
+    monkeypatch.setattr(project, "LANDMARKS", 400)
+    xy = project.draw_map("umap", X, S, I, seed=0)
+    assert xy.shape == (3000, 2) and np.isfinite(xy).all()
+    np.testing.assert_array_equal(xy, project.draw_map("umap", X, S, I, seed=0))
+    _, nn2d = knn(xy, 1, metric="l2", exclude_self=True)
+    assert (y[nn2d[:, 0]] == y).mean() > 0.95
+    # rows with no path to a landmark through the graph (no neighbours, nobody's neighbour) still land
+    I2 = I.copy()
+    I2[:10] = -1
+    I2[I2 < 10] = -1
+    xy2 = project.landmark_umap(X, S, I2, landmarks=400, seed=0)
+    assert np.isfinite(xy2).all()

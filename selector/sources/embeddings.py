@@ -69,6 +69,7 @@ def load_embeddings(path) -> Dataset:
             raise InputError(f"`paths` must be ({n},) strings, got {p.shape} {p.dtype}.")
         paths = [str(s if not s or Path(s).is_absolute() else path.parent / s) for s in map(str, p)]
     width = max(5, len(str(n - 1)))
-    ids = [f"{path.stem}/{k:0{width}d}" for k in range(n)]
+    stem = path.stem
+    ids = [f"{stem}/{k:0{width}d}" for k in range(n)]
     return build_dataset(f"embeddings/{path.stem}", ids, paths, [class_names[k] for k in y], class_names=class_names,
                          embeddings=X, text_embeddings=T)

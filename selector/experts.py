@@ -1,0 +1,200 @@
+"""The label audit's three experts, and the few classes per row that can matter to it.
+
+None of the experts scores a row with a model that saw that row's own label:
+  zero_shot  the frozen encoder's class-prompt similarities, softmax with one fitted temperature;
+  cross_fit  a linear discriminant (class means + pooled, shrunk covariance), 5-fold cross-fitted;
+  knn        smoothed label votes of the row's global neighbours.
+`Experts` computes their log-probabilities for any block of rows, so no (n, C) array is ever held.
+`Experts.candidates` makes one pass over the rows and keeps, per row, only the classes that can carry the
+audit's probability mass - each expert's top classes, the neighbours' labels and the given label - with
+every expert's log-probability of them. The audit's later passes (noise transition, weights, per-row
+scores) then cost O(n x W) for W <= 2 * TOP_CLASSES + k + 1 instead of O(n x C x d); with C <= W every class
+is a candidate and nothing is approximated.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from selector.runtime import blas_threads, threads_for
+from selector.score import zero_shot_logits
+
+LDA_SHRINKAGE = 0.05  # covariance -> (1-s) cov + s tr(cov)/d I; 0.01-0.2 measured equal on Fashion-MNIST
+KNN_SMOOTHING = 1.0    # pseudo-votes spread over classes by their frequency (kNN vote expert)
+EXPERTS = ("zero_shot", "cross_fit", "knn")
+TOP_CLASSES = 8        # per expert and row, when there are more classes than candidate columns
+PAD = np.float32(-1e30)  # log-probability of a repeated candidate column: it carries no mass
+_CHUNK = 65_536
+
+
+def blocks(rows: np.ndarray, width: int):
+    """`rows` in consecutive blocks whose (block, width) float32 temporaries stay within 32 MB (a pass holds
+    about ten of them: the audit's working memory stays near 0.4 GB at any n)."""
+    step = max(1024, min(_CHUNK, (1 << 23) // max(width, 1)))
+    for s in range(0, len(rows), step):
+        yield rows[s:s + step]
+
+
+def fit_temperature(S: np.ndarray, y: np.ndarray, rng) -> float:
+    """Temperature of softmax(S / tau) maximising the likelihood of the given labels, on a subsample of at most
+    20,000 rows of S (n, C) (label noise makes it a little softer, which is what a combination wants)."""
+    rows = rng.choice(len(y), size=min(len(y), 20_000), replace=False)
+    return best_temperature(S[rows], y[rows])
+
+
+def best_temperature(Ss: np.ndarray, ys: np.ndarray) -> float:
+    """The temperature in [0.002, 2] minimising the labels' negative log-likelihood on rows Ss (m, C) with
+    labels ys (m,): a bounded scalar search over log tau (the likelihood is smooth in it), about 25
+    evaluations."""
+    from scipy.optimize import minimize_scalar
+    Ss = Ss.astype(np.float64)
+    Ss = Ss - Ss.max(1, keepdims=True)
+    mine = Ss[np.arange(len(ys)), ys]
+
+    def nll(log_tau):
+        Z = Ss / np.exp(log_tau)
+        return float(-(mine / np.exp(log_tau) - np.log(np.exp(Z).sum(1))).mean())
+
+    res = minimize_scalar(nll, bounds=(np.log(0.002), np.log(2.0)), method="bounded", options={"xatol": 0.01})
+    return float(np.exp(res.x))
+
+
+def stratified_folds(y: np.ndarray, n_folds: int, rng) -> np.ndarray:
+    fold = np.empty(len(y), np.int64)
+    for c in np.unique(y):
+        rows = rng.permutation(np.flatnonzero(y == c))
+        fold[rows] = np.arange(len(rows)) % n_folds
+    return fold
+
+
+def log_softmax(Z: np.ndarray) -> np.ndarray:
+    Z = Z - Z.max(1, keepdims=True)
+    return Z - np.log(np.exp(Z).sum(1, keepdims=True))
+
+
+def fit_lda(Xn, y, C, weights, folds, n_folds, *, shrinkage=LDA_SHRINKAGE) -> list:
+    """Per fold, the (A (d, C), b (C,)) float32 of a weighted linear discriminant (class means + pooled, shrunk
+    covariance) fitted on the OTHER folds. Sufficient statistics are summed once in float64 and each fold's
+    are subtracted, so the cost is one O(n d^2) pass however many folds."""
+    d = Xn.shape[1]
+    w = weights.astype(np.float64)
+    cnt = np.zeros((n_folds, C))
+    sx = np.zeros((n_folds, C, d))
+    sxx = np.zeros((n_folds, d, d))
+    step = _CHUNK // 4                                    # float64 blocks of 16k x d: ~70 MB each at d = 512
+    with blas_threads(threads_for(2 * step * d * d)):
+        for f in range(n_folds):
+            r = np.flatnonzero(folds == f)
+            cnt[f] = np.bincount(y[r], weights=w[r], minlength=C)
+            for s in range(0, len(r), step):
+                rr = r[s:s + step]
+                xd = Xn[rr].astype(np.float64)
+                xw = xd * w[rr, None]
+                sxx[f] += xw.T @ xd
+                np.add.at(sx[f], y[rr], xw)
+    params = []
+    for f in range(n_folds):
+        c_ = cnt.sum(0) - cnt[f]
+        s_ = sx.sum(0) - sx[f]
+        ss = sxx.sum(0) - sxx[f]
+        mu = s_ / np.maximum(c_, 1e-12)[:, None]
+        tot = c_.sum()
+        cov = (ss - (mu.T * c_) @ mu) / max(tot, 1e-12)
+        cov = (1 - shrinkage) * cov + shrinkage * np.trace(cov) / d * np.eye(d)
+        A = np.linalg.solve(cov, mu.T)                      # (d,C)
+        b = -0.5 * (mu * A.T).sum(1) + np.log(np.maximum(c_ / tot, 1e-12))
+        b[c_ <= 0] = -1e9
+        params.append((A.astype(np.float32), b.astype(np.float32)))
+    return params
+
+
+@dataclass(eq=False)
+class Candidates:
+    """Per row, the W classes that can matter and each expert's log-probability of them.
+
+    ids (n, W) int32 class ids, sorted per row; a repeated id's log-probabilities are PAD. logps (M, n, W)
+    float32, in EXPERTS order. zero_shot_class / zero_shot_sim (n,): the best class prompt and its cosine."""
+    ids: np.ndarray
+    logps: np.ndarray
+    zero_shot_class: np.ndarray
+    zero_shot_sim: np.ndarray
+
+    def pool(self, a, rows) -> np.ndarray:
+        """(b, W) float32: the log-linear pool with weights a (sum > 0), renormalised over the candidates."""
+        Z = np.tensordot(np.asarray(a, np.float32), self.logps[:, rows], 1)
+        Z -= Z.max(1, keepdims=True)
+        np.exp(Z, out=Z)
+        Z /= Z.sum(1, keepdims=True)
+        return Z
+
+
+class Experts:
+    """The three experts' log-probabilities (b, C) for any block of rows, recomputed on demand: zero-shot
+    (frozen prompts, temperature tau), cross-fitted LDA (out-of-fold parameters per row, `lda`) and
+    smoothed kNN votes over the neighbour ids I."""
+
+    def __init__(self, Xn, T, y, I, C, tau, folds, lda):
+        self.Xn, self.T, self.y, self.I, self.C, self.tau, self.folds, self.lda = Xn, T, y, I, C, tau, folds, lda
+        self.prior = (np.bincount(y, minlength=C) / len(y)).astype(np.float32)
+
+    def zero_shot(self, rows, cos=None) -> np.ndarray:
+        cos = zero_shot_logits(self.Xn[rows], self.T) if cos is None else cos
+        return np.maximum(log_softmax(cos / np.float32(self.tau)), np.float32(np.log(1e-12)))
+
+    def cross_fit(self, rows) -> np.ndarray:
+        out = np.empty((len(rows), self.C), np.float32)
+        fold = self.folds[rows]
+        for f, (A, b) in enumerate(self.lda):
+            at = np.flatnonzero(fold == f)
+            if len(at):
+                out[at] = log_softmax(self.Xn[rows[at]] @ A + b)
+        return out
+
+    def votes(self, rows) -> np.ndarray:
+        """Smoothed neighbour votes (count_c + s * prior_c) / (k + s), (b, C) float32 rows summing to 1."""
+        I = self.I[rows]
+        valid = I >= 0
+        lab = np.where(valid, self.y[np.maximum(I, 0)], 0)
+        v = np.repeat(np.float32(KNN_SMOOTHING) * self.prior[None, :], len(rows), axis=0)
+        np.add.at(v, (np.repeat(np.arange(len(rows)), I.shape[1]), lab.ravel()), valid.ravel().astype(np.float32))
+        return v / v.sum(1, keepdims=True)
+
+    def logps(self, rows, cos=None) -> list[np.ndarray]:
+        return [self.zero_shot(rows, cos), self.cross_fit(rows), np.log(self.votes(rows))]
+
+    def candidates(self, top: int = TOP_CLASSES) -> Candidates:
+        """One pass over every row -> Candidates: each expert's `top` classes, the neighbours' labels and the
+        given label (every class when there are no more classes than that)."""
+        n, C, d = len(self.y), self.C, self.Xn.shape[1]
+        width = 2 * top + self.I.shape[1] + 1
+        dense = C <= width
+        W = C if dense else width
+        ids = np.empty((n, W), np.int32)
+        L = np.empty((len(EXPERTS), n, W), np.float32)
+        zs_class, zs_sim = np.empty(n, np.int64), np.empty(n, np.float32)
+        every = np.arange(n)
+        with blas_threads(threads_for(2 * next(blocks(every, C)).size * d * C)):
+            for rows in blocks(every, C):
+                r = np.arange(len(rows))
+                cos = zero_shot_logits(self.Xn[rows], self.T)
+                zs_class[rows] = cos.argmax(1)
+                zs_sim[rows] = cos[r, zs_class[rows]]
+                lps = self.logps(rows, cos)
+                if dense:
+                    ids[rows] = np.arange(C, dtype=np.int32)
+                    for m, lp in enumerate(lps):
+                        L[m, rows] = lp
+                    continue
+                I = self.I[rows]
+                yb = self.y[rows]
+                nb = np.where(I >= 0, self.y[np.maximum(I, 0)], yb[:, None])
+                cand = np.concatenate([np.argpartition(-lps[0], top, axis=1)[:, :top],
+                                       np.argpartition(-lps[1], top, axis=1)[:, :top], nb, yb[:, None]], axis=1)
+                cand.sort(axis=1)
+                repeat = np.zeros(cand.shape, bool)
+                repeat[:, 1:] = cand[:, 1:] == cand[:, :-1]
+                ids[rows] = cand
+                for m, lp in enumerate(lps):
+                    L[m, rows] = np.where(repeat, PAD, np.take_along_axis(lp, cand, axis=1))
+        return Candidates(ids=ids, logps=L, zero_shot_class=zs_class, zero_shot_sim=zs_sim)
