@@ -17,15 +17,16 @@ from typing import Optional
 import numpy as np
 
 from selector import results
+from selector.checkpoints import Checkpoints
 from selector.dataset import Dataset
 from selector.errors import InputError
 from selector.files import default_cache_dir
 from selector.linalg import l2_normalize
-from selector.runtime import peak_rss_gb
 from selector.noise import NOISE_MODES
 from selector.progress import Progress, ensure
 from selector.project import MAPS
 from selector.results import Result
+from selector.runtime import peak_rss_gb
 from selector.validate import check_int, check_number
 from selector.version import __version__
 
@@ -80,9 +81,10 @@ def run_key(dataset: Dataset, encoder, config: Config) -> str:
 
 
 def run(dataset: Dataset, encoder, config: Config = Config(), *, cache_dir=None,
-        progress: Optional[Progress] = None) -> Result:
+        progress: Optional[Progress] = None, checkpoints=None) -> Result:
     """Embed (cached under cache_dir, default `default_cache_dir()`), adapt, score and audit `dataset`; return
-    the Result with its per-sample table."""
+    the Result with its per-sample table. checkpoints: a `selector.checkpoints.Checkpoints` that keeps the
+    adapted embeddings and the kNN once computed and hands them back to a rerun (load_or_run passes one)."""
     from selector.adapt import Adapters
     from selector.embed import embed_dataset
     from selector.issues import find_issues
@@ -118,21 +120,36 @@ def run(dataset: Dataset, encoder, config: Config = Config(), *, cache_dir=None,
         dataset, noise_truth = _inject(dataset, X, T, config)
     labels = dataset.labels
 
+    resumed = []
     t0 = time.perf_counter()
     progress("adapting embeddings", 0, 1)
-    adapters = Adapters(seed=config.seed).fit(X, T, labels)
-    F, G = adapters.transform_images(X), adapters.transform_texts(T)
+    saved = checkpoints.load("adapt") if checkpoints else None
+    if saved and saved[0]["F"].shape == X.shape:
+        F, G = saved[0]["F"], saved[0]["G"]
+        resumed.append("adapt")
+    else:
+        adapters = Adapters(seed=config.seed).fit(X, T, labels)
+        F, G = adapters.transform_images(X), adapters.transform_texts(T)
+        if checkpoints:
+            checkpoints.save("adapt", F=F, G=G)
     progress("adapting embeddings", 1, 1)
     timings["adapt_s"] = time.perf_counter() - t0
     memory["adapt"] = peak_rss_gb()
 
     t0 = time.perf_counter()
-    index = Neighbors(F)
-    D, I = index.search(F, GLOBAL_K, exclude_self=True,
-                        progress=lambda _s, done, total: progress("finding neighbours", done, total))
-    knn_info = {"index": f"{index.backend} {index.kind}", "k": GLOBAL_K, "nlist": index.nlist,
-                "nprobe": index.nprobe, "recall_at_10": round(index.recall, 4), "recall_queries": index.recall_queries}
-    del index                       # its copy of the vectors is not needed past this point
+    saved = checkpoints.load("neighbors") if checkpoints else None
+    if saved and saved[0]["I"].shape == (len(F), GLOBAL_K):
+        (D, I), knn_info = (saved[0]["D"], saved[0]["I"]), saved[1]
+        resumed.append("neighbors")
+    else:
+        index = Neighbors(F)
+        D, I = index.search(F, GLOBAL_K, exclude_self=True,
+                            progress=lambda _s, done, total: progress("finding neighbours", done, total))
+        knn_info = {"index": f"{index.backend} {index.kind}", "k": GLOBAL_K, "nlist": index.nlist, "nprobe":
+                    index.nprobe, "recall_at_10": round(index.recall, 4), "recall_queries": index.recall_queries}
+        del index                   # its copy of the vectors is not needed past this point
+        if checkpoints:
+            checkpoints.save("neighbors", knn_info, D=D, I=I)
     timings["neighbors_s"] = time.perf_counter() - t0
     memory["neighbors"] = peak_rss_gb()
 
@@ -155,6 +172,7 @@ def run(dataset: Dataset, encoder, config: Config = Config(), *, cache_dir=None,
 
     table = build_table(dataset, sas, sds, issues, xy, original_labels=original_labels, noise_truth=noise_truth)
     manifest = _manifest(dataset, encoder, config, k, table, skipped, timings, knn_info, memory)
+    manifest["resumed_stages"] = resumed     # stages a killed earlier run had finished (read, not recomputed)
     return Result(dataset=dataset, encoder_name=encoder.name, config=config, X=X, T=T, F=F, G=G,
                   table=table, neighbors=(D, I), class_summary=class_summary(dataset, issues), manifest=manifest,
                   flag_threshold=float(issues.labels.threshold), noise_truth=noise_truth, timings=timings)
@@ -165,14 +183,17 @@ def load_or_run(dataset: Dataset, encoder, config: Config = Config(), *, cache_d
     """`run`, cached on disk under cache_dir/results/: a second call with the same inputs takes seconds.
 
     The cache folder is written whole and renamed into place, so a killed run never leaves half a result;
-    a damaged one is rebuilt, never used."""
+    a damaged one is rebuilt, never used. A killed run resumes after its last finished stage (the adapted
+    embeddings and the kNN are checkpointed beside the cache folder until the result is written)."""
     cache_dir = default_cache_dir() if cache_dir is None else cache_dir
     folder = results.folder(cache_dir, run_key(dataset, encoder, config))
     cached = results.load(folder, dataset, encoder, config, cache_dir=cache_dir, progress=progress)
     if cached is not None:
         return cached
-    result = run(dataset, encoder, config, cache_dir=cache_dir, progress=progress)
+    stages = Checkpoints(folder.with_name(folder.name + ".stages"))   # a killed run resumes after its last stage
+    result = run(dataset, encoder, config, cache_dir=cache_dir, progress=progress, checkpoints=stages)
     results.save(result, folder, dataset)
+    stages.clear()
     return result
 
 

@@ -3,8 +3,8 @@ renamed into place.
 
 A folder holds arrays.npz (row map, labels, G, noise truth), F.npy, D.npy and I.npy (the adapted embeddings
 and the kNN, memory-mapped when re-opened: a 1.28M-row re-open reads only what is used), table.parquet and
-meta.json. The frozen embeddings are not copied: they are re-read from the embedding cache. A folder that cannot be read back is
-removed with a warning and the run is recomputed.
+meta.json. The frozen embeddings are not copied: they are re-read from the embedding cache. A folder that
+cannot be read back is removed with a warning and the run is recomputed.
 """
 from __future__ import annotations
 

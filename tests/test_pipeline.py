@@ -116,3 +116,52 @@ def test_a_run_that_would_not_fit_in_memory_stops_before_adapting(tmp_path, monk
     assert not (tmp_path / "c" / "results").exists() or not any((tmp_path / "c" / "results").iterdir())
     monkeypatch.setattr(runtime, "available_memory_gb", lambda: None)      # unknown: the run goes ahead
     assert len(pipeline.run(dataset, PrecomputedEncoder(), pipeline.Config(map="pca"), cache_dir=tmp_path / "c").table)
+
+
+def test_a_killed_run_resumes_after_its_last_finished_stage(tmp_path, monkeypatch):
+    """A run stopped while scoring keeps its adapted embeddings and kNN on disk; the rerun reads them instead
+    of computing them again (adapters and the kNN index refuse to run), gives the same table, says which
+    stages it resumed, and removes the checkpoints once the result is cached. A damaged checkpoint is
+    recomputed, not used."""
+    import selector.adapt as adapt
+    import selector.neighbors as neighbors
+    dataset = load_embeddings(make_embeddings(tmp_path / "emb.npz"))
+    config = pipeline.Config(map="pca", noise_mode="uniform", noise_rate=0.2)
+    whole = pipeline.run(dataset, PrecomputedEncoder(), config, cache_dir=tmp_path / "ref")
+
+    class Killed(Exception):
+        pass
+
+    def kill_when_scoring(stage, done, total):
+        if stage == "scoring":
+            raise Killed
+    with pytest.raises(Killed):
+        pipeline.load_or_run(dataset, PrecomputedEncoder(), config, cache_dir=tmp_path / "c", progress=kill_when_scoring)
+    stages = list((tmp_path / "c" / "results").glob("*.stages"))
+    assert len(stages) == 1 and (stages[0] / "neighbors.json").exists()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished stage was computed again")
+
+    class NoGlobalKnn(neighbors.Neighbors):          # the within-class L2 searches of the scores still run
+        def __init__(self, X, *, metric="cosine", **kwargs):
+            if metric == "cosine":
+                refuse()
+            super().__init__(X, metric=metric, **kwargs)
+    with monkeypatch.context() as m:
+        m.setattr(adapt.Adapters, "fit", refuse)
+        m.setattr(neighbors, "Neighbors", NoGlobalKnn)
+        resumed = pipeline.load_or_run(dataset, PrecomputedEncoder(), config, cache_dir=tmp_path / "c")
+    assert resumed.manifest["resumed_stages"] == ["adapt", "neighbors"]
+    pd.testing.assert_frame_equal(resumed.table, whole.table)
+    assert not stages[0].exists()
+
+    with pytest.raises(Killed):                      # a flipped byte in a checkpoint: that stage runs again
+        pipeline.load_or_run(dataset, PrecomputedEncoder(), config, cache_dir=tmp_path / "d", progress=kill_when_scoring)
+    ckpt = next((tmp_path / "d" / "results").glob("*.stages")) / "neighbors.I.npy"
+    raw = bytearray(ckpt.read_bytes())
+    raw[-3] ^= 0xFF
+    ckpt.write_bytes(bytes(raw))
+    again = pipeline.load_or_run(dataset, PrecomputedEncoder(), config, cache_dir=tmp_path / "d")
+    assert again.manifest["resumed_stages"] == ["adapt"]
+    pd.testing.assert_frame_equal(again.table, whole.table)
