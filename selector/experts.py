@@ -101,7 +101,10 @@ def fit_lda(Xn, y, C, weights, folds, n_folds, *, shrinkage=LDA_SHRINKAGE) -> li
         mu = s_ / np.maximum(c_, 1e-12)[:, None]
         tot = c_.sum()
         cov = (ss - (mu.T * c_) @ mu) / max(tot, 1e-12)
-        cov = (1 - shrinkage) * cov + shrinkage * np.trace(cov) / d * np.eye(d)
+        ridge = shrinkage * np.trace(cov) / d
+        if not ridge > 1e-12:    # no spread inside the classes (e.g. one repeated image each): a tiny ridge
+            ridge = 1e-6
+        cov = (1 - shrinkage) * cov + ridge * np.eye(d)
         A = np.linalg.solve(cov, mu.T)                      # (d,C)
         b = -0.5 * (mu * A.T).sum(1) + np.log(np.maximum(c_ / tot, 1e-12))
         b[c_ <= 0] = -1e9

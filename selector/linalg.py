@@ -13,12 +13,21 @@ def l2_normalize(X) -> np.ndarray:
     rows are already unit norm (within 1e-5) is returned itself, not copied (at 1.28M x 512 a copy is
     2.6 GB): callers only read the result."""
     X = np.asarray(X, dtype=np.float32)
-    norm = np.empty((len(X), 1), np.float32)
+    norm = np.empty((len(X), 1), np.float64)   # float64: rows scaled by 1e30 or 1e-20 neither overflow nor vanish
     for s in range(0, len(X), _BLOCK):
-        norm[s:s + _BLOCK, 0] = np.sqrt(np.einsum("ij,ij->i", X[s:s + _BLOCK], X[s:s + _BLOCK]))
+        block = X[s:s + _BLOCK].astype(np.float64)
+        norm[s:s + _BLOCK, 0] = np.sqrt(np.einsum("ij,ij->i", block, block))
     if X.flags.c_contiguous and X.ndim == 2 and len(X) and np.abs(norm - 1.0).max() <= 1e-5:
         return X
-    return np.ascontiguousarray(X / np.maximum(norm, 1e-12), dtype=np.float32)
+    inv = np.where(norm > 0, 1.0 / np.maximum(norm, 1e-300), 0.0)
+    out = np.empty(X.shape, np.float32)
+    for s in range(0, len(X), _BLOCK):
+        scale = inv[s:s + _BLOCK]
+        if scale.max() < 3e38:     # representable in float32: multiply there (7x faster than in float64)
+            np.multiply(X[s:s + _BLOCK], scale.astype(np.float32), out=out[s:s + _BLOCK])
+        else:                      # subnormal rows
+            out[s:s + _BLOCK] = X[s:s + _BLOCK].astype(np.float64) * scale
+    return out
 
 
 def softmax(Z: np.ndarray, axis: int = 1) -> np.ndarray:

@@ -19,7 +19,7 @@ import numpy as np
 from selector import results
 from selector.checkpoints import Checkpoints
 from selector.dataset import Dataset
-from selector.errors import InputError
+from selector.errors import InputError, describe_rows
 from selector.files import default_cache_dir
 from selector.linalg import l2_normalize
 from selector.noise import NOISE_MODES
@@ -83,8 +83,11 @@ def run_key(dataset: Dataset, encoder, config: Config) -> str:
 def run(dataset: Dataset, encoder, config: Config = Config(), *, cache_dir=None,
         progress: Optional[Progress] = None, checkpoints=None) -> Result:
     """Embed (cached under cache_dir, default `default_cache_dir()`), adapt, score and audit `dataset`; return
-    the Result with its per-sample table. checkpoints: a `selector.checkpoints.Checkpoints` that keeps the
-    adapted embeddings and the kNN once computed and hands them back to a rerun (load_or_run passes one)."""
+    the Result with its per-sample table. Rows whose image could not be decoded or whose embedding is all
+    zeros are skipped (listed in the manifest); embeddings that are all the same direction are refused.
+    Rows are scaled to unit norm first, so any scale (1e-20 or 1e30) gives the same scores.
+    checkpoints: a `selector.checkpoints.Checkpoints` that keeps the adapted embeddings and the kNN once
+    computed and hands them back to a rerun (load_or_run passes one)."""
     from selector.adapt import Adapters
     from selector.embed import embed_dataset
     from selector.issues import find_issues
@@ -104,14 +107,23 @@ def run(dataset: Dataset, encoder, config: Config = Config(), *, cache_dir=None,
     timings["embed_s"] = time.perf_counter() - t0
     memory["embed"] = peak_rss_gb()
     skipped = []
+    zero = ok & ~_nonzero_rows(X)           # an all-zero embedding says nothing about its image: no embedding
+    usable = ok & ~zero
+    if not usable.any():
+        raise InputError(f"none of the {len(X)} images has a usable embedding ({int((~ok).sum())} unreadable, "
+                         f"{int(zero.sum())} all zeros). Check the images, the embeddings file or the encoder.")
+    if zero.any():
+        log.warning("skipping %d images whose embedding is all zeros (rows %s)", int(zero.sum()),
+                    describe_rows(np.flatnonzero(zero)))
     if not ok.all():
-        bad = np.flatnonzero(~ok)
-        skipped = dataset.table["id"].iloc[bad].astype(str).tolist()
-        log.warning("skipping %d unreadable images", len(bad))
-        dataset = dataset.subset(np.flatnonzero(ok))
-        X = X[ok]
+        log.warning("skipping %d unreadable images", int((~ok).sum()))
+    if not usable.all():
+        skipped = dataset.table["id"].iloc[np.flatnonzero(~usable)].astype(str).tolist()
+        dataset = dataset.subset(np.flatnonzero(usable))
+        X = X[usable]
         _check_dataset(dataset)
     X = l2_normalize(X)   # once: every stage uses unit rows (no copy when they already are)
+    _check_distinct(X)
 
     _check_memory(X, len(T), config)
     original_labels = dataset.labels
@@ -198,6 +210,23 @@ def load_or_run(dataset: Dataset, encoder, config: Config = Config(), *, cache_d
 
 
 # --- private helpers -------------------------------------------------------------------------------------------
+
+def _nonzero_rows(X) -> np.ndarray:
+    out = np.empty(len(X), bool)
+    for s in range(0, len(X), 65_536):
+        out[s:s + 65_536] = (X[s:s + 65_536] != 0).any(axis=1)
+    return out
+
+
+def _check_distinct(X) -> None:
+    """InputError when every (unit) row is the same vector: such embeddings tell no image from another."""
+    for s in range(0, len(X), 65_536):
+        if (np.abs(X[s:s + 65_536] - X[0]) > 1e-6).any():
+            return
+    raise InputError(f"all {len(X)} image embeddings point the same way (every row is a multiple of row 0), so "
+                     "they tell no image from another and nothing can be audited. Check the embeddings file or "
+                     "the encoder (a broken checkpoint or constant images give this).")
+
 
 def _check_dataset(dataset: Dataset) -> None:
     n = len(dataset)

@@ -165,3 +165,38 @@ def test_a_killed_run_resumes_after_its_last_finished_stage(tmp_path, monkeypatc
     again = pipeline.load_or_run(dataset, PrecomputedEncoder(), config, cache_dir=tmp_path / "d")
     assert again.manifest["resumed_stages"] == ["adapt"]
     pd.testing.assert_frame_equal(again.table, whole.table)
+
+
+def _with_embeddings(tmp_path, name, change):
+    z = dict(np.load(make_embeddings(tmp_path / "base.npz")))
+    z["image_embeddings"] = change(z["image_embeddings"], z["labels"]).astype(np.float32)
+    np.savez(tmp_path / f"{name}.npz", **z)
+    return load_embeddings(tmp_path / f"{name}.npz")
+
+
+def test_degenerate_embeddings_are_scored_or_refused_by_one_rule(tmp_path):
+    """Rows are scaled to unit norm first: 1e30 or 1e-20 times the embeddings gives the same scores. An
+    all-zero row is no embedding (skipped, like an unreadable image); one repeated image per class still
+    runs; embeddings that all point the same way are refused with the reason."""
+    config = pipeline.Config(map="pca", noise_mode="uniform", noise_rate=0.2)
+    run = lambda data: pipeline.run(data, PrecomputedEncoder(), config, cache_dir=tmp_path / "c")  # noqa: E731
+    plain = run(_with_embeddings(tmp_path, "plain", lambda X, y: X))
+    for scale in (1e30, 1e-20):
+        scaled = run(_with_embeddings(tmp_path, f"x{scale:g}", lambda X, y: X * scale))
+        np.testing.assert_allclose(scaled.table["noise_score"], plain.table["noise_score"], atol=1e-4)
+        np.testing.assert_allclose(scaled.table["alignment"], plain.table["alignment"], atol=1e-4)
+        assert (scaled.table["flagged"] == plain.table["flagged"]).mean() > 0.99
+
+    def zero_rows(X, y):
+        X = X.copy()
+        X[[3, 50]] = 0
+        return X
+    some_zero = run(_with_embeddings(tmp_path, "zero_rows", zero_rows))
+    assert len(some_zero.table) == len(plain.table) - 2
+    assert some_zero.manifest["inputs"]["skipped_unreadable"] == ["zero_rows/00003", "zero_rows/00050"]
+    one_each = run(_with_embeddings(tmp_path, "one_each", lambda X, y: X[[np.flatnonzero(y == c)[0] for c in y]]))
+    assert np.isfinite(one_each.table[["noise_score", "alignment", "diversity"]].to_numpy(float)).all()
+    with pytest.raises(InputError, match="480 all zeros"):
+        run(_with_embeddings(tmp_path, "zeros", lambda X, y: np.zeros_like(X)))
+    with pytest.raises(InputError, match="point the same way"):
+        run(_with_embeddings(tmp_path, "same", lambda X, y: X[:1] * np.arange(1, len(X) + 1)[:, None]))
