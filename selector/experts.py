@@ -30,7 +30,7 @@ _CHUNK = 65_536
 
 def blocks(rows: np.ndarray, width: int):
     """`rows` in consecutive blocks whose (block, width) float32 temporaries stay within 32 MB (a pass holds
-    about ten of them: the audit's working memory stays near 0.4 GB at any n)."""
+    about ten of them: the audit's block memory stays near 0.4 GB at any n)."""
     step = max(1024, min(_CHUNK, (1 << 23) // max(width, 1)))
     for s in range(0, len(rows), step):
         yield rows[s:s + step]
