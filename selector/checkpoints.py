@@ -11,14 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from selector.files import atomic_write_bytes
+from selector.files import atomic_write, atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -44,17 +42,7 @@ class Checkpoints:
             listing = {"info": info or {}, "arrays": {}}
             for name, arr in arrays.items():
                 arr = np.ascontiguousarray(arr)
-                path = self.folder / f"{stage}.{name}.npy"
-                fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{path.name}.", suffix=".tmp")
-                try:
-                    with os.fdopen(fd, "wb") as f:
-                        np.save(f, arr, allow_pickle=False)
-                        f.flush()
-                        os.fsync(f.fileno())
-                    os.replace(tmp, path)
-                except BaseException:
-                    Path(tmp).unlink(missing_ok=True)
-                    raise
+                atomic_write(self.folder / f"{stage}.{name}.npy", lambda f, a=arr: np.save(f, a, allow_pickle=False))
                 listing["arrays"][name] = {"shape": list(arr.shape), "dtype": arr.dtype.str, "sha1": _sha1(arr)}
             atomic_write_bytes(self.folder / f"{stage}.json", json.dumps(listing).encode())
         except OSError as exc:

@@ -21,9 +21,8 @@ import warnings
 
 import numpy as np
 
-from selector.embed import EmbeddingCache
+from selector.embed import EmbeddingCache, check_embed_request
 from selector.encoders import encoder_options as resolve_options
-from selector.encoders.base import check_batch
 from selector.errors import InputError, OfflineError, describe_rows
 from selector.files import default_cache_dir
 from selector.progress import Progress, ensure
@@ -205,11 +204,7 @@ def embed_on_ray(dataset, encoder_name: str, encoder_options: dict | None = None
     Returns the CachedEncoder to pass to `run` / `load_or_run`, which then compute no embedding.
     """
     progress = ensure(progress)
-    n = len(dataset)
-    if n == 0:
-        raise InputError(f"Dataset {getattr(dataset, 'name', '')!r} is empty; nothing to embed.")
-    batch_size = check_batch(batch_size)
-    chunk_size = check_int(chunk_size, "chunk_size", minimum=1)
+    n, batch_size, chunk_size = check_embed_request(dataset, batch_size, chunk_size)
     options = resolve_options(encoder_name, **(encoder_options or {}))
     cache_dir = str(default_cache_dir() if cache_dir is None else cache_dir)
     ray = import_ray()

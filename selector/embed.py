@@ -168,6 +168,14 @@ class EmbeddingCache:
         return arr
 
 
+def check_embed_request(dataset, batch_size, chunk_size) -> tuple[int, int, int]:
+    """(rows, batch_size, chunk_size) of a request to embed dataset; InputError for an empty dataset or a bad size."""
+    n = len(dataset)
+    if n == 0:
+        raise InputError(f"Dataset {getattr(dataset, 'name', '')!r} is empty; nothing to embed.")
+    return n, check_batch(batch_size), check_int(chunk_size, "chunk_size", minimum=1)
+
+
 def embed_dataset(dataset, encoder, *, cache_dir, batch_size: int = 256, chunk_size: int = 4096,
                   progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Image and class-prompt embeddings, cached on disk.
@@ -178,11 +186,7 @@ def embed_dataset(dataset, encoder, *, cache_dir, batch_size: int = 256, chunk_s
     relabelling a dataset reuses its embeddings. Killed runs resume; corrupted chunks are recomputed.
     """
     progress = ensure(progress)
-    n = len(dataset)
-    if n == 0:
-        raise InputError(f"Dataset {getattr(dataset, 'name', '')!r} is empty; nothing to embed.")
-    batch_size = check_batch(batch_size)
-    chunk_size = check_int(chunk_size, "chunk_size", minimum=1)
+    n, batch_size, chunk_size = check_embed_request(dataset, batch_size, chunk_size)
     if not getattr(encoder, "cacheable", True):   # the embeddings came with the dataset: nothing to cache
         X = encoder.encode_images(dataset, np.arange(n), batch_size=batch_size, progress=progress)
         return _finish(dataset, X, encoder.encode_classes(dataset))

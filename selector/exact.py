@@ -10,6 +10,8 @@ from typing import Optional
 
 import numpy as np
 
+from selector.linalg import row_norms
+
 
 class TorchFlat:
     """Exact search as torch matmul blocks with the flat faiss index's contract: search(Q, k) -> (D, I) sorted
@@ -53,8 +55,6 @@ class TorchFlat:
 
 
 def inverse_norms(X) -> np.ndarray:
-    """(n,) float32 1 / |x_i| (0 for all-zero rows), a block of rows at a time."""
-    out = np.empty(len(X), np.float32)
-    for s in range(0, len(X), 65_536):
-        out[s:s + 65_536] = np.sqrt(np.einsum("ij,ij->i", X[s:s + 65_536], X[s:s + 65_536]))
-    return np.where(out > 1e-12, 1.0 / np.maximum(out, 1e-12), 0.0).astype(np.float32)
+    """(n,) float32 1 / |x_i| (0 for all-zero rows)."""
+    norms = row_norms(X)
+    return np.where(norms > 1e-12, 1.0 / np.maximum(norms, 1e-12), 0.0).astype(np.float32)

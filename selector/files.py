@@ -11,14 +11,15 @@ import numpy as np
 from selector.errors import InputError
 
 
-def atomic_write_bytes(path, data: bytes) -> Path:
-    """Write data to path atomically; no tmp file is left behind on failure. Returns the path."""
+def atomic_write(path, write) -> Path:
+    """Call write(f) on a temporary binary file beside path, fsync it and rename it into place; no tmp file is
+    left behind on failure. Returns the path."""
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -26,6 +27,11 @@ def atomic_write_bytes(path, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_bytes(path, data: bytes) -> Path:
+    """Write data to path atomically (see atomic_write). Returns the path."""
+    return atomic_write(path, lambda f: f.write(data))
 
 
 def npy_bytes(array) -> bytes:

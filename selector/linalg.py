@@ -8,15 +8,22 @@ import numpy as np
 _BLOCK = 65_536
 
 
+def row_norms(X) -> np.ndarray:
+    """(n,) float64 Euclidean norm of each row of the 2-D X, a block of rows at a time; in float64, so rows
+    scaled by 1e30 or 1e-20 neither overflow nor vanish."""
+    out = np.empty(len(X), np.float64)
+    for s in range(0, len(X), _BLOCK):
+        block = X[s:s + _BLOCK].astype(np.float64)
+        out[s:s + _BLOCK] = np.sqrt(np.einsum("ij,ij->i", block, block))
+    return out
+
+
 def l2_normalize(X) -> np.ndarray:
     """Row-wise unit norm, float32 (C-contiguous); all-zero rows stay zero. A float32 C-contiguous X whose
     rows are already unit norm (within 1e-5) is returned itself, not copied (at 1.28M x 512 a copy is
     2.6 GB): callers only read the result."""
     X = np.asarray(X, dtype=np.float32)
-    norm = np.empty((len(X), 1), np.float64)   # float64: rows scaled by 1e30 or 1e-20 neither overflow nor vanish
-    for s in range(0, len(X), _BLOCK):
-        block = X[s:s + _BLOCK].astype(np.float64)
-        norm[s:s + _BLOCK, 0] = np.sqrt(np.einsum("ij,ij->i", block, block))
+    norm = row_norms(X)[:, None]
     if X.flags.c_contiguous and X.ndim == 2 and len(X) and np.abs(norm - 1.0).max() <= 1e-5:
         return X
     inv = np.where(norm > 0, 1.0 / np.maximum(norm, 1e-300), 0.0)
