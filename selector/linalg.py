@@ -9,12 +9,17 @@ _BLOCK = 65_536
 
 
 def row_norms(X) -> np.ndarray:
-    """(n,) float64 Euclidean norm of each row of the 2-D X, a block of rows at a time; in float64, so rows
-    scaled by 1e30 or 1e-20 neither overflow nor vanish."""
+    """(n,) float64 Euclidean norm of each row of the 2-D X, a block of rows at a time; a block whose float32
+    norms leave [1e-15, 1e15] (rows scaled by 1e30 or 1e-20, or all-zero rows) is redone in float64, so no
+    norm overflows or vanishes."""
     out = np.empty(len(X), np.float64)
     for s in range(0, len(X), _BLOCK):
-        block = X[s:s + _BLOCK].astype(np.float64)
-        out[s:s + _BLOCK] = np.sqrt(np.einsum("ij,ij->i", block, block))
+        block = X[s:s + _BLOCK]
+        norms = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float32))
+        if len(norms) and not (np.isfinite(norms).all() and 1e-15 < norms.min() and norms.max() < 1e15):
+            block = block.astype(np.float64)          # float32 squares would overflow or vanish: 7x slower
+            norms = np.sqrt(np.einsum("ij,ij->i", block, block))
+        out[s:s + _BLOCK] = norms
     return out
 
 
