@@ -520,6 +520,19 @@ def test_a_user_runs_tunes_audits_and_exports(new_app, dataset, workdir, cache_d
     app.goto("Map")
     expect(page.locator('[data-testid="stPlotlyChart"]').first).to_be_visible()
     page.locator('[data-testid="stPlotlyChart"] .main-svg').first.wait_for(state="attached")
+    # a lasso over the middle of the map picks every sample inside it, shown most suspicious first
+    box = page.locator('[data-testid="stPlotlyChart"] .nsewdrag').first.bounding_box()
+    cx, cy, rx, ry = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, box["width"] / 3, box["height"] / 3
+    page.mouse.move(cx - rx, cy - ry)
+    page.mouse.down()
+    for px, py in ((cx + rx, cy - ry), (cx + rx, cy + ry), (cx - rx, cy + ry), (cx - rx, cy - ry + 2)):
+        page.mouse.move(px, py, steps=8)
+    page.mouse.up()
+    picked = page.get_by_text(re.compile(r"^Picked on the map: [\d,]+ samples?$"))
+    expect(picked).to_be_visible(timeout=STEP_TIMEOUT_S * 1000)
+    assert int(re.search(r"([\d,]+)", picked.inner_text()).group(1).replace(",", "")) > 1
+    expect(page.get_by_text("Most suspicious first (highest noise score).")).to_be_visible()
+    app.idle()
     app.screenshot("map")
     app.goto("Scores")
     expect(page.locator('[data-testid="stPlotlyChart"]').first).to_be_visible()

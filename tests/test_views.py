@@ -110,11 +110,10 @@ def test_histogram_splits_selected_and_dropped():
 
 
 # ------------------------------------------------------------------------------------------ the map
-def test_map_rows_keeps_every_always_row():
-    always = np.zeros(1000, bool)
-    always[::50] = True
-    rows = map_rows(1000, limit=100, always=always, seed=0)
-    assert len(rows) == 100 and len(set(rows)) == 100 and set(np.flatnonzero(always)) <= set(rows)
+def test_map_rows_sends_a_seeded_sample_past_the_limit():
+    rows = map_rows(1000, limit=100, seed=0)
+    assert len(rows) == 100 and len(set(rows)) == 100 and (np.diff(rows) > 0).all()
+    assert rows.tolist() == map_rows(1000, limit=100, seed=0).tolist()
     assert map_rows(50, limit=100).tolist() == list(range(50))
 
 
@@ -127,14 +126,22 @@ def test_rows_from_selection_reads_customdata():
 
 
 @pytest.mark.parametrize("colour", ["label", "flagged", "selected", "noise_injected", "noise_score"])
-def test_map_figure_carries_rows(table, colour):
+def test_map_figure_draws_every_row_and_carries_the_hover_rows(table, colour):
     mask = np.zeros(len(table), bool)
     mask[::2] = True
     rows = np.arange(0, len(table), 3)
-    fig = charts.map_figure(table, mask, colour, rows)
-    drawn = np.concatenate([np.asarray(t.customdata)[:, 0] for t in fig.data]).astype(int)
-    assert sorted(drawn.tolist()) == rows.tolist()
+    image = charts.map_image(table, mask, colour)
+    fig = charts.map_figure(table, image, rows)
+    (samples,) = [t for t in fig.data if t.customdata is not None]
+    assert np.asarray(samples.customdata)[:, 0].astype(int).tolist() == rows.tolist()
     assert all(t.type == "scattergl" for t in fig.data)
+    (layer,) = fig.layout.images
+    assert layer.source.startswith("data:image/png;base64,") and layer.layer == "below"
+    assert (layer.x, layer.y) == (image.extent.x0, image.extent.y1)
+    xy = table[["map_x", "map_y"]].to_numpy()
+    assert image.extent.x0 < xy[:, 0].min() and xy[:, 0].max() < image.extent.x1
+    legend = [t.name for t in fig.data if t.showlegend is not False and t.customdata is None]
+    assert (len(legend) == 2) if colour in ("flagged", "selected", "noise_injected") else True
     assert colour in charts.colour_options(table)
 
 

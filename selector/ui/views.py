@@ -55,8 +55,14 @@ def n_pages(n: int, per_page: int) -> int:
 
 # ------------------------------------------------------------------------------------ class breakdown
 def class_codes(labels, class_names) -> np.ndarray:
-    """(n,) int64 index into class_names of each label name (-1 for a name not in class_names)."""
-    return pd.Index(list(class_names)).get_indexer(pd.Index(np.asarray(labels, dtype=object))).astype(np.int64)
+    """(n,) int64 index into class_names of each label name (-1 for a name not in class_names); a categorical
+    Series is looked up one category at a time, not one row at a time."""
+    index = pd.Index([str(c) for c in class_names])
+    if isinstance(getattr(labels, "dtype", None), pd.CategoricalDtype):
+        codes = labels.cat.codes.to_numpy()
+        of_category = index.get_indexer(labels.cat.categories.astype(str))
+        return np.where(codes >= 0, of_category[codes], -1).astype(np.int64)
+    return index.get_indexer(pd.Index(np.asarray(labels, dtype=object).astype(str))).astype(np.int64)
 
 
 def corrected_codes(codes: np.ndarray, table: pd.DataFrame, decisions: dict | None, class_names) -> np.ndarray:
@@ -254,15 +260,11 @@ def selection_cut(score: np.ndarray, mask: np.ndarray) -> float | None:
 
 
 # --------------------------------------------------------------------------------------------- map
-def map_rows(n: int, *, limit: int, always=None, seed: int = 0) -> np.ndarray:
-    """Rows to draw on the map: all when n <= limit, else a seeded sample that keeps every `always` row."""
+def map_rows(n: int, *, limit: int, seed: int = 0) -> np.ndarray:
+    """Rows the map sends as markers (hover and click): all when n <= limit, else a sorted seeded sample."""
     if n <= limit:
         return np.arange(n)
-    always = np.zeros(n, dtype=bool) if always is None else np.asarray(always, dtype=bool)
-    must = np.flatnonzero(always)[:limit]
-    rest = np.flatnonzero(~always)
-    extra = np.random.default_rng(seed).choice(rest, size=max(0, min(len(rest), limit - len(must))), replace=False)
-    return np.sort(np.concatenate([must, extra]))
+    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
 
 
 def rows_from_selection(selection) -> list[int]:
