@@ -19,8 +19,8 @@ def test_a_pixel_mixes_its_points_in_proportion_whatever_the_order():
     flagged = np.zeros(50, dtype=int)
     flagged[:10] = 1                                   # 10 flagged, 40 clean in one pixel
     colours = np.stack([GREY, RED])
-    a = density.density_rgba(xy, EXTENT, rgb=colours[flagged], spread=False)
-    b = density.density_rgba(xy[::-1], EXTENT, rgb=colours[flagged[::-1]], spread=False)
+    a = density.density_rgba(xy, EXTENT, rgb=colours[flagged], grid=density.GRID, spread=False)
+    b = density.density_rgba(xy[::-1], EXTENT, rgb=colours[flagged[::-1]], grid=density.GRID, spread=False)
     assert np.array_equal(a, b)
     expected = np.round((0.8 * GREY + 0.2 * RED) * 255)
     assert np.abs(_pixel(a, 0.5, 0.5)[:3].astype(float) - expected).max() <= 1
@@ -29,29 +29,34 @@ def test_a_pixel_mixes_its_points_in_proportion_whatever_the_order():
 def test_every_point_is_drawn_and_empty_pixels_are_transparent():
     rng = np.random.default_rng(0)
     xy = rng.random((500, 2)) * 0.98 + 0.01
-    image = density.density_rgba(xy, EXTENT, rgb=np.tile(RED, (500, 1)), spread=False)
+    image = density.density_rgba(xy, EXTENT, rgb=np.tile(RED, (500, 1)), grid=density.GRID, spread=False)
     occupied = set(density.pixel_of(xy.astype(np.float32), EXTENT).tolist())
-    w, _ = density.GRID
     lit = set((np.flatnonzero(image[..., 3].ravel() > 0)).tolist())
     assert lit == occupied
     assert image[..., 3].max() == 255 and image[..., 3][image[..., 3] > 0].min() >= 0.35 * 255 - 1
-    spread = density.density_rgba(xy, EXTENT, rgb=np.tile(RED, (500, 1)), spread=True)
+    spread = density.density_rgba(xy, EXTENT, rgb=np.tile(RED, (500, 1)), grid=density.GRID, spread=True)
     assert (spread[..., 3] > 0).sum() > len(lit)           # small sets: each point also lights its neighbours
 
 
 def test_scores_are_averaged_per_pixel_then_coloured():
     xy = np.array([[0.25, 0.25], [0.25, 0.25], [0.75, 0.75]])
-    image = density.density_rgba(xy, EXTENT, values=np.array([0.0, 1.0, 1.0]), spread=False)
+    image = density.density_rgba(xy, EXTENT, values=np.array([0.0, 1.0, 1.0]), grid=density.GRID, spread=False)
     mid = np.round(density.colour_scale(np.array([0.5]))[0] * 255)
     top = np.round(density.hex_rgb([density.VIRIDIS[-1]])[0] * 255)
     assert np.abs(_pixel(image, 0.25, 0.25)[:3] - mid).max() <= 1
     assert np.abs(_pixel(image, 0.75, 0.75)[:3] - top).max() <= 1
 
 
+def test_fewer_points_get_a_coarser_grid():
+    assert density.grid_for(240) == (160, 116) and density.grid_for(60_000) == density.GRID
+    assert density.grid_for(1_280_000) == density.GRID
+    assert density.density_rgba(np.array([[0.5, 0.5]] * 240), EXTENT, rgb=np.tile(RED, (240, 1))).shape == (116, 160, 4)
+
+
 def test_non_finite_points_are_left_out():
     xy = np.array([[0.5, 0.5], [np.nan, 0.2], [np.inf, 0.1]])
     assert density.pixel_of(xy.astype(np.float32), EXTENT)[1:].tolist() == [-1, -1]
-    image = density.density_rgba(xy, EXTENT, rgb=np.tile(RED, (3, 1)), spread=False)
+    image = density.density_rgba(xy, EXTENT, rgb=np.tile(RED, (3, 1)), grid=density.GRID, spread=False)
     assert (image[..., 3] > 0).sum() == 1
     assert density.Extent.of(xy).x1 < 1.0
 

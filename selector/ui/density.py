@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-GRID = (720, 520)          # (width, height) in pixels of the density image
+GRID = (720, 520)          # (width, height) in pixels of the density image, from 60,000 points on
 SPREAD_BELOW = 200_000     # fewer points than this: each one also colours its 8 neighbouring pixels
 VIRIDIS = ("#440154", "#482878", "#3e4989", "#31688e", "#26828e", "#1f9e89", "#35b779", "#6ece58", "#b5de2b",
            "#fde725")
@@ -39,6 +39,13 @@ class Extent:
         span = np.maximum(hi - lo, 1e-9)
         lo, hi = lo - pad * span, hi + pad * span
         return cls(lo[0], hi[0], lo[1], hi[1])
+
+
+def grid_for(n: int) -> tuple[int, int]:
+    """A coarser grid for fewer points, so that a few hundred still show as dots rather than specks:
+    about 3 x sqrt(n) pixels across, between 160 and GRID's width."""
+    w = int(np.clip(round(3 * np.sqrt(max(n, 1))), 160, GRID[0]))
+    return w, round(w * GRID[1] / GRID[0])
 
 
 def hex_rgb(colours) -> np.ndarray:
@@ -81,11 +88,13 @@ def _spread(a: np.ndarray) -> np.ndarray:
 
 
 def density_rgba(xy: np.ndarray, extent: Extent, *, rgb: np.ndarray | None = None,
-                 values: np.ndarray | None = None, grid=GRID, spread: bool | None = None) -> np.ndarray:
+                 values: np.ndarray | None = None, grid=None, spread: bool | None = None) -> np.ndarray:
     """(h, w, 4) uint8 image of the points: give `rgb` (n, 3) for categories (mean colour per pixel) or
-    `values` (n,) in [0, 1] for a score (VIRIDIS of the mean value per pixel). Empty pixels are transparent."""
+    `values` (n,) in [0, 1] for a score (VIRIDIS of the mean value per pixel). Empty pixels are transparent.
+    grid: (w, h), by default grid_for(n)."""
     if (rgb is None) == (values is None):
         raise ValueError("give exactly one of rgb or values")
+    grid = grid_for(len(xy)) if grid is None else grid
     w, h = grid
     pixels = pixel_of(np.asarray(xy, dtype=np.float32), extent, grid)
     spread = len(pixels) < SPREAD_BELOW if spread is None else spread
