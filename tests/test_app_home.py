@@ -33,6 +33,8 @@ def test_run_shows_summary_encoder_and_audit_check(env):
     assert float(metrics["AUROC"]) > 0.9                     # the planted flips are found
     assert "Injected flips in subset" in metrics
     assert any("Scores produced by" in i.value and "precomputed" in i.value.lower() for i in at.info)
+    assert any(c.value.startswith("Label audit by zero-shot class prompts, a cross-fitted classifier and neighbour "
+                                  "votes") for c in at.caption)
     summary = frame(at, "estimated_noise_rate")
     assert isinstance(summary, pd.DataFrame) and summary["n"].sum() == 240 and len(summary) == 4
     assert at.session_state["run_key"]
@@ -98,6 +100,19 @@ def test_a_missing_encoder_checkpoint_is_an_inline_error(env):
     at.button(key="run").click().run(timeout=120)
     assert not at.exception, [e.value for e in at.exception]
     assert len(at.error) == 1 and "missing.pt" in at.error[0].value and "does not exist" in at.error[0].value
+
+
+def test_image_only_embeddings_run_and_say_which_experts_ran(env):
+    npz = make_embeddings(env["tmp"] / "image_only.npz", seed=13, text=False)
+    at = run_embeddings(new_app(), npz)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Samples"] == "240" and float(metrics["AUROC"]) > 0.9
+    (said,) = [c.value for c in at.caption if c.value.startswith("Label audit by")]
+    assert said.startswith("Label audit by a cross-fitted classifier and neighbour votes") and "no text tower" in said
+    for page in ("pages/1_Map.py", "pages/2_Scores.py", "pages/3_Label_issues.py", "pages/4_Selection.py",
+                 "pages/5_Export.py"):
+        at.switch_page(page).run()
+        assert not at.exception and not at.error, (page, [e.value for e in at.error])
 
 
 def test_an_uploaded_embeddings_file_runs(env):

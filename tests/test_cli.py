@@ -23,7 +23,26 @@ def test_cli_writes_table_and_manifest(tmp_path, capsys):
     assert table.columns[-3:].tolist() == ["selected", "decision", "corrected_label"]
     manifest = json.loads((tmp_path / "sel.manifest.json").read_text())
     assert manifest["selection"]["strategy"] == "stratified" and manifest["counts"]["selected"] == 60
+    assert manifest["audit"]["experts"] == ["zero_shot", "cross_fit", "knn"]
+    assert manifest["audit"]["class_embeddings"] == "text prompts"
     assert "60 selected" in capsys.readouterr().out
+
+
+def test_cli_audits_image_only_embeddings(tmp_path):
+    """An .npz without text_embeddings (an encoder with no text tower): the audit runs on its label-based
+    experts, class prototypes stand in for the prompts, and the manifest says so."""
+    npz = make_embeddings(tmp_path / "emb.npz", n_per_class=80, text=False)
+    out = tmp_path / "sel.csv"
+    code = main(["--source", "embeddings", "--path", str(npz), "--map", "pca", "--noise-mode", "uniform",
+                 "--noise-rate", "0.2", "--cache-dir", str(tmp_path / "cache"), "--out", str(out)])
+    assert code == 0
+    table = pd.read_csv(out, keep_default_na=False)
+    planted, flagged = table["noise_injected"].astype(bool), table["flagged"].astype(bool)
+    assert planted.sum() == 64 and (flagged & planted).sum() >= 0.8 * planted.sum()
+    assert (flagged & ~planted).sum() <= 0.2 * planted.sum()
+    audit = json.loads((tmp_path / "sel.manifest.json").read_text())["audit"]
+    assert audit["experts"] == ["cross_fit", "knn"] and set(audit["pool_weights"]) == {"cross_fit", "knn"}
+    assert audit["class_embeddings"].startswith("image prototypes")
 
 
 def test_cli_applies_a_decisions_file_and_id_lists(tmp_path):

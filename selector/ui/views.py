@@ -53,6 +53,25 @@ def n_pages(n: int, per_page: int) -> int:
     return max(1, -(-n // per_page))
 
 
+EXPERT_NAMES = {"zero_shot": "zero-shot class prompts", "cross_fit": "a cross-fitted classifier",
+                "knn": "neighbour votes"}
+
+
+def audit_description(manifest: dict) -> str:
+    """One sentence: which experts the label audit pooled, with their weights ("" for a run that predates it)."""
+    audit = manifest.get("audit") or {}
+    weights = audit.get("pool_weights") or {}
+    if not weights:
+        return ""
+    names = [EXPERT_NAMES.get(m, m) for m in weights]
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    text = f"Label audit by {listed} (pool weights {' / '.join(f'{w:.2f}' for w in weights.values())})."
+    if "zero_shot" not in weights:
+        text += (" These embeddings have no text tower, so no zero-shot expert ran; alignment and 'matches no "
+                 "class' use each class's mean image embedding instead of a class prompt.")
+    return text
+
+
 # ------------------------------------------------------------------------------------ class breakdown
 def class_codes(labels, class_names) -> np.ndarray:
     """(n,) int64 index into class_names of each label name (-1 for a name not in class_names); a categorical
