@@ -414,7 +414,7 @@ def npz_run(args) -> bool:
 
 
 def render(args, started, elapsed, source_desc, results, command) -> str:
-    cold, warm = results["cold"], results["warm"]
+    cold, warm = results.get("cold", {}), results["warm"]
     lat = results["latency"]
     kind = "precomputed embeddings" if args.embeddings else ("quick" if args.quick else "full")
     lines = [f"## App speed in a real browser ({kind} run)", "",
@@ -465,7 +465,9 @@ def render(args, started, elapsed, source_desc, results, command) -> str:
                      "MB on average.")
     rss = results.get("rss")
     if rss:
-        lines += ["", f"Server peak RSS (VmHWM of the streamlit process): cold {rss[0]:.2f} GB, warm {rss[1]:.2f} GB."]
+        phases = ("warm",) if args.warm_only else ("cold", "warm")
+        lines += ["", "Server peak RSS (VmHWM of the streamlit process): "
+                  + ", ".join(f"{ph} {gb:.2f} GB" for ph, gb in zip(phases, rss)) + "."]
     lines.append("")
     return "\n".join(lines)
 
@@ -486,6 +488,8 @@ def main(argv=None) -> int:
     p.add_argument("--sessions", type=int, default=2, help="browser sessions open at once on the warm server "
                                                            "(the server's memory is read after each joins)")
     p.add_argument("--json", default="", help="figures as JSON (default: --out with .json)")
+    p.add_argument("--warm-only", action="store_true", help="skip the cold start: --cache-dir already holds the "
+                                                            "run (e.g. from an earlier --keep-cache run)")
     args = p.parse_args(argv)
     if not Path(CHROMIUM).exists():
         p.error(f"{CHROMIUM} not found: apt-get install chromium (the benchmark drives a real browser)")
@@ -495,7 +499,9 @@ def main(argv=None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="app_speed_"))
     cache = Path(args.cache_dir).expanduser() if args.cache_dir else work / "cache"
-    if cache.exists() and any(cache.iterdir()):
+    if args.warm_only and not args.cache_dir:
+        p.error("--warm-only needs --cache-dir holding the run")
+    if not args.warm_only and cache.exists() and any(cache.iterdir()):
         p.error(f"--cache-dir {cache} is not empty: a cold start needs an empty cache")
     cache.mkdir(parents=True, exist_ok=True)
     npz = None
@@ -523,7 +529,7 @@ def main(argv=None) -> int:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
             rss = []
-            for phase in ("cold", "warm"):
+            for phase in (("warm",) if args.warm_only else ("cold", "warm")):
                 results.setdefault("loads", []).append(os.getloadavg()[0])
                 print(f"# {phase} start (cache {cache})", flush=True)
                 server, tab, timings = start_to_interactive(
@@ -566,11 +572,12 @@ def main(argv=None) -> int:
     print(f"wrote {out}")
     figures = {"machine": machine(), "date": started.isoformat(timespec="seconds"), "command": command,
                "data": source_desc, "load_1min": results.get("loads", []), "n": results.get("n"),
-               "cold_s": {k: v for k, v in results["cold"].items() if not k.startswith("_")},
+               "cold_s": {k: v for k, v in results.get("cold", {}).items() if not k.startswith("_")},
                "warm_s": {k: v for k, v in results["warm"].items() if not k.startswith("_")},
                "slider_s": {"median": statistics.median(results["latency"]), "p95": percentile(results["latency"], 95),
                             "max": max(results["latency"]), "moves": len(results["latency"])},
-               "pages_s": dict(results["pages"]), "peak_rss_gb": dict(zip(("cold", "warm"), results.get("rss", []))),
+               "pages_s": dict(results["pages"]),
+               "peak_rss_gb": dict(zip(("warm",) if args.warm_only else ("cold", "warm"), results.get("rss", []))),
                "sessions_rss_gb": [[k, gb] for k, gb, _ in results.get("session_rss", [])]}
     json_path = Path(args.json) if args.json else out.with_suffix(".json")
     json_path.write_text(json.dumps(figures, indent=1))
