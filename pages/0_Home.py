@@ -37,6 +37,7 @@ def _source_changed():
 
 st.title("CLIP-powered data selection")
 st.caption("Embed a labelled image dataset, audit its labels, and keep the subset that trains best.")
+banner = st.container()        # a run's progress and a failed run's cause: at the top, visible at any viewport
 
 data_col, enc_col = st.columns(2)
 with data_col:
@@ -99,7 +100,7 @@ autorun = (source == "demo" and state.current_run() is None and not st.session_s
            and os.environ.get("SELECTOR_AUTORUN", "1") != "0")
 if st.button("Run", type="primary", key="run") or autorun:
     st.session_state["demo_autorun_done"] = True
-    with st.status("Running the pipeline...", expanded=True) as status:
+    with banner, st.status("Running the pipeline...", expanded=True) as status:
         reporter = widgets.ProgressReporter(status)
         try:
             if upload is not None:
@@ -111,11 +112,16 @@ if st.button("Run", type="primary", key="run") or autorun:
                                    pretrained=pretrained.strip(), checkpoint=checkpoint.strip(), config=config)
             run = backend.run_pipeline(spec, progress=reporter)
         except (InputError, OfflineError) as exc:
-            status.update(label="The run did not start - see the message below", state="error", expanded=False)
-            st.error(str(exc))
+            failure = str(exc)
+            status.update(label="The run failed", state="error", expanded=False)
         else:
+            failure = None
             reporter.finish(f"Done: {len(run.table):,} samples in {run.seconds:.1f} s")
             state.set_run(run)
+    if failure:                  # the cause on top; no summary of an earlier run that would look current
+        state.clear_run()
+        banner.error(f"The run failed: {failure}")
+        st.stop()
 
 run = state.current_run()
 if run is None:

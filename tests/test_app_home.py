@@ -3,7 +3,7 @@ against injected noise, bad input shown inline (never a traceback), and the cach
 import pandas as pd
 import pytest
 
-from tests.test_app_support import cache_env, frame, make_embeddings, new_app, run_embeddings
+from tests.test_app_support import cache_env, frame, goto, make_embeddings, new_app, run_embeddings
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +75,23 @@ def test_bad_input_gives_an_inline_error_not_a_traceback(env, source, field, val
     at.button(key="run").click().run(timeout=60)
     assert not at.exception, [e.value for e in at.exception]
     assert len(at.error) == 1 and expect in at.error[0].value
+    assert at.error[0].value.startswith("The run failed: ")
     assert "Traceback" not in at.error[0].value
     assert "run_key" not in at.session_state
+
+
+def test_a_failed_run_clears_the_summary_of_the_previous_one(env):
+    at = run_embeddings(new_app(), env["npz"])
+    assert any(h.value == "Dataset summary" for h in at.header)
+    at.text_input(key="path").input(str(env["tmp"] / "missing.npz"))
+    at.button(key="run").click().run(timeout=60)
+    assert not at.exception
+    (error,) = at.error
+    assert error.value.startswith("The run failed: ") and "does not exist" in error.value
+    assert not any(h.value == "Dataset summary" for h in at.header) and not at.metric
+    assert "run_key" not in at.session_state and "run" not in at.query_params
+    at = goto(at, "pages/4_Selection.py")                 # no stale run on the other pages either
+    assert any(i.value == "Run the pipeline on the Home page first." for i in at.info)
 
 
 def test_noise_off_hides_the_audit_check(env):
@@ -125,3 +140,31 @@ def test_an_uploaded_embeddings_file_runs(env):
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert {m.label: m.value for m in at.metric}["Samples"] == "120"
     assert list((env["tmp"] / "cache" / "uploads").glob("*.npz"))
+
+
+def test_a_link_with_the_run_key_opens_the_run_on_any_page(env):
+    """Reload, bookmark or a colleague's link: ?run=<key> re-opens the cached run on any page, even after the
+    server restarted (the in-memory registry is empty, the run is read from the disk cache)."""
+    from pathlib import Path
+    from streamlit.testing.v1 import AppTest
+    from selector.ui import backend
+    ROOT = Path(__file__).resolve().parents[1]
+    first = run_embeddings(new_app(), env["npz"])
+    key = first.session_state["run_key"]
+    assert first.query_params.get("run") in (key, [key])
+    for restarted in (False, True):
+        if restarted:
+            backend.registry.clear()
+        at = AppTest.from_file(str(ROOT / "pages" / "4_Selection.py"), default_timeout=60)
+        at.query_params["run"] = key
+        at.run()
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        assert not [i.value for i in at.info if "Run the pipeline" in i.value]
+        assert {m.label for m in at.metric} >= {"Selected"}
+        assert at.session_state["run_key"] == key
+    stranger = AppTest.from_file(str(ROOT / "app.py"), default_timeout=30)
+    stranger.query_params["run"] = "0123456789abcdef0123"
+    stranger.run()
+    stranger = goto(stranger, "pages/2_Scores.py")
+    assert any("no record of" in w.value for w in stranger.warning)
+    assert any("Run the pipeline on the Home page first." == i.value for i in stranger.info)

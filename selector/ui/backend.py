@@ -9,9 +9,11 @@ decisions and the current selection live in st.session_state (see state.py).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -29,9 +31,11 @@ from selector.files import atomic_write_bytes, default_cache_dir
 from selector.progress import Progress
 from selector.sources import open_source
 
+log = logging.getLogger(__name__)
 MAX_RESULTS = 3          # finished runs kept in memory (a 60k x 512 run is a few hundred MB)
 THUMB_PX = 64
 UPLOAD_DIR = "uploads"
+RUNS_DIR = "runs"        # cache_dir/runs/<run key>.json: the RunSpec of every finished run (deep links)
 
 
 _CLIP = ENCODERS.get("open_clip").options
@@ -57,6 +61,16 @@ class RunSpec:
 
     def encoder_options(self) -> dict:
         return options_of(self.encoder, model=self.model, pretrained=self.pretrained, checkpoint=self.checkpoint)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunSpec":
+        """The spec `to_json` wrote; ValueError/TypeError/InputError when the text is not one."""
+        blob = json.loads(text)
+        config = pipeline.Config(**blob.pop("config"))
+        return cls(config=config, **blob)
 
 
 @dataclass(eq=False)
@@ -171,7 +185,28 @@ def run_pipeline(spec: RunSpec, progress: Optional[Progress] = None) -> Run:
             result = pipeline.load_or_run(dataset, encoder, spec.config, cache_dir=cache_dir(), progress=progress)
             run = Run(key=key, spec=spec, result=result, cache_dir=cache_dir(), seconds=time.perf_counter() - t0)
             reg.put_run(run)
+            _remember_spec(key, spec)
     return run
+
+
+def _remember_spec(key: str, spec: RunSpec) -> None:
+    try:
+        atomic_write_bytes(cache_dir() / RUNS_DIR / f"{key}.json", spec.to_json().encode("utf-8"))
+    except OSError as exc:          # a read-only cache only costs the deep link
+        log.warning("could not record run %s for deep links: %s", key, exc)
+
+
+def saved_spec(key: str) -> Optional[RunSpec]:
+    """The spec of a run this cache has finished before (what a link or a reload names), else None."""
+    if not key or not all(c in "0123456789abcdef" for c in key):
+        return None
+    path = cache_dir() / RUNS_DIR / f"{key}.json"
+    try:
+        return RunSpec.from_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, InputError) as exc:
+        if path.exists():
+            log.warning("ignoring unreadable run record %s: %s", path, exc)
+        return None
 
 
 def find_run(key: str) -> Optional[Run]:

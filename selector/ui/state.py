@@ -21,32 +21,51 @@ SPEC_KEY = "run_spec"
 SETTINGS_KEY = "selection_settings"
 DECISIONS_KEY = "decisions"
 MAP_ROWS_KEY = "map_rows"
+URL_KEY = "run"                 # the query parameter that names the run: ?run=<key>
 _MEMO_KEY = "_selection_memo"
 HOME_PAGE = "pages/0_Home.py"
 
 
 def set_run(run: backend.Run) -> None:
-    """Make `run` this session's current run (keeps settings; drops the map selection of the old run)."""
+    """Make `run` this session's current run (keeps settings; drops the map selection of the old run). The
+    run's key also goes into the page's URL (?run=...), so a reload or a bookmark opens the same run."""
     if st.session_state.get(RUN_KEY) != run.key:
         st.session_state.pop(MAP_ROWS_KEY, None)
     st.session_state[RUN_KEY] = run.key
     st.session_state[SPEC_KEY] = run.spec
+    if st.query_params.get(URL_KEY) != run.key:
+        st.query_params[URL_KEY] = run.key
+
+
+def clear_run() -> None:
+    """This session looks at no run (e.g. its last one failed): pages point to Home, the URL names none."""
+    for key in (RUN_KEY, SPEC_KEY, MAP_ROWS_KEY):
+        st.session_state.pop(key, None)
+    if URL_KEY in st.query_params:
+        del st.query_params[URL_KEY]
 
 
 def current_run() -> Optional[backend.Run]:
-    """This session's run, or None. A run evicted from memory is re-opened from the disk cache."""
-    key = st.session_state.get(RUN_KEY)
+    """This session's run, or None. A run evicted from memory, or named only by the URL (a reload, a
+    bookmark, a link from a colleague on the same server), is re-opened from the disk cache."""
+    key = st.session_state.get(RUN_KEY) or st.query_params.get(URL_KEY)
     if not key:
         return None
     run = backend.find_run(key)
-    if run is None and SPEC_KEY in st.session_state:
-        with st.spinner("Re-opening the last run from the cache..."):
+    spec = st.session_state.get(SPEC_KEY) if st.session_state.get(RUN_KEY) == key else backend.saved_spec(key)
+    if run is None and spec is not None:
+        with st.spinner("Re-opening the run from the cache..."):
             try:
-                run = backend.run_pipeline(st.session_state[SPEC_KEY])
+                run = backend.run_pipeline(spec)
             except (InputError, OfflineError) as exc:
-                st.error(f"The last run could not be re-opened: {exc}")
+                st.error(f"The run could not be re-opened: {exc}")
                 return None
-        st.session_state[RUN_KEY] = run.key
+    if run is None:
+        if st.query_params.get(URL_KEY) == key and not st.session_state.get(RUN_KEY):
+            st.warning(f"This link names run {key}, which this server has no record of (a different cache "
+                       "folder, or the cache was cleared). Start a run on the Home page.")
+        return None
+    set_run(run)
     return run
 
 
