@@ -161,3 +161,28 @@ def test_random_baseline_is_independent_of_the_injected_noise():
     _, flipped = inject_noise(labels, rate=0.2, mode="uniform", n_classes=10, seed=0)
     share = flipped[random_mask(len(labels), 10000, seed=0)].mean()
     assert abs(share - 0.2) < 0.02   # a random subset holds about the injected rate, not every flip
+
+
+def test_class_cuts_are_the_lowest_kept_score_of_each_class():
+    from selector.ui.views import class_cuts
+    score = np.array([0.9, 0.2, 0.5, 0.7, 0.1, 0.3])
+    mask = np.array([True, False, True, True, False, False])
+    codes = np.array([0, 0, 0, 1, 1, 2])
+    cuts = class_cuts(score, mask, codes, 3)
+    assert cuts[:2].tolist() == [0.5, 0.7] and np.isnan(cuts[2])
+
+
+def test_a_picked_bar_gives_exactly_its_rows():
+    from selector.ui.views import bars_from_selection, rows_in_bins
+    rng = np.random.default_rng(0)
+    values, mask = rng.random(500), rng.random(500) < 0.4
+    h = histogram(values, mask, bins=10)
+    event = {"points": [{"curve_number": 0, "point_index": 3}, {"curve_number": 1, "point_number": 9},
+                        {"curve_number": 0, "point_index": 3}, {"x": 0.5}]}
+    picks = bars_from_selection(event)
+    assert picks == [(0, 3), (1, 9)] and bars_from_selection(None) == []
+    rows = rows_in_bins(values, mask, h, picks)
+    lo3, hi3, lo9 = h.edges[3], h.edges[4], h.edges[9]
+    want = ((values >= lo3) & (values < hi3) & mask) | ((values >= lo9) & ~mask)
+    assert rows.tolist() == np.flatnonzero(want).tolist()
+    assert len(rows) == h.selected[3] + h.dropped[9]

@@ -103,8 +103,10 @@ def map_figure(table: pd.DataFrame, image: MapImage, rows: np.ndarray, *, revisi
     return fig
 
 
-def histogram_figure(h: Histogram, *, title: str, lines: Sequence[tuple[float, str, str]] = ()) -> go.Figure:
-    """Stacked bars of selected / dropped counts per bin, with labelled vertical lines (value, text, colour)."""
+def histogram_figure(h: Histogram, *, title: str, lines: Sequence[tuple[float, str, str]] = (),
+                     log: bool = False) -> go.Figure:
+    """Stacked bars of selected / dropped counts per bin (trace 0 / 1), with labelled vertical lines (value,
+    text, colour); log: a logarithmic count axis, so a spike does not flatten the rest."""
     width = float(h.edges[1] - h.edges[0])
     fig = go.Figure([
         go.Bar(x=h.centers, y=h.selected, width=width, name="selected", marker_color="#2b6cb0"),
@@ -114,23 +116,31 @@ def histogram_figure(h: Histogram, *, title: str, lines: Sequence[tuple[float, s
         fig.add_vline(x=value, line_dash="dash", line_color=colour, annotation_text=text,
                       annotation_position="top")
     fig.update_layout(barmode="stack", bargap=0, height=320, title=title, margin=dict(l=10, r=10, t=50, b=10),
-                      legend=dict(orientation="h", y=-0.15))
+                      legend=dict(orientation="h", y=-0.15), yaxis=dict(type="log" if log else "linear"))
     return fig
 
 
 def class_box_figure(table: pd.DataFrame, column: str, *, classes: Sequence[str] = (),
-                     line: Optional[tuple[float, str, str]] = None, max_points_per_class: int = 2000,
+                     line: Optional[tuple[float, str, str]] = None, cuts: Optional[Sequence[float]] = None,
+                     cut_name: str = "selection cut", max_points_per_class: int = 2000,
                      seed: int = 0) -> go.Figure:
-    """One box per class of a score (a seeded sample of at most max_points_per_class values per class)."""
+    """One box per class of a score (a seeded sample of at most max_points_per_class values per class);
+    cuts: one value per class drawn as a marker (e.g. each class's selection cut under per-class quotas)."""
     rng = np.random.default_rng(seed)
     fig = go.Figure()
-    labels = table["label"].astype(str).to_numpy()
+    names = [str(c) for c in classes] or _label_names(table["label"])
+    codes = class_codes(table["label"], names)
+    order = np.argsort(codes, kind="stable")                      # rows grouped by class, found once
+    bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
     values = table[column].to_numpy(dtype=np.float32)
-    for name in classes or pd.unique(labels):
-        idx = np.flatnonzero(labels == name)
+    for c, name in enumerate(names):
+        idx = order[bounds[c]:bounds[c + 1]]
         if len(idx) > max_points_per_class:
             idx = rng.choice(idx, size=max_points_per_class, replace=False)
         fig.add_trace(go.Box(y=values[idx], name=name, boxpoints=False, showlegend=False))
+    if cuts is not None:
+        fig.add_trace(go.Scatter(x=names, y=list(cuts), mode="markers", name=cut_name,
+                                 marker=dict(symbol="line-ew-open", size=28, color="#2b6cb0", line=dict(width=3))))
     if line is not None:
         value, text, colour = line
         fig.add_hline(y=value, line_dash="dash", line_color=colour, annotation_text=text)

@@ -278,6 +278,39 @@ def selection_cut(score: np.ndarray, mask: np.ndarray) -> float | None:
     return float(np.min(np.asarray(score)[mask])) if mask.any() else None
 
 
+def class_cuts(score: np.ndarray, mask: np.ndarray, codes: np.ndarray, n_classes: int) -> np.ndarray:
+    """(n_classes,) float64: the lowest score kept in each class (NaN where the class keeps nothing): the
+    selection cut of each class when quotas are per class."""
+    score, mask, codes = np.asarray(score, np.float64), np.asarray(mask, bool), np.asarray(codes, np.int64)
+    out = np.full(n_classes, np.inf)
+    keep = mask & (codes >= 0)
+    np.minimum.at(out, codes[keep], score[keep])
+    out[~np.isfinite(out)] = np.nan
+    return out
+
+
+def rows_in_bins(values: np.ndarray, mask: np.ndarray, h: Histogram, picks) -> np.ndarray:
+    """Rows of the histogram bars picked in a plotly selection (points of trace 0 = selected, 1 = dropped,
+    as `charts.histogram_figure` draws them), given as (trace, bin) pairs."""
+    values, mask = np.asarray(values, np.float64), np.asarray(mask, bool)
+    index = np.clip(np.searchsorted(h.edges, values, side="right") - 1, 0, len(h.edges) - 2)
+    chosen = np.zeros(len(values), bool)
+    for trace, b in picks:
+        chosen |= (index == b) & (mask if trace == 0 else ~mask) & np.isfinite(values)
+    return np.flatnonzero(chosen)
+
+
+def bars_from_selection(selection) -> list[tuple[int, int]]:
+    """(trace, bin) pairs of the bars picked in a plotly selection event on a histogram_figure."""
+    out = []
+    for point in (selection or {}).get("points", []) or []:
+        trace = point.get("curve_number")
+        b = point.get("point_index", point.get("point_number"))
+        if isinstance(trace, int) and isinstance(b, int):
+            out.append((trace, b))
+    return sorted(set(out))
+
+
 # --------------------------------------------------------------------------------------------- map
 def map_rows(n: int, *, limit: int, seed: int = 0) -> np.ndarray:
     """Rows the map sends as markers (hover and click): all when n <= limit, else a sorted seeded sample."""
