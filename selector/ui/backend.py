@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -32,6 +33,8 @@ from selector.sources import open_source
 MAX_RESULTS = 3          # finished runs kept in memory (a 60k x 512 run is a few hundred MB)
 THUMB_PX = 64
 UPLOAD_DIR = "uploads"
+UPLOAD_SUFFIXES = (".csv", ".parquet", ".npz")
+UPLOAD_MAX_AGE_S = 7 * 24 * 3600   # an upload not uploaded again for a week is removed
 
 
 _CLIP = ENCODERS.get("open_clip").options
@@ -116,7 +119,8 @@ class _Registry:
 
 @st.cache_resource(show_spinner=False)
 def registry() -> _Registry:
-    """The one registry of this server process."""
+    """The one registry of this server process (made when the server starts serving: old uploads expire then)."""
+    expire_uploads()
     return _Registry()
 
 
@@ -179,14 +183,33 @@ def find_run(key: str) -> Optional[Run]:
 
 
 def save_upload(name: str, data: bytes) -> str:
-    """Store an uploaded file under the cache dir (content-addressed) and return its path."""
+    """Store an uploaded file under the cache dir (content-addressed) and return its path; uploads older than
+    UPLOAD_MAX_AGE_S are removed first, and uploading a file again makes it young again."""
     suffix = Path(name).suffix.lower()
-    if suffix not in (".csv", ".parquet", ".npz"):
+    if suffix not in UPLOAD_SUFFIXES:
         raise InputError(f"uploaded file {name!r} must be .csv, .parquet or .npz, got {suffix or 'no suffix'}.")
+    expire_uploads()
     path = cache_dir() / UPLOAD_DIR / f"{hashlib.sha1(data).hexdigest()[:16]}{suffix}"
-    if not path.exists():
+    if path.exists():
+        os.utime(path)
+    else:
         atomic_write_bytes(path, data)
     return str(path)
+
+
+def expire_uploads(max_age_s: float = UPLOAD_MAX_AGE_S) -> list[Path]:
+    """Remove the uploads last stored more than max_age_s ago; returns the paths removed."""
+    folder, now, removed = cache_dir() / UPLOAD_DIR, time.time(), []
+    if not folder.is_dir():
+        return removed
+    for path in folder.iterdir():
+        try:
+            if path.suffix in UPLOAD_SUFFIXES and path.is_file() and now - path.stat().st_mtime > max_age_s:
+                path.unlink()
+                removed.append(path)
+        except OSError:   # gone already (another session), or not ours to remove: leave it
+            continue
+    return removed
 
 
 # ------------------------------------------------------------------------------------------ derived
