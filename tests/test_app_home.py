@@ -110,3 +110,15 @@ def test_an_uploaded_embeddings_file_runs(env):
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert {m.label: m.value for m in at.metric}["Samples"] == "120"
     assert list((env["tmp"] / "cache" / "uploads").glob("*.npz"))
+
+
+def test_encoder_names_are_checked_before_the_data_is_read(env):
+    """The folder is empty (reading it would fail): the unknown model is what the page reports."""
+    (env["tmp"] / "empty_too").mkdir(exist_ok=True)
+    at = new_app()
+    at.selectbox(key="source").set_value("image-folder").run()
+    at.text_input(key="path").input(str(env["tmp"] / "empty_too"))
+    at.text_input(key="clip_model").input("ViT-Nope")
+    at.button(key="run").click().run(timeout=60)
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.error) == 1 and "Unknown open_clip model 'ViT-Nope'" in at.error[0].value

@@ -24,11 +24,11 @@ import numpy as np
 import streamlit as st
 
 from selector import pipeline
-from selector.encoders import ENCODERS, open_encoder, options_of
+from selector.encoders import ENCODERS, check_encoder, open_encoder, options_of
 from selector.errors import InputError
 from selector.files import atomic_write_bytes, default_cache_dir
 from selector.progress import Progress
-from selector.sources import open_source
+from selector.sources import check_source, open_source
 
 MAX_RESULTS = 3          # finished runs kept in memory (a 60k x 512 run is a few hundred MB)
 THUMB_PX = 64
@@ -162,8 +162,11 @@ def _open_encoder(spec: RunSpec, progress: Optional[Progress]):
 
 
 def run_pipeline(spec: RunSpec, progress: Optional[Progress] = None) -> Run:
-    """Open the source and encoder and run (or re-open) the pipeline; raises InputError/OfflineError."""
+    """Open the source and encoder and run (or re-open) the pipeline; raises InputError/OfflineError. Every
+    setting, path and encoder name is checked before any data is read."""
     spec.config.validate()
+    check_source(spec.source, path=spec.path, root=spec.root)
+    check_encoder(spec.encoder, spec.source, spec.name, **spec.encoder_options())
     t0 = time.perf_counter()
     dataset = _open_dataset(spec)
     encoder = _open_encoder(spec, progress)
