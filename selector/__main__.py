@@ -36,8 +36,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="selector", description="Audit the labels of an image dataset and write "
-                                "the per-sample table with the selected subset (and a run manifest).")
+    p = _Parser(prog="selector", description="Audit the labels of an image dataset and write the per-sample "
+                "table with the selected subset (and a run manifest).")
     data = p.add_argument_group("data")
     data.add_argument("--source", default="demo", choices=SOURCES.names(), help=_choices_help(SOURCES))
     data.add_argument("--path", help="image folder, manifest (.csv/.parquet) or embeddings (.npz)")

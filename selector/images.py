@@ -57,13 +57,14 @@ def open_rgb(path, *, where: str = "") -> Image.Image:
                 raise InputError(_too_big(label, f"{w:,} x {h:,} = {w * h:,}", limit))
             bits = _declared_bits(im)
             im.load()
-            return to_rgb(im, bits=bits, name=label)
+            rgb = to_rgb(im, bits=bits, name=label)
+            return im.copy() if rgb is im else rgb    # never the file's own image: closing it ends its use
     except Image.DecompressionBombError as e:   # PIL's check, at twice the limit, came first
         pixels = re.search(r"\((\d+) pixels\)", str(e))
         raise InputError(_too_big(label, f"{int(pixels[1]):,}" if pixels else "more than twice that", limit)) from e
     except InputError:
         raise
-    except (OSError, ValueError, SyntaxError, MemoryError) as e:
+    except Exception as e:  # noqa: BLE001 - a malformed file can make a decoder raise anything
         raise InputError(f"Cannot decode image {label}: {e}. Replace the file with a valid image or remove it "
                          "from the dataset.") from e
 

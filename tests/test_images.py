@@ -7,7 +7,6 @@ import logging
 import struct
 import subprocess
 import sys
-import time
 import zlib
 from pathlib import Path
 
