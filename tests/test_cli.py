@@ -138,3 +138,26 @@ def test_sources_and_encoders_are_checked_before_any_data_is_read(tmp_path, caps
         err, _ = _refused(bad, capsys)
         assert expect in err, (bad, err)
     assert (tmp_path / "m.csv").read_text() == "path,label\na.png,cat\n" and not (tmp_path / "c").exists()
+
+
+_REFUSE_ALL = """
+import contextlib, io, sys, time
+from selector.__main__ import main
+slowest = 0.0
+for bad in (["--ratio", "0"], ["--weights", "beauty=1"], ["--seed", "-1"], ["--noise-seed", "3", "--noise-mode", "none"],
+            ["--out", sys.argv[1]], ["--encoder", "precomputed"], ["--ray", "--ray-workers", "0"]):
+    t0 = time.perf_counter()
+    with contextlib.redirect_stderr(io.StringIO()):
+        assert main(["--source", "demo", "--cache-dir", sys.argv[1] + "/c", *bad]) == 2, bad
+    slowest = max(slowest, time.perf_counter() - t0)
+print(slowest, "torch" in sys.modules, "open_clip" in sys.modules)
+"""
+
+
+def test_refusals_in_a_fresh_process_load_no_model_library(tmp_path):
+    """In a process of its own (no earlier test imported anything): each refusal takes milliseconds and not even
+    torch or open_clip was imported."""
+    out = subprocess.run([sys.executable, "-c", _REFUSE_ALL, str(tmp_path)], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).parents[1]).stdout.split()
+    assert float(out[0]) < 0.5 and out[1:] == ["False", "False"], out
+    assert not (tmp_path / "c").exists()

@@ -101,8 +101,8 @@ def check_encoder(kind: str, source: str, dataset_name: str = "fashion-mnist", *
     choice: EncoderChoice = ENCODERS.get(kind)
     if not choice.embeds(source, dataset_name):
         what = f"{source} ({dataset_name})" if source == "torchvision" else source
-        raise InputError(f"the {kind} encoder cannot embed the {what} source; choose one of "
-                         f"{', '.join(encoders_for(source, dataset_name))}.")
+        able = [c.name for c in ENCODERS if c.embeds(source, dataset_name)]   # (the default may import torch)
+        raise InputError(f"the {kind} encoder cannot embed the {what} source; choose one of {', '.join(able)}.")
     choice.check(**encoder_options(kind, **options))
 
 
