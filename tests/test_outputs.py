@@ -158,3 +158,14 @@ def test_uploads_older_than_their_age_are_removed(tmp_path, monkeypatch):
     os.utime(fresh, (time.time() - week - 60,) * 2)
     backend.save_upload("n.csv", b"other")                       # any upload expires the old ones
     assert not fresh.exists()
+
+
+@pytest.mark.faults
+def test_an_upload_to_a_full_disk_is_a_message(tmp_path, monkeypatch):
+    from selector.errors import InputError
+    from selector.ui import backend
+    with tmpfs(tmp_path / "disk", size="64k") as disk:
+        monkeypatch.setenv("SELECTOR_CACHE_DIR", str(disk))
+        with pytest.raises(InputError, match=r"could not store the upload 'e.npz'.*No space left on device"):
+            backend.save_upload("e.npz", b"PK" + bytes(200_000))
+        assert list((disk / backend.UPLOAD_DIR).iterdir()) == []

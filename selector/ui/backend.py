@@ -193,10 +193,14 @@ def save_upload(name: str, data: bytes) -> str:
         raise InputError(f"uploaded file {name!r} must be .csv, .parquet or .npz, got {suffix or 'no suffix'}.")
     expire_uploads()
     path = cache_dir() / UPLOAD_DIR / f"{hashlib.sha1(data).hexdigest()[:16]}{suffix}"
-    if path.exists():
-        os.utime(path)
-    else:
-        atomic_write_bytes(path, data)
+    try:
+        if path.exists():
+            os.utime(path)
+        else:
+            atomic_write_bytes(path, data)
+    except OSError as exc:
+        raise InputError(f"could not store the upload {name!r} under {path.parent} ({exc.strerror or exc}); free "
+                         "some space there or set SELECTOR_CACHE_DIR to a writable folder.") from exc
     return str(path)
 
 
