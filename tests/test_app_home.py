@@ -168,3 +168,15 @@ def test_a_link_with_the_run_key_opens_the_run_on_any_page(env):
     stranger = goto(stranger, "pages/2_Scores.py")
     assert any("no record of" in w.value for w in stranger.warning)
     assert any("Run the pipeline on the Home page first." == i.value for i in stranger.info)
+
+
+def test_encoder_names_are_checked_before_the_data_is_read(env):
+    """The folder is empty (reading it would fail): the unknown model is what the page reports."""
+    (env["tmp"] / "empty_too").mkdir(exist_ok=True)
+    at = new_app()
+    at.selectbox(key="source").set_value("image-folder").run()
+    at.text_input(key="path").input(str(env["tmp"] / "empty_too"))
+    at.text_input(key="clip_model").input("ViT-Nope")
+    at.button(key="run").click().run(timeout=60)
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.error) == 1 and "Unknown open_clip model 'ViT-Nope'" in at.error[0].value

@@ -57,15 +57,25 @@ def open_source(kind: str, **options) -> Dataset:
     (path, root, name, split, download); a source that takes a path needs an existing one."""
     choice: SourceChoice = SOURCES.get(kind)
     kwargs = {k: v for k, v in options.items() if k in choice.options and v not in (None, "")}
+    check_source(kind, path=kwargs.get("path"), root=kwargs.get("root"))
     if "path" in choice.options:
-        path = kwargs.pop("path", None)
+        return choice.value(kwargs.pop("path"), **kwargs)
+    return choice.value(**kwargs)
+
+
+def check_source(kind: str, *, path=None, root=None) -> None:
+    """InputError, before anything is read, when the source called `kind` lacks its path, or its path (or a
+    manifest's image root) does not exist. A torchvision root may be missing: the files are downloaded there."""
+    choice: SourceChoice = SOURCES.get(kind)
+    if "path" in choice.options:
         if not path:
             raise InputError(f"the {kind} source needs a path; none was given.")
         if not Path(path).expanduser().exists():
             raise InputError(f"{path!r} does not exist. Give the full path to an existing "
                              f"{'folder' if kind == 'image-folder' else 'file'}.")
-        return choice.value(path, **kwargs)
-    return choice.value(**kwargs)
+    if root and kind == "manifest" and not Path(root).expanduser().is_dir():
+        raise InputError(f"the image root {root!r} does not exist or is not a folder; give the folder the "
+                         "manifest's image paths are relative to.")
 
 
 def source_noise(kind: str) -> dict:
@@ -74,5 +84,5 @@ def source_noise(kind: str) -> dict:
 
 
 __all__ = ["SOURCES", "SourceChoice", "TORCHVISION_SETS", "FASHION_MNIST_CLASSES", "IMAGE_EXTENSIONS",
-           "open_source", "list_sources", "source_noise", "load_image_folder", "load_manifest",
+           "open_source", "check_source", "list_sources", "source_noise", "load_image_folder", "load_manifest",
            "load_fashion_mnist", "load_torchvision", "load_embeddings"]

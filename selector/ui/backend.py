@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -25,17 +26,19 @@ import numpy as np
 import streamlit as st
 
 from selector import pipeline
-from selector.encoders import ENCODERS, open_encoder, options_of
+from selector.encoders import ENCODERS, check_encoder, open_encoder, options_of
 from selector.errors import InputError
 from selector.files import atomic_write_bytes, default_cache_dir
 from selector.progress import Progress
-from selector.sources import open_source
+from selector.sources import check_source, open_source
 
 log = logging.getLogger(__name__)
 MAX_RESULTS = 3          # finished runs kept in memory (a 60k x 512 run is a few hundred MB)
 THUMB_PX = 64
 UPLOAD_DIR = "uploads"
 RUNS_DIR = "runs"        # cache_dir/runs/<run key>.json: the RunSpec of every finished run (deep links)
+UPLOAD_SUFFIXES = (".csv", ".parquet", ".npz")
+UPLOAD_MAX_AGE_S = 7 * 24 * 3600   # an upload not uploaded again for a week is removed
 
 
 _CLIP = ENCODERS.get("open_clip").options
@@ -130,7 +133,8 @@ class _Registry:
 
 @st.cache_resource(show_spinner=False)
 def registry() -> _Registry:
-    """The one registry of this server process."""
+    """The one registry of this server process (made when the server starts serving: old uploads expire then)."""
+    expire_uploads()
     return _Registry()
 
 
@@ -172,8 +176,11 @@ def _open_encoder(spec: RunSpec, progress: Optional[Progress]):
 
 
 def run_pipeline(spec: RunSpec, progress: Optional[Progress] = None) -> Run:
-    """Open the source and encoder and run (or re-open) the pipeline; raises InputError/OfflineError."""
+    """Open the source and encoder and run (or re-open) the pipeline; raises InputError/OfflineError. Every
+    setting, path and encoder name is checked before any data is read."""
     spec.config.validate()
+    check_source(spec.source, path=spec.path, root=spec.root)
+    check_encoder(spec.encoder, spec.source, spec.name, **spec.encoder_options())
     t0 = time.perf_counter()
     dataset = _open_dataset(spec)
     encoder = _open_encoder(spec, progress)
@@ -214,14 +221,37 @@ def find_run(key: str) -> Optional[Run]:
 
 
 def save_upload(name: str, data: bytes) -> str:
-    """Store an uploaded file under the cache dir (content-addressed) and return its path."""
+    """Store an uploaded file under the cache dir (content-addressed) and return its path; uploads older than
+    UPLOAD_MAX_AGE_S are removed first, and uploading a file again makes it young again."""
     suffix = Path(name).suffix.lower()
-    if suffix not in (".csv", ".parquet", ".npz"):
+    if suffix not in UPLOAD_SUFFIXES:
         raise InputError(f"uploaded file {name!r} must be .csv, .parquet or .npz, got {suffix or 'no suffix'}.")
+    expire_uploads()
     path = cache_dir() / UPLOAD_DIR / f"{hashlib.sha1(data).hexdigest()[:16]}{suffix}"
-    if not path.exists():
-        atomic_write_bytes(path, data)
+    try:
+        if path.exists():
+            os.utime(path)
+        else:
+            atomic_write_bytes(path, data)
+    except OSError as exc:
+        raise InputError(f"could not store the upload {name!r} under {path.parent} ({exc.strerror or exc}); free "
+                         "some space there or set SELECTOR_CACHE_DIR to a writable folder.") from exc
     return str(path)
+
+
+def expire_uploads(max_age_s: float = UPLOAD_MAX_AGE_S) -> list[Path]:
+    """Remove the uploads last stored more than max_age_s ago; returns the paths removed."""
+    folder, now, removed = cache_dir() / UPLOAD_DIR, time.time(), []
+    if not folder.is_dir():
+        return removed
+    for path in folder.iterdir():
+        try:
+            if path.suffix in UPLOAD_SUFFIXES and path.is_file() and now - path.stat().st_mtime > max_age_s:
+                path.unlink()
+                removed.append(path)
+        except OSError:   # gone already (another session), or not ours to remove: leave it
+            continue
+    return removed
 
 
 # ------------------------------------------------------------------------------------------ derived
