@@ -180,3 +180,30 @@ def test_encoder_names_are_checked_before_the_data_is_read(env):
     at.button(key="run").click().run(timeout=60)
     assert not at.exception, [e.value for e in at.exception]
     assert len(at.error) == 1 and "Unknown open_clip model 'ViT-Nope'" in at.error[0].value
+
+
+def test_a_session_waiting_for_anothers_run_sees_its_progress(env):
+    """Two sessions ask for the same new run: one computes it, the other waits and is shown the same
+    progress (not a blank box), then both get the one shared run."""
+    import threading
+    import time
+    from selector.pipeline import Config
+    from selector.ui import backend
+    npz = make_embeddings(env["tmp"] / "shared_wait.npz", seed=14)
+    spec = backend.RunSpec(source="embeddings", path=str(npz), encoder="precomputed", config=Config(map="pca"))
+    seen_a, seen_b, runs = [], [], {}
+
+    def slow(stage, done, total):               # the computing session's callback, slowed so B must wait
+        seen_a.append((stage, done, total))
+        time.sleep(0.3)
+
+    a = threading.Thread(target=lambda: runs.setdefault("a", backend.run_pipeline(spec, progress=slow)))
+    a.start()
+    deadline = time.time() + 30
+    while not seen_a and time.time() < deadline:
+        time.sleep(0.05)
+    runs["b"] = backend.run_pipeline(spec, progress=lambda *p: seen_b.append(p))
+    a.join(timeout=60)
+    assert runs["a"] is runs["b"]
+    assert seen_b and set(seen_b) <= set(seen_a)          # B was shown A's own progress while it waited
+    assert not backend.registry().progress                # nothing left behind once the run is done

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 MAX_RESULTS = 3          # finished runs kept in memory (a 60k x 512 run is a few hundred MB)
 THUMB_PX = 64
 UPLOAD_DIR = "uploads"
+WATCH_INTERVAL_S = 0.5   # how often a session waiting for another's run redraws that run's progress
 RUNS_DIR = "runs"        # cache_dir/runs/<run key>.json: the RunSpec of every finished run (deep links)
 UPLOAD_SUFFIXES = (".csv", ".parquet", ".npz")
 UPLOAD_MAX_AGE_S = 7 * 24 * 3600   # an upload not uploaded again for a week is removed
@@ -111,6 +112,7 @@ class _Registry:
         self.encoders: dict = {}
         self.datasets: dict = {}
         self.key_locks: dict[str, threading.Lock] = {}
+        self.progress: dict[str, tuple] = {}      # run key -> the (stage, done, total) its computing session last saw
 
     def lock_for(self, key: str) -> threading.Lock:
         with self.lock:
@@ -186,13 +188,26 @@ def run_pipeline(spec: RunSpec, progress: Optional[Progress] = None) -> Run:
     encoder = _open_encoder(spec, progress)
     key = pipeline.run_key(dataset, encoder, spec.config)
     reg = registry()
-    with reg.lock_for(key):
+    lock = reg.lock_for(key)
+    while not lock.acquire(timeout=WATCH_INTERVAL_S):    # another session is computing this run: show its progress
+        if progress is not None and key in reg.progress:
+            progress(*reg.progress[key])
+    try:
         run = reg.get_run(key)
         if run is None:
-            result = pipeline.load_or_run(dataset, encoder, spec.config, cache_dir=cache_dir(), progress=progress)
+            def shared(stage, done, total):           # what the sessions waiting for this run see
+                reg.progress[key] = (stage, done, total)
+                if progress is not None:
+                    progress(stage, done, total)
+            try:
+                result = pipeline.load_or_run(dataset, encoder, spec.config, cache_dir=cache_dir(), progress=shared)
+            finally:
+                reg.progress.pop(key, None)
             run = Run(key=key, spec=spec, result=result, cache_dir=cache_dir(), seconds=time.perf_counter() - t0)
             reg.put_run(run)
             _remember_spec(key, spec)
+    finally:
+        lock.release()
     return run
 
 
