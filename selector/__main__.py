@@ -82,7 +82,8 @@ def parser() -> argparse.ArgumentParser:
     sel.add_argument("--keep", metavar="FILE", help="sample ids (one per line) that are always selected")
     sel.add_argument("--never", metavar="FILE", help="sample ids (one per line) that are never selected")
     sel.add_argument("--decisions", metavar="FILE",
-                     help="label decisions: the app's decisions .json, or a .csv with columns id,decision")
+                     help="label decisions: the app's decisions database (cache folder/decisions/decisions.db; the "
+                          "decisions on this run's dataset), a .json {id: decision}, or a .csv with columns id,decision")
     out = p.add_argument_group("output")
     out.add_argument("--out", default="selection.csv", help="output table, .csv or .parquet (manifest beside)")
     out.add_argument("--selected-only", action="store_true", help="write only the selected rows")
@@ -115,6 +116,7 @@ def _ids(path) -> list[str]:
 def settings(args) -> tuple:
     """(Config, Selection) from the arguments, validated before anything is loaded or computed."""
     from selector.decisions import read_decisions
+    from selector.decision_store import DecisionStore, is_database
     from selector.writer import format_of
     from selector.pipeline import Config
     from selector.sources import source_noise
@@ -134,7 +136,11 @@ def settings(args) -> tuple:
     selection = Selection(ratio=args.ratio, weights=parse_weights(args.weights), strategy=args.strategy,
                           exclude_flagged=args.exclude_flagged, exclude_duplicates=args.exclude_duplicates,
                           class_balance=args.class_balance, keep=_ids(args.keep), never=_ids(args.never),
-                          decisions=read_decisions(args.decisions) if args.decisions else {})
+                          decisions={})
+    if args.decisions and is_database(args.decisions):    # its decisions are read once the dataset is known
+        DecisionStore(args.decisions, create=False).check()
+    elif args.decisions:
+        selection = selection.replace(decisions=read_decisions(args.decisions))
     return config, selection
 
 
@@ -163,6 +169,8 @@ class _Bars:
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    from selector.decision_store import is_database
+    from selector.decisions import read_decisions
     from selector.encoders import open_encoder, options_of
     from selector.writer import export
     from selector.files import default_cache_dir
@@ -184,6 +192,8 @@ def main(argv=None) -> int:
         else:
             encoder = open_encoder(kind, cache_dir=cache_dir, progress=bars, **options)
         result = load_or_run(dataset, encoder, config, cache_dir=cache_dir, progress=bars)
+        if args.decisions and is_database(args.decisions):
+            selection = selection.replace(decisions=read_decisions(args.decisions, dataset=result.dataset.fingerprint))
         written = export(result, selection, args.out, selected_only=args.selected_only)
     except (InputError, OfflineError) as exc:
         bars.close()

@@ -25,6 +25,13 @@ def decisions_table(table: pd.DataFrame) -> pd.DataFrame:
         drop=True)
 
 
+def describe_event(event) -> str:
+    """One decision-log event in words: 'bad by ann, 2026-12-01 12:03 UTC (undo)'."""
+    what = event.decision or "cleared"
+    how = {"undo": " (undo)", "migrated": " (imported)"}.get(event.kind, "")
+    return f"{what} by {event.who}, {event.at[:10]} {event.at[11:16]} UTC{how}"
+
+
 def flagged_order(table: pd.DataFrame, *, decisions: dict | None = None, show: str = "all",
                   label: str | None = None) -> np.ndarray:
     """Row indices of flagged samples, most suspicious (highest noise_score) first.
