@@ -224,7 +224,7 @@ class DecisionStore:
 
     def _read_only(self, exc) -> sqlite3.Connection:
         """A connection to a database this process cannot write (read-only file or folder), or raise `exc`."""
-        if _error_name(exc) not in ("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "OSError") \
+        if not _error_name(exc).startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "OSError")) \
                 or not self.path.is_file():
             raise exc
         con = self._connect(immutable=True)

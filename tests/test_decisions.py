@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -277,46 +278,49 @@ def test_a_damaged_database_is_reported_and_left_as_it_is(tmp_path, damage):
     assert db.path.read_bytes() == damaged                          # nothing changed, nothing deleted
 
 
-@pytest.fixture
-def read_only(tmp_path):
-    """(folder, make_read_only, make_writable): a folder that really becomes read-only: chmod for a normal user; a
-    tmpfs remounted read-only for root (whom permissions do not stop). Skips where neither works."""
-    folder = tmp_path / "ro"
-    folder.mkdir()
+@contextmanager
+def read_only_folder(folder):
+    """(make_read_only, make_writable) for an empty folder that really becomes read-only: chmod for a normal user;
+    a tmpfs mounted on it and remounted read-only for root (whom permissions do not stop). Skips where neither
+    works."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0:
         def lock():
-            for p in folder.rglob("*"):
-                p.chmod(0o444)
-            for p in [*folder.rglob("*/"), folder]:
-                p.chmod(0o555)
+            for p in [*folder.rglob("*"), folder]:
+                p.chmod(0o555 if p.is_dir() else 0o444)
 
         def unlock():
             for p in [folder, *folder.rglob("*")]:
                 p.chmod(0o755 if p.is_dir() else 0o644)
-        yield folder, lock, unlock
-        unlock()
+        try:
+            yield lock, unlock
+        finally:
+            unlock()
         return
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(folder)], capture_output=True).returncode:
         pytest.skip("running as root and cannot mount a tmpfs here, so no folder can be made read-only")
-    remount = lambda mode: subprocess.run(["mount", "-o", f"remount,{mode}", str(folder)], check=True)  # noqa: E731
+
+    def remount(mode):
+        subprocess.run(["mount", "-o", f"remount,{mode}", str(folder)], check=True)
     try:
-        yield folder, lambda: remount("ro"), lambda: remount("rw")
+        yield (lambda: remount("ro")), (lambda: remount("rw"))
     finally:
         if subprocess.run(["umount", str(folder)], capture_output=True).returncode:
             subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 @pytest.mark.faults
-def test_a_read_only_database_is_still_read_and_refuses_writes_clearly(read_only):
-    folder, lock, unlock = read_only
-    db = store_in(folder)
-    db.record("fp", {"a": "bad", "b": "kept"}, who="ann")
-    lock()
-    reader = store_in(folder)
-    assert reader.current("fp") == {"a": "bad", "b": "kept"}
-    assert "cannot write the decisions database" in reader.problem
-    with pytest.raises(InputError) as info:
-        reader.record("fp", {"c": "bad"}, who="ann")
-    assert "cannot write the decisions database" in str(info.value) and "writable" in str(info.value)
-    unlock()
-    assert store_in(folder).current("fp") == {"a": "bad", "b": "kept"}
+def test_a_read_only_database_is_still_read_and_refuses_writes_clearly(tmp_path):
+    folder = tmp_path / "cache"
+    with read_only_folder(folder / "decisions") as (lock, unlock):
+        store_in(folder).record("fp", {"a": "bad", "b": "kept"}, who="ann")
+        lock()
+        reader = store_in(folder)
+        assert reader.current("fp") == {"a": "bad", "b": "kept"}
+        assert "cannot write the decisions database" in reader.problem
+        with pytest.raises(InputError) as info:
+            reader.record("fp", {"c": "bad"}, who="ann")
+        assert "cannot write the decisions database" in str(info.value) and "writable" in str(info.value)
+        unlock()
+        assert store_in(folder).current("fp") == {"a": "bad", "b": "kept"}

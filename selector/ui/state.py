@@ -23,7 +23,7 @@ RUN_KEY = "run_key"
 SPEC_KEY = "run_spec"
 SETTINGS_KEY = "selection_settings"
 DECISIONS_KEY = "decisions"
-REVIEWER_KEY = "reviewer"
+REVIEWER_LABEL = "Reviewer name"
 _REVIEWER = "_reviewer_name"
 _SESSION_ID = "_session_id"
 _READ_PROBLEM = "_decisions_read_problem"
@@ -105,21 +105,24 @@ def remember_form(name: str, keys) -> None:
 # ----------------------------------------------------------------------------------------- decisions
 def reviewer() -> str:
     """Who this session's decisions are recorded as: the reviewer name it gave, else an id made for the session."""
-    name = str(st.session_state.get(_REVIEWER) or "").strip()
-    if name:
-        return name
+    return str(st.session_state.get(_REVIEWER) or "").strip() or session_id()
+
+
+def session_id() -> str:
+    """A random id made for this browser session on first use."""
     if _SESSION_ID not in st.session_state:
         st.session_state[_SESSION_ID] = f"session-{uuid.uuid4().hex[:8]}"
     return st.session_state[_SESSION_ID]
 
 
 def reviewer_input() -> None:
-    """The reviewer-name text input (sidebar); the name is kept for the session across pages."""
-    seed_widget(REVIEWER_KEY, st.session_state.get(_REVIEWER, ""))
-    st.text_input("Reviewer name", key=REVIEWER_KEY, placeholder=reviewer() if not st.session_state.get(_REVIEWER)
-                  else None, help="Recorded with each label decision you make (without one, this browser "
-                                  "session's id is), and whose last step 'Undo my last step' reverts.")
-    st.session_state[_REVIEWER] = str(st.session_state.get(REVIEWER_KEY) or "").strip()
+    """The reviewer-name text input (sidebar); the name is kept for the session across pages. The widget has no
+    key: its value comes from the session's copy, because the state of a keyed widget that every page draws is
+    reset when the page changes."""
+    name = st.text_input(REVIEWER_LABEL, value=st.session_state.get(_REVIEWER, ""), placeholder=session_id(),
+                         help="Recorded with each label decision you make (without one, this browser session's id "
+                              "is), and whose last step 'Undo my last step' reverts.")
+    st.session_state[_REVIEWER] = str(name or "").strip()
 
 
 def store(run: backend.Run) -> DecisionStore:
@@ -139,7 +142,7 @@ def decisions(run: backend.Run) -> dict[str, str]:
         if held is None or held["version"] != version:
             held = {"fingerprint": run.fingerprint, "version": version, "items": db.current(run.fingerprint)}
             st.session_state[DECISIONS_KEY] = held
-        st.session_state[_READ_PROBLEM] = db.problem
+        st.session_state[_READ_PROBLEM] = f"Label decisions cannot be saved: {db.problem}" if db.problem else ""
     except InputError as exc:
         st.session_state[_READ_PROBLEM] = f"Label decisions cannot be read: {exc}"
     return held["items"] if held else {}
