@@ -63,12 +63,14 @@ class Event:
 
 @dataclass(frozen=True)
 class Batch:
-    """One user action: `size` samples changed at `at` (UTC) by `who`."""
+    """One user action: `size` samples changed at `at` (UTC) by `who`; `conflicts` samples were left alone because
+    their decision was no longer the one the caller expected (someone changed it meanwhile)."""
     id: str
     kind: str
     who: str
     at: str
     size: int
+    conflicts: int = 0
 
 
 @dataclass(frozen=True)
@@ -135,18 +137,23 @@ class DecisionStore:
             return _last_batch(con, dataset, who)
 
     # ------------------------------------------------------------------------------------------- writing
-    def record(self, dataset: str, changes: Mapping[str, Optional[str]], *, who: str) -> Optional[Batch]:
-        """Write {sample id: decision or None (clear)} as one batch by `who`. A sample that already holds that
-        decision is left out; None when nothing changed. Returns the batch written."""
+    def record(self, dataset: str, changes: Mapping[str, Optional[str]], *, who: str,
+               expect: Optional[Mapping[str, Optional[str]]] = None) -> Batch:
+        """Write {sample id: decision or None (clear)} as one batch by `who`; a sample that already holds that
+        decision is left out (size 0: nothing written). expect: {sample id: the decision (or None) the caller saw};
+        a sample whose stored decision differs from it was changed by someone since and is left alone (counted in
+        `conflicts`), so a stale page never overwrites a newer decision."""
         who = _check_who(who)
         changes = {str(s): (DECISIONS.check(d) if d else None) for s, d in changes.items()}
+        expect = {str(s): (d or None) for s, d in (expect or {}).items()}
         batch, at = uuid.uuid4().hex, now_utc()
         with self._writing() as con:
             held = held_decisions(con, dataset, changes)
+            stale = {s for s in changes if s in expect and held.get(s) != expect[s]}
             rows = [(dataset, s, d, held.get(s), who, at, batch, "decided", None)
-                    for s, d in changes.items() if held.get(s) != d]
+                    for s, d in changes.items() if held.get(s) != d and s not in stale]
             con.executemany(INSERT, rows)
-        return Batch(batch, "decided", who, at, len(rows)) if rows else None
+        return Batch(batch, "decided", who, at, len(rows), conflicts=len(stale))
 
     def undo(self, dataset: str, *, who: str) -> Optional[Undone]:
         """Revert `who`'s last batch on the dataset (see last_batch): each sample gets its previous value back,

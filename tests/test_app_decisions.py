@@ -134,3 +134,76 @@ def test_a_read_only_database_still_shows_its_decisions_and_says_why_new_ones_ar
         assert shown_decisions(at) == {sid: "bad"}
         unlock()
         assert stored(cache) == {sid: "bad"}
+
+
+def the_table():
+    from selector.ui import backend
+    (run,) = backend.registry().runs.values()
+    return run.table
+
+
+def view_size(at) -> int:
+    (box,) = [e for e in at.expander if e.label.startswith("Decide all ")]
+    return int(box.label.split()[2].replace(",", ""))
+
+
+def test_a_bulk_decision_acts_on_the_filtered_view_in_one_undoable_step(env):
+    at = goto(started(env["npz"]), PAGE)
+    table = the_table()
+    at.selectbox(key="issues_class").set_value("class_1").run()
+    n = view_size(at)
+    expected = table.loc[table["flagged"] & (table["label"] == "class_1"), "id"].astype(str)
+    assert n == len(expected) > 10                                         # more than one page
+    at.radio(key="bulk_decision").set_value("bad").run()
+    assert any(c.value.startswith(f"'Mark bad' would be recorded for {n:,} of the {n:,} samples in this view")
+               for c in at.caption)                                        # the preview, before anything is written
+    assert stored(env["cache"]) == {}
+    at.button(key="bulk_apply").click().run()
+    assert not at.exception and any(s.value.startswith(f"Applied: {n:,} decisions in one step") for s in at.success)
+    assert stored(env["cache"]) == {i: "bad" for i in expected}
+    assert len({e.batch for e in DecisionStore.for_cache(env["cache"]).events() if e.kind == "decided"}) >= 1
+    assert at.button(key="undo_last_step").label.startswith(f"Undo my last step ({n:,} decision(s), ")
+    at.button(key="undo_last_step").click().run()
+    assert stored(env["cache"]) == {}                                      # one step back undoes all of them
+    assert any(s.value.startswith(f"Undone: {n:,} decision(s) restored") for s in at.success)
+
+
+def test_a_bulk_decision_from_a_stale_view_leaves_newer_decisions_alone(env):
+    a = goto(started(env["npz"]), PAGE)
+    b = goto(started(env["npz"]), PAGE)
+    for at in (a, b):
+        at.selectbox(key="issues_class").set_value("class_2").run()
+        at.radio(key="bulk_decision").set_value("kept").run()
+    first = buttons(a, "Mark bad")[0].key.removeprefix("bad_")
+    a.button(key=f"bad_{first}").click().run()                            # A decides one sample of the view
+    n = view_size(b)
+    b.button(key="bulk_apply").click().run()                              # B's preview predates it
+    assert any("1 sample(s) had been decided by someone else meanwhile" in w.value for w in b.warning)
+    saved = stored(env["cache"])
+    assert saved[first] == "bad" and sum(v == "kept" for v in saved.values()) == n - 1
+    b.button(key="undo_last_step").click().run()
+    a.button(key=f"clear_{first}").click().run()
+    assert stored(env["cache"]) == {}
+
+
+def test_the_view_sorts_by_any_score_within_a_score_range(env):
+    at = goto(started(env["npz"]), PAGE)
+    table = the_table()
+    at.selectbox(key="issues_score").set_value("alignment").run()
+    at.radio(key="issues_order").set_value("low").run()
+    values = [float(m.value.split("**alignment (SAS):** ")[1]) for m in at.markdown
+              if "**alignment (SAS):** " in m.value]
+    assert len(values) == 10 and values == sorted(values)
+    flagged = table.loc[table["flagged"], "alignment"]
+    assert values[0] == pytest.approx(flagged.min(), abs=1e-4)
+    total = view_size(at)
+    middle = float(flagged.median())
+    at.slider(key="issues_range_alignment").set_value((middle, float(flagged.max()))).run()
+    assert not at.exception
+    values = [float(m.value.split("**alignment (SAS):** ")[1]) for m in at.markdown
+              if "**alignment (SAS):** " in m.value]
+    assert values and min(values) >= middle - 1e-4 and view_size(at) < total
+    assert view_size(at) == int(((flagged >= middle) & (flagged <= flagged.max())).sum())
+    at.selectbox(key="issues_suggested").set_value("class_0").run()
+    givens = [m.value for m in at.markdown if m.value.startswith("**given:**")]
+    assert all("**suggested:** class_0 " in g for g in givens)

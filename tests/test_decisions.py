@@ -43,7 +43,7 @@ def test_every_change_is_logged_with_who_when_and_what_it_replaced(tmp_path):
     db = store_in(tmp_path)
     first = db.record("fp", {"a": "bad", "b": "kept"}, who="ann")
     assert first.size == 2 and db.current("fp") == {"a": "bad", "b": "kept"} and db.current("other") == {}
-    assert db.record("fp", {"a": "bad"}, who="bob") is None            # already so: nothing written
+    assert db.record("fp", {"a": "bad"}, who="bob").size == 0          # already so: nothing written
     second = db.record("fp", {"a": "accepted", "b": None}, who="bob")
     assert db.current("fp") == {"a": "accepted"}
     events = db.events("fp")
@@ -92,6 +92,18 @@ def test_undo_reverts_the_callers_last_batch_and_is_logged(tmp_path):
     assert (undone.batch.id, undone.restored, undone.skipped) == (mine.id, 1, 1)
     assert db.current("fp") == {"b": "kept", "y": "kept"}
     assert db.last_batch("fp", "bob").size == 1 and chain_is_intact(db.events())
+
+
+def test_a_write_from_a_stale_view_leaves_newer_decisions_alone(tmp_path):
+    db = store_in(tmp_path)
+    db.record("fp", {"a": "bad"}, who="ann")
+    seen = db.current("fp")                                                  # bob's page: a is bad, b undecided
+    db.record("fp", {"a": "kept", "b": "kept"}, who="ann")                   # ann changes both meanwhile
+    batch = db.record("fp", {"a": "accepted", "b": "bad", "c": "bad"}, who="bob",
+                      expect={s: seen.get(s) for s in ("a", "b", "c")})
+    assert (batch.size, batch.conflicts) == (1, 2)
+    assert db.current("fp") == {"a": "kept", "b": "kept", "c": "bad"}
+    assert db.record("fp", {"a": "bad"}, who="bob", expect={"a": "kept"}).size == 1   # with a fresh view it goes
 
 
 def test_old_json_files_are_imported_once_and_renamed(tmp_path, caplog):

@@ -29,6 +29,7 @@ _SESSION_ID = "_session_id"
 _READ_PROBLEM = "_decisions_read_problem"
 _WRITE_PROBLEM = "_decisions_write_problem"
 _UNDONE = "_decisions_undone"
+_NOTE = "_decisions_recorded"
 MAP_ROWS_KEY = "map_rows"
 _MEMO_KEY = "_selection_memo"
 HOME_PAGE = "pages/0_Home.py"
@@ -153,19 +154,27 @@ def decision_problems() -> list[str]:
     return [m for m in (st.session_state.get(_READ_PROBLEM), st.session_state.pop(_WRITE_PROBLEM, None)) if m]
 
 
-def record_decisions(run: backend.Run, changes: dict) -> Optional[Batch]:
-    """Store {sample id: decision or None (clear)} as one step of this session's reviewer; a failure is kept
+def record_decisions(run: backend.Run, changes: dict, seen: Optional[dict] = None) -> Optional[Batch]:
+    """Store {sample id: decision or None (clear)} as one step of this session's reviewer. seen: {sample id: the
+    decision the page showed}; a sample decided otherwise meanwhile is left alone and noted. A failure is kept
     for decision_problems()."""
     try:
-        return store(run).record(run.fingerprint, changes, who=reviewer())
+        batch = store(run).record(run.fingerprint, changes, who=reviewer(), expect=seen)
     except InputError as exc:
         st.session_state[_WRITE_PROBLEM] = f"Not saved: {exc}"
         return None
+    st.session_state[_NOTE] = batch
+    return batch
 
 
-def record_decision(run: backend.Run, sample_id: str, decision: Optional[str]) -> None:
-    """Store one decision (None clears it)."""
-    record_decisions(run, {str(sample_id): decision})
+def record_decision(run: backend.Run, sample_id: str, decision: Optional[str], seen: Optional[str] = None) -> None:
+    """Store one decision (None clears it) on a sample the page showed with decision `seen`."""
+    record_decisions(run, {str(sample_id): decision}, {str(sample_id): seen})
+
+
+def pop_recorded() -> Optional[Batch]:
+    """The last step this session recorded (once), to say what it did."""
+    return st.session_state.pop(_NOTE, None)
 
 
 def last_step(run: backend.Run) -> Optional[Batch]:
