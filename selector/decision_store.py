@@ -3,7 +3,10 @@
 One database per cache folder, cache_dir/decisions/decisions.db, in WAL mode with a 30 s busy timeout, so any
 number of browser sessions and processes read and write it at once. Every write is one transaction that reads
 the values it replaces inside the transaction (BEGIN IMMEDIATE): a writer never works from a stale copy and
-never touches a sample it was not asked to change.
+never touches a sample it was not asked to change. A caller can also say what it saw (`record(expect=...)`): a
+sample someone else decided since is then left alone. `undo` reverts a reviewer's last batch, one step at a
+time, as a new batch of kind "undo" (an undo that finds every sample changed since logs one event with an empty
+sample id, so that the batch still counts as undone).
 
 Tables:
 - events: one row per change, never updated or deleted: dataset (fingerprint), sample (id), decision (NULL:
