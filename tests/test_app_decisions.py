@@ -36,6 +36,16 @@ def shown_decisions(at) -> dict[str, str]:
     return out
 
 
+def the_table_run():
+    from selector.ui import backend
+    (run,) = backend.registry().runs.values()
+    return run
+
+
+def the_table():
+    return the_table_run().table
+
+
 def stored(cache) -> dict[str, str]:
     store = DecisionStore.for_cache(cache)
     datasets = {e.dataset for e in store.events()}
@@ -92,6 +102,23 @@ def test_the_reviewer_name_survives_a_page_switch(env):
     at.button(key=f"clear_{sid}").click().run()
 
 
+def test_decisions_of_an_earlier_version_are_imported_when_the_database_is_opened(tmp_path):
+    import json
+    from selector import decision_store
+    npz = make_embeddings(tmp_path / "emb.npz", seed=70)
+    with cache_env(tmp_path / "cache") as cache:
+        at = goto(started(npz), PAGE)
+        first, second = [b.key.removeprefix("bad_") for b in buttons(at, "Mark bad")][:2]
+        old = cache / "decisions" / f"{the_table_run().fingerprint}.json"
+        old.write_text(json.dumps({"version": 1, "fingerprint": old.stem, "decisions": {first: "bad", second: "kept"}}))
+        decision_store._READY.clear()                      # a restarted server opens the database anew
+        at.run()
+        assert shown_decisions(at) == {first: "bad", second: "kept"}
+        assert any(c.value.startswith("History: bad by migration, ") and c.value.endswith("(imported)")
+                   for c in at.caption)
+        assert not old.exists() and old.with_name(old.name + ".migrated").exists()
+
+
 @pytest.mark.faults
 def test_a_damaged_database_is_an_inline_error_and_is_left_as_it_is(tmp_path):
     npz = make_embeddings(tmp_path / "emb.npz", seed=68)
@@ -136,10 +163,6 @@ def test_a_read_only_database_still_shows_its_decisions_and_says_why_new_ones_ar
         assert stored(cache) == {sid: "bad"}
 
 
-def the_table():
-    from selector.ui import backend
-    (run,) = backend.registry().runs.values()
-    return run.table
 
 
 def view_size(at) -> int:

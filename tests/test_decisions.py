@@ -240,6 +240,22 @@ def test_two_processes_writing_at_once_lose_nothing(tmp_path):
 
 
 @pytest.mark.faults
+def test_threads_of_one_server_writing_at_once_lose_nothing(tmp_path):
+    """Streamlit runs each browser session in a thread of one process."""
+    from concurrent.futures import ThreadPoolExecutor
+    db = store_in(tmp_path)
+
+    def reviewer(who):
+        for i in range(40):
+            store_in(tmp_path).record("fp", {f"{who}-{i}": "kept", f"shared-{i % 5}": ("bad", "kept")[i % 2]}, who=who)
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(reviewer, ["t0", "t1", "t2", "t3"]))
+    current = db.current("fp")
+    assert all(current[f"t{k}-{i}"] == "kept" for k in range(4) for i in range(40))
+    assert chain_is_intact(db.events("fp"))
+
+
+@pytest.mark.faults
 def test_kill_9_while_writing_leaves_every_batch_whole(tmp_path):
     db = store_in(tmp_path)
     db.record("fp", {"seed": "bad"}, who="setup")
