@@ -87,7 +87,8 @@ def parser() -> argparse.ArgumentParser:
     sel.add_argument("--keep", metavar="FILE", help="sample ids (one per line) that are always selected")
     sel.add_argument("--never", metavar="FILE", help="sample ids (one per line) that are never selected")
     sel.add_argument("--decisions", metavar="FILE",
-                     help="label decisions: the app's decisions .json, or a .csv with columns id,decision")
+                     help="label decisions: the app's decisions database (cache folder/decisions/decisions.db; the "
+                          "decisions on this run's dataset), a .json {id: decision}, or a .csv with columns id,decision")
     out = p.add_argument_group("output")
     out.add_argument("--out", default="selection.csv", help="output table, .csv or .parquet (manifest beside)")
     out.add_argument("--selected-only", action="store_true", help="write only the selected rows")
@@ -121,6 +122,7 @@ def settings(args) -> tuple:
     """(Config, Selection) from the arguments, every one validated before anything is loaded or computed: the
     settings, the files it reads, the output path, and the encoder's names (without loading its weights)."""
     from selector.decisions import read_decisions
+    from selector.decision_store import DecisionStore, is_database
     from selector.encoders import check_encoder, options_of
     from selector.pipeline import Config
     from selector.sources import check_source, source_noise
@@ -147,7 +149,11 @@ def settings(args) -> tuple:
     selection = Selection(ratio=args.ratio, weights=parse_weights(args.weights), strategy=args.strategy,
                           exclude_flagged=args.exclude_flagged, exclude_duplicates=args.exclude_duplicates,
                           class_balance=args.class_balance, keep=_ids(args.keep), never=_ids(args.never),
-                          decisions=read_decisions(args.decisions) if args.decisions else {})
+                          decisions={})
+    if args.decisions and is_database(args.decisions):    # its decisions are read once the dataset is known
+        DecisionStore(args.decisions, create=False).check()
+    elif args.decisions:
+        selection = selection.replace(decisions=read_decisions(args.decisions))
     check_source(args.source, path=args.path, root=args.root)
     kind = args.encoder or default_encoder(args.source, args.dataset)
     check_encoder(kind, args.source, args.dataset, **options_of(kind, model=args.model, pretrained=args.pretrained,
@@ -180,6 +186,8 @@ class _Bars:
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    from selector.decision_store import is_database
+    from selector.decisions import read_decisions
     from selector.encoders import open_encoder, options_of
     from selector.writer import export
     from selector.files import default_cache_dir
@@ -201,6 +209,8 @@ def main(argv=None) -> int:
         else:
             encoder = open_encoder(kind, cache_dir=cache_dir, progress=bars, **options)
         result = load_or_run(dataset, encoder, config, cache_dir=cache_dir, progress=bars)
+        if args.decisions and is_database(args.decisions):
+            selection = selection.replace(decisions=read_decisions(args.decisions, dataset=result.dataset.fingerprint))
         written = export(result, selection, args.out, selected_only=args.selected_only)
     except (InputError, OfflineError) as exc:
         bars.close()

@@ -347,14 +347,13 @@ def cli_export(cache: Path, dataset: Path | None, manifest: dict, out: Path, *ex
     source = ["--source", "demo"] if dataset is None else \
         ["--source", "embeddings", "--path", str(dataset), "--noise-mode", "uniform", "--noise-rate", "0.2",
          "--map", "pca"]
-    decisions = sorted((cache / "decisions").glob("*.json"))
-    assert len(decisions) == 1 or DEMO, decisions
-    fingerprint = manifest["inputs"]["fingerprint"]
+    database = cache / "decisions" / "decisions.db"
+    assert database.is_file()
     flags = [f"--{'' if sel[k] else 'no-'}{k.replace('_', '-')}" for k in
              ("exclude_flagged", "exclude_duplicates", "class_balance")]
     code = main([*source, "--cache-dir", str(cache), "--ratio", repr(sel["ratio"]), "--strategy", sel["strategy"],
                  "--weights", ",".join(f"{k}={v!r}" for k, v in sel["weights"].items()), *flags,
-                 "--decisions", str(cache / "decisions" / f"{fingerprint}.json"), "--out", str(out), *extra])
+                 "--decisions", str(database), "--out", str(out), *extra])
     assert code == 0
     return out.read_bytes()
 
@@ -512,7 +511,7 @@ def test_a_user_runs_tunes_audits_and_exports(new_app, dataset, workdir, cache_d
     assert cli_export(cache_dir, dataset, manifest, workdir / "cli_subset.csv", "--selected-only") == subset_bytes
     if DEMO:                                     # leave the user's demo decisions as they were
         app.goto("Label issues")
-        app.key(f"issue_{row}").get_by_role("button", name="Undo").click()
+        app.key(f"issue_{row}").get_by_role("button", name="Clear").click()
         expect(app.key(f"issue_{row}").get_by_text("decision:")).to_have_count(0)
         app.idle()
 

@@ -7,6 +7,7 @@ from selector.errors import InputError
 from selector.ui import charts
 from selector.ui.views import (audit_quality, class_breakdown, class_codes, compare_with_random, corrected_codes,
                                coverage_distance, coverage_space, flagged_order, histogram, map_rows, n_pages,
+                               bulk_changes, describe_bulk, tie_break,
                                page_rows, random_mask, rows_from_selection, subset_stats)
 from tests.synthetic import CLASSES, make_table
 
@@ -186,3 +187,42 @@ def test_a_picked_bar_gives_exactly_its_rows():
     want = ((values >= lo3) & (values < hi3) & mask) | ((values >= lo9) & ~mask)
     assert rows.tolist() == np.flatnonzero(want).tolist()
     assert len(rows) == h.selected[3] + h.dropped[9]
+
+
+def test_flagged_order_filters_sorts_by_any_score_and_breaks_ties_by_id_hash(table):
+    flagged = table["flagged"].to_numpy()
+    by_alignment = flagged_order(table, score="alignment", descending=False)
+    assert set(by_alignment) == set(np.flatnonzero(flagged))
+    assert (np.diff(table["alignment"].to_numpy()[by_alignment]) >= 0).all()
+    suggested = flagged_order(table, suggested="dog", label="cat")
+    assert len(suggested) and (table["suggested_label"][suggested] == "dog").all()
+    assert (table["label"][suggested] == "cat").all()
+    ranged = flagged_order(table, score="ood_score", score_range=(0.2, 0.6))
+    assert ranged.size and ((table["ood_score"][ranged] >= 0.2) & (table["ood_score"][ranged] <= 0.6)).all()
+    assert set(ranged) == set(np.flatnonzero(flagged & (table["ood_score"] >= 0.2).to_numpy()
+                                             & (table["ood_score"] <= 0.6).to_numpy()))
+    tied = table.sort_values("label", kind="stable").reset_index(drop=True).assign(noise_score=np.float32(0.9),
+                                                                                   flagged=True)
+    assert len(set(tied["label"][:30])) == 1                              # rows grouped by class, scores all equal
+    order = flagged_order(tied)
+    assert order.tolist() == flagged_order(tied.copy()).tolist()           # deterministic
+    assert order.tolist() == np.argsort(tie_break(tied["id"]), kind="stable").tolist()
+    first_30 = tied["label"].to_numpy()[order[:30]]
+    assert len(set(first_30)) == 3 and (first_30[1:] != first_30[:-1]).sum() > 10      # classes mixed
+    assert tie_break(["s1", "s2"]).tolist() == tie_break(np.array(["s1", "s2"])).tolist()
+    with pytest.raises(InputError, match="unknown score"):
+        flagged_order(table, score="nonsense")
+
+
+def test_bulk_changes_preview_what_a_bulk_decision_would_do(table):
+    rows = flagged_order(table)
+    ids = table["id"].to_numpy()[rows]
+    changes, counts = bulk_changes(table, rows, "bad", {ids[0]: "bad", ids[1]: "kept"})
+    assert set(changes) == set(ids[1:]) and set(changes.values()) == {"bad"}
+    assert counts == {"shown": len(rows), "change": len(rows) - 1, "replace": 1, "same": 1, "no_suggestion": 0}
+    assert describe_bulk(counts, "Mark bad").startswith(f"'Mark bad' would be recorded for {len(rows) - 1:,} of the "
+                                                        f"{len(rows):,} samples in this view; 1 of them hold")
+    same = table.assign(suggested_label=table["label"])                   # no other suggestion anywhere
+    changes, counts = bulk_changes(same, rows, "accepted", {})
+    assert changes == {} and counts["no_suggestion"] == len(rows)
+    assert "are left out: their suggestion is their given label" in describe_bulk(counts, "Accept suggestion")

@@ -4,8 +4,9 @@ One process-wide registry (`st.cache_resource`) holds the heavy objects: loaded 
 keyed by (dataset fingerprint, encoder cache key, config key). Runs are computed outside any streamlit cache
 function so the engine's progress callback can draw on the page; a per-key lock makes a second session asking
 for the same run wait for the first instead of computing it twice. Results also live on disk
-(`pipeline.load_or_run`), so a server restart re-opens them in seconds. Nothing here is per user: sliders,
-decisions and the current selection live in st.session_state (see state.py).
+(`pipeline.load_or_run`), so a server restart re-opens them in seconds. Nothing here is per user: sliders
+and the current selection live in st.session_state (see state.py); label decisions in the cache folder's
+decisions database (selector.decision_store).
 """
 from __future__ import annotations
 

@@ -25,21 +25,77 @@ def decisions_table(table: pd.DataFrame) -> pd.DataFrame:
         drop=True)
 
 
-def flagged_order(table: pd.DataFrame, *, decisions: dict | None = None, show: str = "all",
-                  label: str | None = None) -> np.ndarray:
-    """Row indices of flagged samples, most suspicious (highest noise_score) first.
+def describe_event(event) -> str:
+    """One decision-log event in words: 'bad by ann, 2026-12-01 12:03 UTC (undo)'."""
+    what = event.decision or "cleared"
+    how = {"undo": " (undo)", "migrated": " (imported)"}.get(event.kind, "")
+    return f"{what} by {event.who}, {event.at[:10]} {event.at[11:16]} UTC{how}"
 
-    show: "all" flagged, "undecided" (no decision yet) or "decided"; label: only this given label.
+
+SORT_SCORES = {"noise_score": "noise score", "alignment": "alignment (SAS)", "diversity": "diversity (SDS)",
+               "given_prob": "probability of the given label", "suggested_prob": "probability of the suggestion",
+               "knn_agreement": "neighbours agreeing with the label", "ood_score": "out-of-distribution score"}
+
+
+def tie_break(ids) -> np.ndarray:
+    """(n,) uint64: a fixed hash of each sample id. Ties in a score are ordered by it, which mixes the classes
+    (row order groups them) and is the same on every run and machine."""
+    return pd.util.hash_pandas_object(pd.Series(np.asarray(ids, dtype=object)).astype(str), index=False).to_numpy()
+
+
+def flagged_order(table: pd.DataFrame, *, decisions: dict | None = None, show: str = "all",
+                  label: str | None = None, suggested: str | None = None, score: str = "noise_score",
+                  score_range: tuple | None = None, descending: bool = True) -> np.ndarray:
+    """Row indices of flagged samples sorted by `score` (a SORT_SCORES column; highest first unless descending is
+    False), ties in tie_break order. The default is most suspicious (highest noise_score) first.
+
+    show: "all" flagged, "undecided" (no decision yet) or "decided"; label / suggested: only this given /
+    suggested label; score_range: only rows with low <= score <= high.
     """
+    if score not in SORT_SCORES:
+        raise InputError(f"unknown score {score!r}; choose one of: {', '.join(SORT_SCORES)}.")
     keep = table["flagged"].to_numpy(dtype=bool).copy()
     if label:
         keep &= (table["label"] == label).to_numpy()
+    if suggested:
+        keep &= (table["suggested_label"] == suggested).to_numpy()
+    values = table[score].to_numpy(dtype=np.float64)
+    if score_range is not None:
+        keep &= (values >= score_range[0]) & (values <= score_range[1])
     if show != "all":
         decided = table["id"].astype(str).isin((decisions or {}).keys()).to_numpy()
         keep &= ~decided if show == "undecided" else decided
     rows = np.flatnonzero(keep)
-    order = np.argsort(-table["noise_score"].to_numpy()[rows], kind="stable")
+    key = values[rows]
+    order = np.lexsort((tie_break(table["id"].to_numpy()[rows]), -key if descending else key))
     return rows[order]
+
+
+def bulk_changes(table: pd.DataFrame, rows: np.ndarray, decision: str, decisions: dict | None) -> tuple[dict, dict]:
+    """What deciding `decision` on every one of `rows` would do: ({sample id: decision} for the rows it changes,
+    counts: shown, change, replace (changed rows that hold another decision now), same (already hold it) and
+    no_suggestion ("accepted" leaves out rows whose suggestion is their given label))."""
+    held = decisions or {}
+    ids = table["id"].to_numpy()[rows].astype(str)
+    useful = np.ones(len(rows), dtype=bool)
+    if decision == "accepted":
+        useful = table["suggested_label"].to_numpy()[rows] != table["label"].to_numpy()[rows]
+    changes = {i: decision for i, ok in zip(ids, useful) if ok and held.get(i) != decision}
+    counts = {"shown": len(rows), "change": len(changes), "replace": sum(i in held for i in changes),
+              "same": sum(held.get(i) == decision for i in ids), "no_suggestion": int((~useful).sum())}
+    return changes, counts
+
+
+def describe_bulk(counts: dict, label: str) -> str:
+    """The preview of a bulk decision (bulk_changes' counts) in words."""
+    parts = [f"'{label}' would be recorded for {counts['change']:,} of the {counts['shown']:,} samples in this view"]
+    if counts["replace"]:
+        parts.append(f"{counts['replace']:,} of them hold another decision now, which it replaces")
+    if counts["same"]:
+        parts.append(f"{counts['same']:,} already have it")
+    if counts["no_suggestion"]:
+        parts.append(f"{counts['no_suggestion']:,} are left out: their suggestion is their given label")
+    return "; ".join(parts) + ". It is one step: 'Undo my last step' reverts it."
 
 
 def page_rows(rows: np.ndarray, page: int, per_page: int) -> np.ndarray:

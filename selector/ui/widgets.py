@@ -12,7 +12,8 @@ from selector.ui.views import n_pages, page_rows
 
 
 def sidebar(run: backend.Run) -> None:
-    """What this page shows, in one glance: dataset, encoder, counts, current subset size."""
+    """What this page shows, in one glance: dataset, encoder, counts, current subset size; the reviewer's name.
+    A decisions database that cannot be read or written is reported on the page."""
     mask, error = state.current_selection(run)
     table = run.table
     with st.sidebar:
@@ -24,6 +25,9 @@ def sidebar(run: backend.Run) -> None:
                     f"{int(mask.sum()):,} ({state.settings().ratio:.0%})")
         if error:
             st.warning(error)
+        state.reviewer_input()
+    for message in state.decision_problems():
+        st.error(message)
 
 
 def pager(n: int, per_page: int, key: str) -> int:
