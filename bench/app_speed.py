@@ -52,7 +52,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-b
                  "--disable-sync", "--disable-component-update", "--disable-quic", "--disable-dev-shm-usage",
                  "--enable-unsafe-swiftshader"]
 VIEWPORT = {"width": 1280, "height": 900}
-PAGES = ("Map", "Scores", "Label issues", "Export", "Selection")
+PAGES = ("Map", "Scores", "Label issues", "Export", "Duplicates & outliers", "Selection")
 
 _IDLE_JS = """() => {
   const app = document.querySelector('[data-testid="stApp"]');

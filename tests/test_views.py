@@ -1,6 +1,7 @@
 """The pages' logic as plain functions over the engine's table: per-class counts, the random-subset
 comparison, histograms, the map's helpers and the figures. Seeded data, known answers."""
 import numpy as np
+import pandas as pd
 import pytest
 
 from selector.errors import InputError
@@ -126,7 +127,7 @@ def test_rows_from_selection_reads_customdata():
     assert rows_from_selection(None) == [] and rows_from_selection({"points": []}) == []
 
 
-@pytest.mark.parametrize("colour", ["label", "flagged", "selected", "noise_injected", "noise_score"])
+@pytest.mark.parametrize("colour", ["label", "flagged", "selected", "noise_injected", "noise_score", "duplicate"])
 def test_map_figure_draws_every_row_and_carries_the_hover_rows(table, colour):
     mask = np.zeros(len(table), bool)
     mask[::2] = True
@@ -142,7 +143,7 @@ def test_map_figure_draws_every_row_and_carries_the_hover_rows(table, colour):
     xy = table[["map_x", "map_y"]].to_numpy()
     assert image.extent.x0 < xy[:, 0].min() and xy[:, 0].max() < image.extent.x1
     legend = [t.name for t in fig.data if t.showlegend is not False and t.customdata is None]
-    assert (len(legend) == 2) if colour in ("flagged", "selected", "noise_injected") else True
+    assert (len(legend) == 2) if colour in ("flagged", "selected", "noise_injected", "duplicate") else True
     assert colour in charts.colour_options(table)
 
 
@@ -226,3 +227,14 @@ def test_bulk_changes_preview_what_a_bulk_decision_would_do(table):
     changes, counts = bulk_changes(same, rows, "accepted", {})
     assert changes == {} and counts["no_suggestion"] == len(rows)
     assert "are left out: their suggestion is their given label" in describe_bulk(counts, "Accept suggestion")
+
+
+def test_duplicate_groups_keep_the_root_first_and_largest_groups_lead():
+    from selector.ui.views import duplicate_groups, keep_one_per_group
+    dup = np.array([-1, 0, -1, 2, 0, -1, 2, 0, 5])
+    table = pd.DataFrame({"id": [f"s{i}" for i in range(9)], "duplicate_of": dup})
+    groups = duplicate_groups(table)
+    assert [g.tolist() for g in groups] == [[0, 1, 4, 7], [2, 3, 6], [5, 8]]
+    assert duplicate_groups(table.assign(duplicate_of=-1)) == []
+    assert keep_one_per_group(table, groups[:2], {"s3": "bad", "s1": "kept"}) == {"s1": "bad", "s4": "bad", "s7": "bad",
+                                                                                "s6": "bad"}

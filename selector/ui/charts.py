@@ -13,7 +13,7 @@ from selector.table import SCORE_COLUMNS
 from selector.ui import density
 from selector.ui.views import Histogram, class_codes
 
-CATEGORICAL = ("label", "flagged", "selected", "noise_injected", "ood")
+CATEGORICAL = ("label", "flagged", "selected", "noise_injected", "ood", "duplicate")
 MAX_MAP_POINTS = 60_000      # markers sent for hover and click; the image holds every point
 MAX_LEGEND = 20
 _HOVER = ("<b>%{text}</b><br>row %{customdata[0]}<br>noise score %{customdata[1]:.3f}"
@@ -24,7 +24,7 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 
 def colour_options(table: pd.DataFrame) -> list[str]:
     """What the map can be coloured by: label, flags, the selection, and every score column."""
-    opts = [c for c in CATEGORICAL if c in table or c == "selected"]
+    opts = [c for c in CATEGORICAL if c in table or c == "selected" or (c == "duplicate" and "duplicate_of" in table)]
     return opts + [c for c in SCORE_COLUMNS if c in table]
 
 
@@ -55,10 +55,18 @@ def map_image(table: pd.DataFrame, selected: np.ndarray, colour: str, *, classes
         return MapImage(density.png_data_uri(density.density_rgba(xy, extent, rgb=rgb)), extent,
                         tuple((name, PALETTE[i % len(PALETTE)]) for i, name in enumerate(names[:MAX_LEGEND])))
     if colour in CATEGORICAL:
-        values = np.asarray(selected, dtype=bool) if colour == "selected" else table[colour].to_numpy(dtype=bool)
+        if colour == "selected":
+            values = np.asarray(selected, dtype=bool)
+        elif colour == "duplicate":                  # a copy, or the kept image of a group
+            dup = table["duplicate_of"].to_numpy()
+            values = dup >= 0
+            values[dup[dup >= 0]] = True
+        else:
+            values = table[colour].to_numpy(dtype=bool)
         names = {"selected": ("dropped", "selected"), "flagged": ("not flagged", "flagged"),
                  "noise_injected": ("label as given", "label flipped on purpose"),
-                 "ood": ("in distribution", "matches no class")}[colour]
+                 "ood": ("in distribution", "matches no class"),
+                 "duplicate": ("no near-duplicate", "in a near-duplicate group")}[colour]
         colours = ("#b0b8c4", "#d62728" if colour != "selected" else "#2b6cb0")
         rgb = density.hex_rgb(colours)[values.astype(np.int64)]
         return MapImage(density.png_data_uri(density.density_rgba(xy, extent, rgb=rgb)), extent,

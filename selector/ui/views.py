@@ -367,6 +367,28 @@ def bars_from_selection(selection) -> list[tuple[int, int]]:
     return sorted(set(out))
 
 
+# ----------------------------------------------------------------------------- duplicates, outliers
+def duplicate_groups(table: pd.DataFrame) -> list[np.ndarray]:
+    """Near-duplicate groups as row arrays, the kept row (the group's root: its lowest row) first, then the
+    copies; largest groups first, ties by root. `duplicate_of` already points every copy at its root."""
+    dup = table["duplicate_of"].to_numpy()
+    copies = np.flatnonzero(dup >= 0)
+    if not len(copies):
+        return []
+    roots = dup[copies]
+    order = np.lexsort((copies, roots))
+    copies, roots = copies[order], roots[order]
+    starts = np.flatnonzero(np.r_[True, roots[1:] != roots[:-1]])
+    groups = [np.r_[roots[s], copies[s:e]] for s, e in zip(starts, np.r_[starts[1:], len(copies)])]
+    return sorted(groups, key=lambda g: (-len(g), g[0]))
+
+
+def keep_one_per_group(table: pd.DataFrame, groups, decisions: dict) -> dict[str, str]:
+    """{sample id: "bad"} for every copy (not the kept root) of these groups that is not marked bad yet."""
+    ids = table["id"].astype(str).to_numpy()
+    return {ids[r]: "bad" for g in groups for r in g[1:] if decisions.get(ids[r]) != "bad"}
+
+
 # --------------------------------------------------------------------------------------------- map
 def map_rows(n: int, *, limit: int, seed: int = 0) -> np.ndarray:
     """Rows the map sends as markers (hover and click): all when n <= limit, else a sorted seeded sample."""
