@@ -16,7 +16,7 @@ labels = table["label"].astype(str).to_numpy()
 decisions = state.decisions(run)
 X = run.result.X
 
-st.title("Duplicates and outliers")
+st.title("Duplicates & outliers")
 recorded, undone = state.pop_recorded(), state.pop_undone()
 if recorded and recorded.size:
     st.success(f"Marked {recorded.size:,} copies bad in one step ('Undo my last step' reverts them).")

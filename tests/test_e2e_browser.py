@@ -537,6 +537,10 @@ def test_a_user_runs_tunes_audits_and_exports(new_app, dataset, workdir, cache_d
     expect(page.locator('[data-testid="stPlotlyChart"]').first).to_be_visible()
     assert page.locator('[data-testid="stPlotlyChart"]').count() >= 3
     app.screenshot("scores")
+    app.goto("Duplicates & outliers")
+    expect(page.get_by_role("tab", name="Near-duplicates")).to_be_visible()
+    page.get_by_role("tab", name="Matches no class").click()
+    expect(page.get_by_text(re.compile(r"most unusual first"))).to_be_visible()
     app.step("done")
 
 
