@@ -195,15 +195,44 @@ def _labels(table: pd.DataFrame, selection: Selection) -> _Labels:
     return _Labels(labels, corrected, suspect)
 
 
-def _noisiest(table: pd.DataFrame, among: np.ndarray, count: int) -> np.ndarray:
-    """(n,) bool: the `count` noisiest rows of `among` (OOD first, then by noise_score; ties: later row first)."""
-    out = np.zeros(len(table), bool)
+def corrected_labels(result_or_table, selection: Selection) -> pd.Series:
+    """Each row's label after decisions and corrections: the corrected_label column of `apply`."""
+    return _labels(_table(result_or_table), selection).labels
+
+
+def _noisiest(noise: np.ndarray, ood: np.ndarray, among: np.ndarray, count: int) -> np.ndarray:
+    """(n,) bool: the `count` noisiest rows of `among` (OOD first, then by noise; ties: later row first)."""
+    out = np.zeros(len(noise), bool)
     rows = np.flatnonzero(among)
     if count <= 0 or not len(rows):
         return out
-    key = table["noise_score"].to_numpy()[rows].astype(np.float64) + table["ood"].to_numpy()[rows]
+    key = noise[rows].astype(np.float64) + ood[rows]
     out[rows[np.lexsort((-rows, -key))[:count]]] = True
     return out
+
+
+def _scores_after(table: pd.DataFrame, rows: _Labels, weights: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(objective, noise) of every row for the label it now carries. The table scores a relabelled row
+    (accepted or corrected) for its given label; for its new one, its cleanliness is suggested_prob, its
+    noise 1 - suggested_prob, and its alignment and diversity the medians of the new class's other rows."""
+    relabel = (rows.labels != table["label"]).to_numpy()
+    cols = {name: table[OBJECTIVES.get(name).value].to_numpy() for name in weights if weights[name]}
+    noise = table["noise_score"].to_numpy()
+    if not relabel.any():
+        return selection_score(cols, weights), noise
+    sure = table["suggested_prob"].to_numpy()[relabel]
+    codes = pd.factorize(rows.labels)[0]
+    for name, col in cols.items():
+        col = col.astype(np.float32, copy=True)
+        if name == "cleanliness":
+            col[relabel] = sure
+        elif (~relabel).any():
+            medians = pd.Series(col[~relabel]).groupby(codes[~relabel]).median()
+            col[relabel] = medians.reindex(codes[relabel]).fillna(float(np.median(col[~relabel]))).to_numpy()
+        cols[name] = col
+    noise = noise.astype(np.float32, copy=True)
+    noise[relabel] = 1.0 - sure
+    return selection_score(cols, weights), noise
 
 
 def hard_cut(ratio: float) -> float:
@@ -217,12 +246,15 @@ def selection_mask(result_or_table, selection: Selection = Selection()) -> np.nd
 
     Decisions apply first: an accepted sample takes its suggested label (class balance counts it there) and,
     like a kept one, is no longer a suspect; a bad one is never selected. With correct_flagged, confidently
-    mislabelled rows take their suggested label the same way. Suspects are then excluded (exclude_flagged),
-    or capped at the share a random subset of the same size would hold, the noisiest dropped first."""
+    mislabelled rows take their suggested label the same way, and every relabelled row is scored for its new
+    label (`_scores_after`). Suspects are then excluded (exclude_flagged), or capped at the share a random
+    subset of the same size would hold, the noisiest dropped first."""
     table = _table(result_or_table)
     n = len(table)
     k = subset_size(n, selection.ratio)
     rows = _labels(table, selection)
+    score, noise = _scores_after(table, rows, selection.weights_dict)
+    ood = table["ood"].to_numpy()
     exclude = np.zeros(n, dtype=bool)
     if selection.exclude_duplicates:
         exclude |= table["duplicate_of"].to_numpy() >= 0
@@ -240,12 +272,13 @@ def selection_mask(result_or_table, selection: Selection = Selection()) -> np.nd
     else:   # at most the suspects' share of the eligible rows; the kept ones count first
         allowed = (k * int((rows.suspect & eligible).sum())) // max(int(eligible.sum()), 1)
         open_ = rows.suspect & eligible & ~keep
-        exclude |= _noisiest(table, open_, int(open_.sum()) - max(0, allowed - int((rows.suspect & keep).sum())))
+        room = max(0, allowed - int((rows.suspect & keep).sum()))
+        exclude |= _noisiest(noise, ood, open_, int(open_.sum()) - room)
     if selection.strategy == "stratified":
         cand = ~(exclude | never | keep)
         spare = int(cand.sum()) - (k - int(keep.sum()))
-        exclude |= _noisiest(table, cand, min(int(hard_cut(selection.ratio) * cand.sum()), spare))
-    return select(objective(table, selection.weights), selection.ratio, labels=pd.factorize(rows.labels)[0],
+        exclude |= _noisiest(noise, ood, cand, min(int(hard_cut(selection.ratio) * cand.sum()), spare))
+    return select(score, selection.ratio, labels=pd.factorize(rows.labels)[0],
                   class_balance=selection.class_balance, strategy=selection.strategy, exclude=exclude,
                   keep=keep_ids, never=never if never.any() else None)
 
@@ -293,4 +326,4 @@ def annotate(table: pd.DataFrame, selection: Selection, mask) -> pd.DataFrame:
 
 
 __all__ = ["Selection", "DECISIONS", "CONFIDENT", "SELECTION_COLUMNS", "apply", "annotate", "selection_mask",
-           "selection_warnings", "confidently_mislabelled", "objective"]
+           "selection_warnings", "confidently_mislabelled", "corrected_labels", "objective"]

@@ -29,7 +29,8 @@ def adversarial_table(seed: int, n: int) -> pd.DataFrame:
 
 def expected_suspects(t: pd.DataFrame, s: Selection) -> np.ndarray:
     decided = t["id"].map(lambda i: s.decisions_dict.get(i, "")).to_numpy()
-    confident = (t["flagged"] & ~t["ood"] & (t["noise_score"] >= CONFIDENT) & (t["suggested_prob"] >= CONFIDENT)).to_numpy()
+    confident = (t["flagged"] & ~t["ood"] & (t["noise_score"] >= CONFIDENT)
+                 & (t["suggested_prob"] >= CONFIDENT)).to_numpy()
     corrected = confident & (decided == "") & s.correct_flagged
     return (t["flagged"] | t["ood"]).to_numpy() & (decided == "") & ~corrected
 
@@ -88,7 +89,8 @@ def test_exclusion_off_drops_the_noisiest_suspects_first_and_warns():
     assert noise[held].max() <= noise[flagged & ~mask].min()        # the kept suspects are the least noisy ones
     (warning,) = selection_warnings(t, s, mask)
     assert f"holds {int(held.sum()):,} flagged" in warning and "exclude flagged" in warning
-    assert selection_warnings(t, s.replace(exclude_flagged=True), selection_mask(t, s.replace(exclude_flagged=True))) == []
+    closed = s.replace(exclude_flagged=True)
+    assert selection_warnings(t, closed, selection_mask(t, closed)) == []
 
 
 def test_correct_flagged_relabels_the_confident_rows_only():

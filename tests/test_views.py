@@ -154,3 +154,20 @@ def test_random_baseline_is_independent_of_the_injected_noise():
     _, flipped = inject_noise(labels, rate=0.2, mode="uniform", n_classes=10, seed=0)
     share = flipped[random_mask(len(labels), 10000, seed=0)].mean()
     assert abs(share - 0.2) < 0.02   # a random subset holds about the injected rate, not every flip
+
+
+def test_linear_probe_scores_subsets_on_the_same_held_out_rows():
+    from selector.ui.views import probe_accuracy, probe_space
+    from tests.synthetic import clusters
+    X, _, y = clusters(n=3000, seed=3)
+    space = probe_space(X, dims=16, seed=0)
+    assert len(space.held_out) == 300 and not space.trainable[space.held_out].any()
+    assert space.Z.shape == (3000, 17)
+    everything = np.ones(len(y), bool)
+    clean = probe_accuracy(space, everything, y, y, 6)
+    shuffled = probe_accuracy(space, everything, np.random.default_rng(0).permutation(y), y, 6)
+    assert clean > 0.8 and shuffled < 0.4                    # it learns the labels it is given, and only those
+    first_pair = np.isin(y, [0, 1])                          # a subset without four of the classes scores low
+    assert probe_accuracy(space, first_pair, y, y, 6) < 0.45
+    assert np.isnan(probe_accuracy(space, ~space.trainable, y, y, 6))    # held-out rows never train
+    assert probe_accuracy(space, everything, np.where(y == 5, -1, y), y, 6) < clean   # unknown labels skipped

@@ -211,6 +211,36 @@ def compare_with_random(run: Run, mask: np.ndarray):
                                   random_stats=rand)
 
 
+def probe_comparison(run: Run, selection, mask: np.ndarray) -> tuple[list, float]:
+    """([(metric, subset, random subset)], seconds): linear-probe accuracy of the subset and of the same-size
+    random subset, both scored on the same held-out rows; cached per selection (the random side per size and
+    decisions), so the seconds are those of the first computation."""
+    from selector.selection import corrected_labels
+    from selector.ui import views as sv
+    table, names, seed = run.table, run.result.class_names, run.result.config.seed
+    k = int(np.count_nonzero(mask))
+
+    def compute():
+        t0 = time.perf_counter()
+        space = run.derived("probe_space", lambda: sv.probe_space(run.result.F, seed=seed))
+        reviewed = sv.class_codes(corrected_labels(table, selection.replace(correct_flagged=False)), names)
+        targets = [("given labels, corrected where a suggestion was accepted", reviewed)]
+        if "original_label" in table:
+            truth = sv.class_codes(table["original_label"], names)
+            targets.append(("true labels (known: the noise was injected)", truth))
+        train = sv.class_codes(corrected_labels(table, selection), names)
+        rand = sv.random_mask(len(table), k, seed)
+
+        def random_side(what, test):
+            return run.derived(("probe_random", k, selection.decisions, what), lambda: sv.probe_accuracy(
+                space, rand, reviewed, test, len(names)))
+        rows = [(f"linear-probe accuracy on {len(space.held_out):,} held-out rows vs {what}",
+                 sv.probe_accuracy(space, mask, train, test, len(names)), random_side(what, test))
+                for what, test in targets]
+        return rows, time.perf_counter() - t0
+    return run.derived(("probe", selection), compute)
+
+
 def has_images(run: Run) -> bool:
     return run.derived("has_images", lambda: run.result.dataset.has_images)
 

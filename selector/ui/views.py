@@ -2,7 +2,8 @@
 
 Everything here is cheap enough to run on every slider move on 60k rows: the subset itself comes from the
 engine (`selector.selection`); the comparison with a random subset uses a fixed probe sample and a
-low-dimensional copy of the embeddings computed once per run (`coverage_space`).
+low-dimensional copy of the embeddings computed once per run (`coverage_space`), and a linear probe scored
+on held-out rows (`probe_space`, `probe_accuracy`).
 """
 from __future__ import annotations
 
@@ -201,6 +202,48 @@ def compare_with_random(labels, n_classes: int, mask, *, flagged=None, truth=Non
     out["subset"] = out["subset"].astype(float).round(4)
     out["random subset"] = out["random subset"].astype(float).round(4)
     return out
+
+
+# ----------------------------------------------------------------------------------- linear probe
+@dataclass(frozen=True)
+class ProbeSpace:
+    """Features for a quick linear probe and the held-out rows it is scored on, computed once per run."""
+    Z: np.ndarray           # (n, dims + 1) float32: unit embeddings on their top PCA axes, and a bias column
+    held_out: np.ndarray    # (m,) int64: seeded rows no probe trains on
+    trainable: np.ndarray   # (n,) bool: not held out
+
+
+def probe_space(F: np.ndarray, *, dims: int = 64, n_held_out: int = 5000, seed: int = 0) -> ProbeSpace:
+    """Project unit-normalised F on its top `dims` principal axes and hold out min(n_held_out, n // 10) rows."""
+    Fn = l2_normalize(F)
+    mean, axes = principal_axes(Fn, dims, sample=5000, seed=seed)
+    Z = np.hstack([(Fn - mean) @ axes, np.ones((len(F), 1), np.float32)]).astype(np.float32)
+    held = np.sort(np.random.default_rng([seed, 2]).choice(len(F), size=max(1, min(n_held_out, len(F) // 10)),
+                                                            replace=False)).astype(np.int64)
+    trainable = np.ones(len(F), dtype=bool)
+    trainable[held] = False
+    return ProbeSpace(Z=Z, held_out=held, trainable=trainable)
+
+
+def probe_accuracy(space: ProbeSpace, mask: np.ndarray, train_codes: np.ndarray, test_codes: np.ndarray,
+                   n_classes: int, *, ridge: float = 1e-3) -> float:
+    """Accuracy on the held-out rows (against test_codes) of a ridge least-squares linear classifier trained
+    on the subset's rows that are not held out (with train_codes); NaN when it has no such row. Codes < 0
+    (labels outside the class list) are left out of training and scoring."""
+    train_codes, test_codes = np.asarray(train_codes, np.int64), np.asarray(test_codes, np.int64)
+    rows = np.flatnonzero(np.asarray(mask, dtype=bool) & space.trainable & (train_codes >= 0))
+    scored = space.held_out[test_codes[space.held_out] >= 0]
+    if not len(rows) or not len(scored):
+        return float("nan")
+    with blas_threads(1):
+        Z = space.Z[rows]
+        onehot = np.zeros((len(rows), n_classes), np.float32)
+        onehot[np.arange(len(rows)), train_codes[rows]] = 1.0
+        gram = (Z.T @ Z).astype(np.float64)
+        gram[np.diag_indices_from(gram)] += ridge * len(rows)
+        W = np.linalg.solve(gram, (Z.T @ onehot).astype(np.float64)).astype(np.float32)
+        pred = (space.Z[scored] @ W).argmax(1)
+    return float((pred == test_codes[scored]).mean())
 
 
 # --------------------------------------------------------------------------------------- audit check
