@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 
 from selector.errors import InputError, describe_rows
-from selector.optimize import OBJECTIVES, STRATEGIES, check_weights, select, selection_score, subset_size
+from selector.optimize import (OBJECTIVES, STRATEGIES, _topk_mask, check_weights, select, selection_score,
+                               subset_size)
 from selector.registry import Choice, Registry
 from selector.table import SELECTION_COLUMNS
 from selector.validate import check_number
@@ -180,55 +181,67 @@ def confidently_mislabelled(table) -> np.ndarray:
 @dataclass(frozen=True)
 class _Labels:
     """Each row's label after decisions and corrections, and which rows still count as suspects."""
-    labels: pd.Series         # the corrected_label column
+    codes: np.ndarray         # (n,) int64 class code of the label each row now carries (for class balance)
+    relabel: np.ndarray       # (n,) bool: carries its suggested label (accepted or corrected) instead of the given one
     corrected: np.ndarray     # (n,) bool: relabelled by correct_flagged (no reviewer decision)
     suspect: np.ndarray       # (n,) bool: flagged or OOD, not reviewed, not corrected
 
 
 def _labels(table: pd.DataFrame, selection: Selection) -> _Labels:
-    decided = _decided(table, selection).to_numpy()
-    corrected = (confidently_mislabelled(table) & (decided == "") if selection.correct_flagged
-                 else np.zeros(len(table), bool))
-    relabel = (decided == "accepted") | corrected
-    labels = table["label"].where(~relabel, table["suggested_label"])
-    suspect = (table["flagged"].to_numpy() | table["ood"].to_numpy()) & (decided == "") & ~corrected
-    return _Labels(labels, corrected, suspect)
+    n = len(table)
+    if selection.decisions:
+        decided = _decided(table, selection).to_numpy()
+        undecided, accepted = decided == "", decided == "accepted"
+    else:                       # no string comparisons on the common path
+        undecided, accepted = np.ones(n, bool), np.zeros(n, bool)
+    corrected = (confidently_mislabelled(table) & undecided if selection.correct_flagged else np.zeros(n, bool))
+    relabel = accepted | corrected
+    codes, names = pd.factorize(table["label"])
+    if relabel.any():           # only the relabelled rows' suggestions are looked up (strings are slow)
+        rows = np.flatnonzero(relabel)
+        suggested = pd.Index(table["suggested_label"].to_numpy()[rows])
+        names = names.append(pd.Index(suggested.difference(names)))
+        given, codes = codes[rows], codes.copy()
+        codes[rows] = names.get_indexer(suggested)
+        relabel[rows] = codes[rows] != given
+    suspect = (table["flagged"].to_numpy() | table["ood"].to_numpy()) & undecided & ~corrected
+    return _Labels(codes.astype(np.int64), relabel, corrected & relabel, suspect)
 
 
 def corrected_labels(result_or_table, selection: Selection) -> pd.Series:
     """Each row's label after decisions and corrections: the corrected_label column of `apply`."""
-    return _labels(_table(result_or_table), selection).labels
+    table = _table(result_or_table)
+    return table["label"].where(~_labels(table, selection).relabel, table["suggested_label"])
 
 
 def _noisiest(noise: np.ndarray, ood: np.ndarray, among: np.ndarray, count: int) -> np.ndarray:
-    """(n,) bool: the `count` noisiest rows of `among` (OOD first, then by noise; ties: later row first)."""
-    out = np.zeros(len(noise), bool)
-    rows = np.flatnonzero(among)
-    if count <= 0 or not len(rows):
-        return out
-    key = noise[rows].astype(np.float64) + ood[rows]
-    out[rows[np.lexsort((-rows, -key))[:count]]] = True
-    return out
+    """(n,) bool: the `count` noisiest rows of `among` (OOD first, then by noise; ties: earlier row first)."""
+    if count <= 0 or not among.any():
+        return np.zeros(len(noise), bool)
+    return _topk_mask(noise.astype(np.float64) + ood, among, count)
 
 
 def _scores_after(table: pd.DataFrame, rows: _Labels, weights: dict) -> tuple[np.ndarray, np.ndarray]:
     """(objective, noise) of every row for the label it now carries. The table scores a relabelled row
     (accepted or corrected) for its given label; for its new one, its cleanliness is suggested_prob, its
-    noise 1 - suggested_prob, and its alignment and diversity the medians of the new class's other rows."""
-    relabel = (rows.labels != table["label"]).to_numpy()
+    noise 1 - suggested_prob, and its alignment and diversity the means of the new class's other rows."""
+    relabel = rows.relabel
     cols = {name: table[OBJECTIVES.get(name).value].to_numpy() for name in weights if weights[name]}
     noise = table["noise_score"].to_numpy()
     if not relabel.any():
         return selection_score(cols, weights), noise
     sure = table["suggested_prob"].to_numpy()[relabel]
-    codes = pd.factorize(rows.labels)[0]
+    others = rows.codes[~relabel]
+    n_codes = int(rows.codes.max()) + 1
+    count = np.bincount(others, minlength=n_codes)
     for name, col in cols.items():
         col = col.astype(np.float32, copy=True)
         if name == "cleanliness":
             col[relabel] = sure
-        elif (~relabel).any():
-            medians = pd.Series(col[~relabel]).groupby(codes[~relabel]).median()
-            col[relabel] = medians.reindex(codes[relabel]).fillna(float(np.median(col[~relabel]))).to_numpy()
+        elif len(others):
+            total = np.bincount(others, weights=col[~relabel], minlength=n_codes)
+            mean = np.where(count > 0, total / np.maximum(count, 1), col[~relabel].mean())
+            col[relabel] = mean[rows.codes[relabel]]
         cols[name] = col
     noise = noise.astype(np.float32, copy=True)
     noise[relabel] = 1.0 - sure
@@ -258,7 +271,7 @@ def selection_mask(result_or_table, selection: Selection = Selection()) -> np.nd
     exclude = np.zeros(n, dtype=bool)
     if selection.exclude_duplicates:
         exclude |= table["duplicate_of"].to_numpy() >= 0
-    never = _decided(table, selection).to_numpy() == "bad"
+    never = (_decided(table, selection).to_numpy() == "bad") if selection.decisions else np.zeros(n, bool)
     never_ids = _rows_of(table, selection.never, "never")
     if never_ids is not None:
         never[never_ids] = True
@@ -278,7 +291,7 @@ def selection_mask(result_or_table, selection: Selection = Selection()) -> np.nd
         cand = ~(exclude | never | keep)
         spare = int(cand.sum()) - (k - int(keep.sum()))
         exclude |= _noisiest(noise, ood, cand, min(int(hard_cut(selection.ratio) * cand.sum()), spare))
-    return select(score, selection.ratio, labels=pd.factorize(rows.labels)[0],
+    return select(score, selection.ratio, labels=rows.codes,
                   class_balance=selection.class_balance, strategy=selection.strategy, exclude=exclude,
                   keep=keep_ids, never=never if never.any() else None)
 
@@ -321,7 +334,7 @@ def annotate(table: pd.DataFrame, selection: Selection, mask) -> pd.DataFrame:
     selected, decision, corrected = SELECTION_COLUMNS
     out[selected] = mask
     out[decision] = decided.astype(str)
-    out[corrected] = _labels(table, selection).labels
+    out[corrected] = corrected_labels(table, selection)
     return out
 
 
