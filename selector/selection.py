@@ -200,10 +200,13 @@ def _labels(table: pd.DataFrame, selection: Selection) -> _Labels:
     codes, names = pd.factorize(table["label"])
     if relabel.any():           # only the relabelled rows' suggestions are looked up (strings are slow)
         rows = np.flatnonzero(relabel)
-        suggested = pd.Index(table["suggested_label"].to_numpy()[rows])
-        names = names.append(pd.Index(suggested.difference(names)))
+        suggested = pd.Index(table["suggested_label"].iloc[rows])
+        new = names.get_indexer(suggested)
+        if (new < 0).any():     # a suggested class that no row carries as its given label
+            names = names.append(pd.Index(suggested[new < 0].unique()))
+            new = names.get_indexer(suggested)
         given, codes = codes[rows], codes.copy()
-        codes[rows] = names.get_indexer(suggested)
+        codes[rows] = new
         relabel[rows] = codes[rows] != given
     suspect = (table["flagged"].to_numpy() | table["ood"].to_numpy()) & undecided & ~corrected
     return _Labels(codes.astype(np.int64), relabel, corrected & relabel, suspect)
