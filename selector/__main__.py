@@ -84,6 +84,9 @@ def parser() -> argparse.ArgumentParser:
                      action=argparse.BooleanOptionalAction, help="drop the later copy of each near-duplicate")
     sel.add_argument("--class-balance", default=_DEFAULT.class_balance, action=argparse.BooleanOptionalAction,
                      help="equal quotas per class instead of choosing globally")
+    sel.add_argument("--correct-flagged", default=_DEFAULT.correct_flagged, action=argparse.BooleanOptionalAction,
+                     help="keep confidently mislabelled samples with the audit's suggested label (corrected_label) "
+                          "instead of dropping them")
     sel.add_argument("--keep", metavar="FILE", help="sample ids (one per line) that are always selected")
     sel.add_argument("--never", metavar="FILE", help="sample ids (one per line) that are never selected")
     sel.add_argument("--decisions", metavar="FILE",
@@ -148,7 +151,8 @@ def settings(args) -> tuple:
     config = Config(k=args.k, seed=args.seed, map=args.map, batch_size=args.batch_size, **noise)
     selection = Selection(ratio=args.ratio, weights=parse_weights(args.weights), strategy=args.strategy,
                           exclude_flagged=args.exclude_flagged, exclude_duplicates=args.exclude_duplicates,
-                          class_balance=args.class_balance, keep=_ids(args.keep), never=_ids(args.never),
+                          class_balance=args.class_balance, correct_flagged=args.correct_flagged,
+                          keep=_ids(args.keep), never=_ids(args.never),
                           decisions={})
     if args.decisions and is_database(args.decisions):    # its decisions are read once the dataset is known
         DecisionStore(args.decisions, create=False).check()
@@ -218,6 +222,8 @@ def main(argv=None) -> int:
         return 2
     bars.close()
     counts = written.manifest["counts"]
+    for warning in written.manifest.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"{counts['n']} samples, {counts['flagged']} flagged, {counts['selected']} selected "
           f"(ratio {selection.ratio}); encoder: {result.encoder_name}")
     print(f"wrote {written.table_path} and {written.manifest_path}")

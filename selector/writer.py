@@ -111,6 +111,11 @@ def manifest_for(result_or_manifest, selection=None, table: pd.DataFrame | None 
         counts = dict(manifest.get("counts", {}))
         if "selected" in table:
             counts["selected"] = int(table["selected"].sum())
+        if "corrected_label" in table:
+            counts["relabelled"] = int((table["corrected_label"] != table["label"]).sum())
+        if selection is not None and "selected" in table:
+            from selector.selection import selection_warnings
+            manifest["warnings"] = selection_warnings(table, selection, table["selected"].to_numpy())
         if "decision" in table:
             counts["decisions"] = int((table["decision"] != "").sum())
         counts["exported_rows"] = int(len(table))

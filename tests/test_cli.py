@@ -180,3 +180,25 @@ def test_refusals_in_a_fresh_process_load_no_model_library(tmp_path):
                          check=True, cwd=Path(__file__).parents[1]).stdout.split()
     assert float(out[0]) < 0.5 and out[1:] == ["False", "False"], out
     assert not (tmp_path / "c").exists()
+
+
+def test_cli_warns_about_suspects_and_corrects_confident_flags(tmp_path, capsys):
+    npz = make_embeddings(tmp_path / "emb.npz", n_per_class=50)
+    args = ["--source", "embeddings", "--path", str(npz), "--map", "none", "--cache-dir", str(tmp_path / "c"),
+            "--noise-mode", "uniform", "--noise-rate", "0.2", "--ratio", "0.5"]
+    assert main([*args, "--no-exclude-flagged", "--out", str(tmp_path / "open.csv")]) == 0
+    err = capsys.readouterr().err
+    manifest = json.loads((tmp_path / "open.manifest.json").read_text())
+    table = pd.read_csv(tmp_path / "open.csv", keep_default_na=False)
+    held = int((table["selected"] & table["flagged"]).sum())
+    assert 0 < held <= table["selected"].sum() * table["flagged"].mean()
+    assert f"warning: The subset holds {held} flagged" in err and manifest["warnings"][0] in err
+    assert main([*args, "--correct-flagged", "--out", str(tmp_path / "fixed.csv")]) == 0
+    fixed = pd.read_csv(tmp_path / "fixed.csv", keep_default_na=False)
+    relabelled = fixed["corrected_label"] != fixed["label"]
+    manifest = json.loads((tmp_path / "fixed.manifest.json").read_text())
+    assert manifest["selection"]["correct_flagged"] is True
+    assert 0 < relabelled.sum() == manifest["counts"]["relabelled"] and relabelled[fixed["selected"]].any()
+    assert (fixed.loc[relabelled, "corrected_label"] == fixed.loc[relabelled, "suggested_label"]).all()
+    assert (fixed.loc[relabelled, "corrected_label"] == fixed.loc[relabelled, "original_label"]).mean() >= 0.9
+    assert "suggested label" in capsys.readouterr().err

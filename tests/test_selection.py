@@ -29,6 +29,7 @@ def test_selection_has_exact_size_and_no_flagged(table, ratio, strategy, balance
 
 
 def test_topk_keeps_the_best_objective_and_matches_the_cut(table):
+    table = table.assign(flagged=False)      # no suspects: nothing is capped, top-k is the plain k best
     s = Selection(ratio=0.2, weights={"alignment": 1.0}, exclude_flagged=False, class_balance=False, strategy="topk")
     mask = selection_mask(table, s)
     score = objective(table, s.weights)

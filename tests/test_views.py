@@ -6,10 +6,10 @@ import pytest
 
 from selector.errors import InputError
 from selector.ui import charts
-from selector.ui.views import (audit_quality, class_breakdown, class_codes, compare_with_random, corrected_codes,
-                               coverage_distance, coverage_space, flagged_order, histogram, map_rows, n_pages,
-                               bulk_changes, describe_bulk, tie_break,
-                               page_rows, random_mask, rows_from_selection, subset_stats)
+from selector.ui.subsets import compare_with_random, coverage_distance, coverage_space, random_mask, subset_stats
+from selector.ui.views import (audit_quality, bulk_changes, class_breakdown, class_codes, corrected_codes,
+                               describe_bulk, flagged_order, histogram, map_rows, n_pages, page_rows,
+                               rows_from_selection, tie_break)
 from tests.synthetic import CLASSES, make_table
 
 
@@ -238,3 +238,20 @@ def test_duplicate_groups_keep_the_root_first_and_largest_groups_lead():
     assert duplicate_groups(table.assign(duplicate_of=-1)) == []
     assert keep_one_per_group(table, groups[:2], {"s3": "bad", "s1": "kept"}) == {"s1": "bad", "s4": "bad", "s7": "bad",
                                                                                 "s6": "bad"}
+
+
+def test_linear_probe_scores_subsets_on_the_same_held_out_rows():
+    from selector.ui.subsets import probe_accuracy, probe_space
+    from tests.synthetic import clusters
+    X, _, y = clusters(n=3000, seed=3)
+    space = probe_space(X, dims=16, seed=0)
+    assert len(space.held_out) == 300 and not space.trainable[space.held_out].any()
+    assert space.Z.shape == (3000, 17)
+    everything = np.ones(len(y), bool)
+    clean = probe_accuracy(space, everything, y, y, 6)
+    shuffled = probe_accuracy(space, everything, np.random.default_rng(0).permutation(y), y, 6)
+    assert clean > 0.8 and shuffled < 0.4                    # it learns the labels it is given, and only those
+    first_pair = np.isin(y, [0, 1])                          # a subset without four of the classes scores low
+    assert probe_accuracy(space, first_pair, y, y, 6) < 0.45
+    assert np.isnan(probe_accuracy(space, ~space.trainable, y, y, 6))    # held-out rows never train
+    assert probe_accuracy(space, everything, np.where(y == 5, -1, y), y, 6) < clean   # unknown labels skipped

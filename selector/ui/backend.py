@@ -273,13 +273,13 @@ def expire_uploads(max_age_s: float = UPLOAD_MAX_AGE_S) -> list[Path]:
 # ------------------------------------------------------------------------------------------ derived
 def coverage_space(run: Run):
     """The low-dimensional embedding copy + probe used to compare subsets (computed once per run)."""
-    from selector.ui.views import coverage_space as compute
+    from selector.ui.subsets import coverage_space as compute
     return run.derived("coverage_space", lambda: compute(run.result.F, seed=run.result.config.seed))
 
 
 def compare_with_random(run: Run, mask: np.ndarray):
     """The Selection page's subset-vs-random table; the random side is computed once per subset size."""
-    from selector.ui import views as sv
+    from selector.ui import subsets as sv
     labels, table = run.result.dataset.labels, run.table
     n_classes, seed = len(run.result.class_names), run.result.config.seed
     flagged = table["flagged"].to_numpy()
@@ -290,6 +290,37 @@ def compare_with_random(run: Run, mask: np.ndarray):
         labels, n_classes, sv.random_mask(len(table), k, seed), flagged=flagged, truth=truth, space=space))
     return sv.compare_with_random(labels, n_classes, mask, flagged=flagged, truth=truth, space=space, seed=seed,
                                   random_stats=rand)
+
+
+def probe_comparison(run: Run, selection, mask: np.ndarray) -> tuple[list, float]:
+    """([(metric, subset, random subset)], seconds): linear-probe accuracy of the subset and of the same-size
+    random subset, both scored on the same held-out rows; cached per selection (the random side per size and
+    decisions), so the seconds are those of the first computation."""
+    from selector.selection import corrected_labels
+    from selector.ui import subsets as sv
+    from selector.ui.views import class_codes
+    table, names, seed = run.table, run.result.class_names, run.result.config.seed
+    k = int(np.count_nonzero(mask))
+
+    def compute():
+        t0 = time.perf_counter()
+        space = run.derived("probe_space", lambda: sv.probe_space(run.result.F, seed=seed))
+        reviewed = class_codes(corrected_labels(table, selection.replace(correct_flagged=False)), names)
+        targets = [("given labels, corrected where a suggestion was accepted", reviewed)]
+        if "original_label" in table:
+            truth = class_codes(table["original_label"], names)
+            targets.append(("true labels (known: the noise was injected)", truth))
+        train = class_codes(corrected_labels(table, selection), names)
+        rand = sv.random_mask(len(table), k, seed)
+
+        def random_side(what, test):
+            return run.derived(("probe_random", k, selection.decisions, what), lambda: sv.probe_accuracy(
+                space, rand, reviewed, test, len(names)))
+        rows = [(f"linear-probe accuracy on {len(space.held_out):,} held-out rows vs {what}",
+                 sv.probe_accuracy(space, mask, train, test, len(names)), random_side(what, test))
+                for what, test in targets]
+        return rows, time.perf_counter() - t0
+    return run.derived(("probe", selection), compute)
 
 
 def has_images(run: Run) -> bool:

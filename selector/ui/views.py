@@ -1,8 +1,7 @@
 """What the pages show, as plain functions over the engine's table (no streamlit; unit-tested).
 
 Everything here is cheap enough to run on every slider move on 60k rows: the subset itself comes from the
-engine (`selector.selection`); the comparison with a random subset uses a fixed probe sample and a
-low-dimensional copy of the embeddings computed once per run (`coverage_space`).
+engine (`selector.selection`); its comparison with a random subset is in `selector.ui.subsets`.
 """
 from __future__ import annotations
 
@@ -12,8 +11,6 @@ import numpy as np
 import pandas as pd
 
 from selector.errors import InputError
-from selector.linalg import l2_normalize, principal_axes
-from selector.runtime import blas_threads
 
 
 # ----------------------------------------------------------------------------------------- decisions
@@ -171,116 +168,6 @@ def class_breakdown(codes_before: np.ndarray, mask: np.ndarray, class_names, cod
     out["kept_pct"] = np.round(100.0 * out["kept"] / out["before"].clip(lower=1), 1)
     out["share_before_pct"] = np.round(100.0 * out["before"] / n, 1)
     out["share_after_pct"] = np.round(100.0 * out["kept"] / k, 1)
-    return out
-
-
-# -------------------------------------------------------------------------- comparison with random
-def random_mask(n: int, k: int, seed: int = 0) -> np.ndarray:
-    """(n,) bool with exactly k True at seeded random rows: the baseline subset of the same size."""
-    if not 0 <= k <= n:
-        raise InputError(f"random subset size must be in [0, {n}], got {k}.")
-    mask = np.zeros(n, dtype=bool)
-    # A stream of its own: a plain default_rng(seed) would start with the same rows as the noise injection's
-    # draw at the same seed, and the "random" subset would then hold every injected flip.
-    mask[np.random.default_rng([seed, _RANDOM_BASELINE_STREAM]).choice(n, size=k, replace=False)] = True
-    return mask
-
-
-_RANDOM_BASELINE_STREAM = 0x5E1EC7
-
-
-@dataclass(frozen=True)
-class CoverageSpace:
-    """A low-dimensional copy of the embeddings and a fixed probe sample, computed once per run."""
-    Z: np.ndarray           # (n, dims) float32: unit-normalised embeddings projected on their top PCA axes
-    probe: np.ndarray       # (m,) int64 rows whose distance to the subset is measured
-
-
-def coverage_space(F: np.ndarray, *, dims: int = 32, n_probe: int = 500, seed: int = 0) -> CoverageSpace:
-    """Project unit-normalised F on its top `dims` principal axes (fit on <= 5,000 rows) and pick the probe."""
-    Fn = l2_normalize(F)
-    mean, axes = principal_axes(Fn, dims, sample=5000, seed=seed)
-    Z = ((Fn - mean) @ axes).astype(np.float32)
-    probe = np.sort(np.random.default_rng([seed, 1]).choice(len(F), size=min(len(F), n_probe), replace=False))
-    return CoverageSpace(Z=Z, probe=probe.astype(np.int64))
-
-
-def coverage_distance(space: CoverageSpace, mask: np.ndarray, *, chunk: int = 4096) -> float:
-    """Mean Euclidean distance from each probe point to its nearest selected point (lower = better coverage)."""
-    mask = np.asarray(mask, dtype=bool)
-    if not mask.any():
-        return float("nan")
-    Q = space.Z[space.probe]
-    S = space.Z[mask]
-    half = 0.5 * (S * S).sum(1)
-    best = np.full(len(Q), -np.inf, dtype=np.float32)
-    # ||q - s||^2 = ||q||^2 - 2 (q.s - ||s||^2 / 2): one matmul per chunk, then a running max.
-    # One BLAS thread: these small products only lose time to threading when sessions share the CPU.
-    with blas_threads(1):
-        for start in range(0, len(S), chunk):
-            G = Q @ S[start:start + chunk].T
-            G -= half[None, start:start + chunk]
-            np.maximum(best, G.max(1), out=best)
-    d2 = (Q * Q).sum(1) - 2.0 * best
-    return float(np.sqrt(np.maximum(d2, 0.0)).mean())
-
-
-def subset_stats(labels: np.ndarray, n_classes: int, mask: np.ndarray, *, flagged=None, truth=None,
-                 space: CoverageSpace | None = None) -> dict:
-    """How one subset looks: size, classes covered, balance, coverage distance, flagged / injected inside."""
-    mask = np.asarray(mask, dtype=bool)
-    labels = np.asarray(labels)
-    full = np.bincount(labels, minlength=n_classes).astype(float)
-    sub = np.bincount(labels[mask], minlength=n_classes).astype(float)
-    present = full > 0
-    share_full = full / max(full.sum(), 1)
-    share_sub = sub / max(sub.sum(), 1)
-    ratio = np.where(present, share_sub / np.where(present, share_full, 1), np.nan)
-    out = {
-        "size": int(mask.sum()),
-        "classes_covered": int(((sub > 0) & present).sum()),
-        "classes_total": int(present.sum()),
-        "smallest_class_share_vs_full": float(np.nanmin(ratio)) if present.any() else float("nan"),
-        "class_distribution_gap": float(0.5 * np.abs(share_sub - share_full).sum()),
-    }
-    if space is not None:
-        out["coverage_distance"] = coverage_distance(space, mask)
-    if flagged is not None:
-        out["flagged_in_subset"] = int((np.asarray(flagged, dtype=bool) & mask).sum())
-    if truth is not None:
-        out["injected_in_subset"] = int((np.asarray(truth, dtype=bool) & mask).sum())
-    return out
-
-
-COMPARISON_ROWS = {
-    "size": "samples",
-    "classes_covered": "classes covered",
-    "smallest_class_share_vs_full": "smallest class share vs full set (1 = as in full set)",
-    "class_distribution_gap": "class distribution gap vs full set (0 = same mix)",
-    "coverage_distance": "mean distance to nearest selected sample (lower = better embedding coverage)",
-    "flagged_in_subset": "flagged samples in subset",
-    "injected_in_subset": "injected label flips in subset",
-}
-
-
-def compare_with_random(labels, n_classes: int, mask, *, flagged=None, truth=None,
-                        space: CoverageSpace | None = None, seed: int = 0, random_stats: dict | None = None
-                        ) -> pd.DataFrame:
-    """Table metric | subset | random subset of the same size (seeded).
-
-    random_stats: subset_stats of random_mask(n, mask.sum(), seed) when the caller has them cached (they
-    depend only on the subset size).
-    """
-    mask = np.asarray(mask, dtype=bool)
-    a = subset_stats(labels, n_classes, mask, flagged=flagged, truth=truth, space=space)
-    b = random_stats
-    if b is None:
-        rand = random_mask(len(mask), int(mask.sum()), seed)
-        b = subset_stats(labels, n_classes, rand, flagged=flagged, truth=truth, space=space)
-    rows = [(COMPARISON_ROWS[k], a[k], b[k]) for k in a if k in COMPARISON_ROWS]
-    out = pd.DataFrame(rows, columns=["metric", "subset", "random subset"])
-    out["subset"] = out["subset"].astype(float).round(4)
-    out["random subset"] = out["random subset"].astype(float).round(4)
     return out
 
 
