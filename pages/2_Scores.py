@@ -6,8 +6,8 @@ import streamlit as st
 
 from selector.selection import objective
 from selector.table import SCORE_COLUMNS
-from selector.ui import charts, state, widgets
-from selector.ui.views import bars_from_selection, class_codes, class_cuts, histogram, rows_in_bins, selection_cut
+from selector.ui import backend, charts, state, widgets
+from selector.ui.views import bars_from_selection, class_cuts, histogram, rows_in_bins, selection_cut
 
 OBJECTIVE = "selection objective"
 ALL = "All classes"
@@ -64,10 +64,10 @@ if picked_bars:
     st.session_state[BARS_KEY] = {"focus": focus, "class": class_name, "bars": picked_bars}
 box_table = table[["label"]].assign(**{focus: values_of(focus)})
 box_line = next(iter(lines_for(focus)), None) if class_name == ALL else None
-cuts = (class_cuts(objective_values, mask, class_codes(table["label"], classes), len(classes))
-        if focus == OBJECTIVE and per_class else None)
+codes = backend.label_codes(run, state.selection(run))    # the classes the quotas are filled in
+cuts = class_cuts(objective_values, mask, codes, len(classes)) if focus == OBJECTIVE and per_class else None
 st.plotly_chart(charts.class_box_figure(box_table, focus, classes=classes, line=box_line, cuts=cuts,
-                                        cut_name=cut_name), key="scores_per_class")
+                                        cut_name=cut_name, codes=codes), key="scores_per_class")
 
 picked = st.session_state.get(BARS_KEY)
 if picked and picked["focus"] == focus and picked["class"] == class_name:

@@ -4,9 +4,10 @@ import pandas as pd
 import streamlit as st
 
 from selector.optimize import OBJECTIVES, STRATEGIES
-from selector.selection import CONFIDENT, corrected_labels, selection_warnings
+from selector.selection import CONFIDENT, selection_warnings
 from selector.ui import backend, state, widgets
-from selector.ui.views import class_breakdown, class_codes
+from selector.ui.subsets import COVERAGE_POOL, PROBE_MAX_TRAIN
+from selector.ui.views import class_breakdown
 
 run = state.require_run()
 table = run.table
@@ -55,8 +56,8 @@ if error:
 
 decisions = state.decisions(run)
 chosen = state.selection(run)
-labels_after = corrected_labels(table, chosen)
-relabelled = (labels_after != table["label"]).to_numpy()
+codes_after = backend.label_codes(run, chosen)
+relabelled = codes_after != backend.label_codes(run, chosen.replace(decisions={}, correct_flagged=False))
 truth = table["noise_injected"].to_numpy() if "noise_injected" in table else None
 cols = st.columns(5)
 cols[0].metric("Selected", f"{int(mask.sum()):,}", help=f"of {len(table):,} samples")
@@ -71,8 +72,7 @@ for warning in selection_warnings(table, chosen, mask):
 
 st.subheader("Kept and dropped per class")
 codes = run.result.dataset.labels
-breakdown = class_breakdown(codes, mask, run.result.class_names,
-                            codes_after=class_codes(labels_after, run.result.class_names))
+breakdown = class_breakdown(codes, mask, run.result.class_names, codes_after=codes_after)
 chart_col, table_col = st.columns([1, 1])
 chart_col.bar_chart(breakdown.set_index("class")[["kept", "dropped"]], stack=True, color=["#2b6cb0", "#b0b8c4"])
 table_col.dataframe(breakdown, hide_index=True, key="sel_breakdown")
@@ -83,8 +83,10 @@ probe_rows, probe_seconds = backend.probe_comparison(run, chosen, mask)
 comparison = pd.concat([comparison, pd.DataFrame(probe_rows, columns=comparison.columns).round(4)], ignore_index=True)
 st.dataframe(comparison, hide_index=True, key="sel_comparison")
 st.caption("Embedding coverage is measured on a fixed sample of 500 points in a 32-d PCA copy of the adapted "
-           "embeddings; the random subset is seeded, so it only changes when the subset size does. "
+           "embeddings" + (f" (among a fixed sample of {COVERAGE_POOL:,} rows)" if len(table) > COVERAGE_POOL else "")
+           + "; the random subset is seeded, so it only changes when the subset size does. "
            "The linear probe (ridge least squares on a 64-d PCA copy) trains on each subset's rows outside a fixed "
-           "held-out set, with the subset's labels (corrected ones included), and is scored on the held-out rows "
+           f"held-out set (at most {PROBE_MAX_TRAIN:,} of them, a seeded sample), with the subset's labels "
+           "(corrected ones included), and is scored on the held-out rows "
            "against their given labels, so label noise among them lowers both columns alike; "
            f"computed in {probe_seconds * 1000:.0f} ms, once per selection.")

@@ -218,6 +218,12 @@ def corrected_labels(result_or_table, selection: Selection) -> pd.Series:
     return table["label"].where(~_labels(table, selection).relabel, table["suggested_label"])
 
 
+def relabelled(result_or_table, selection: Selection) -> np.ndarray:
+    """(n,) bool: the rows whose corrected_label is their suggested label (accepted or corrected), without
+    building the labels themselves (a string per row is slow at 1M rows)."""
+    return _labels(_table(result_or_table), selection).relabel
+
+
 def _noisiest(noise: np.ndarray, ood: np.ndarray, among: np.ndarray, count: int) -> np.ndarray:
     """(n,) bool: the `count` noisiest rows of `among` (OOD first, then by noise; ties: earlier row first)."""
     if count <= 0 or not among.any():
@@ -343,4 +349,4 @@ def annotate(table: pd.DataFrame, selection: Selection, mask) -> pd.DataFrame:
 
 
 __all__ = ["Selection", "DECISIONS", "CONFIDENT", "SELECTION_COLUMNS", "apply", "annotate", "selection_mask",
-           "selection_warnings", "confidently_mislabelled", "corrected_labels", "objective"]
+           "selection_warnings", "confidently_mislabelled", "corrected_labels", "relabelled", "objective"]

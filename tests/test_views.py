@@ -56,6 +56,12 @@ def test_coverage_distance_matches_brute_force():
     assert coverage_distance(space, mask, chunk=17) == pytest.approx(brute, rel=1e-4)
     assert coverage_distance(space, np.ones(500, bool)) == pytest.approx(0.0, abs=1e-3)
     assert np.isnan(coverage_distance(space, np.zeros(500, bool)))
+    # past `pool` rows only a fixed sample of them takes part, probe and subset alike
+    pooled = coverage_space(F, dims=8, n_probe=50, seed=1, pool=200)
+    assert pooled.Z.shape == (200, 8) and len(pooled.pool) == 200 and pooled.probe.max() < 200
+    Q, S = pooled.Z[pooled.probe], pooled.Z[mask[pooled.pool]]
+    brute = np.sqrt(((Q[:, None, :] - S[None, :, :]) ** 2).sum(-1)).min(1).mean()
+    assert coverage_distance(pooled, mask) == pytest.approx(brute, rel=1e-4)
 
 
 def test_subset_stats_and_comparison():
@@ -152,8 +158,16 @@ def test_histogram_and_box_figures(table):
     fig = charts.histogram_figure(h, title="noise", lines=[(0.85, "flag threshold", "red")])
     assert [t.name for t in fig.data] == ["selected", "dropped"]
     assert fig.layout.shapes[0].x0 == 0.85
-    box = charts.class_box_figure(table, "alignment", max_points_per_class=20)
-    assert len(box.data) == 3 and all(len(t.y) == 20 for t in box.data)
+    box = charts.class_box_figure(table, "alignment")
+    (trace,) = box.data
+    names = sorted(table["label"].astype(str).unique())
+    assert sorted(trace.x) == names and trace.y is None                  # five numbers a class, no raw points
+    for name, q1, med, q3, lo, hi in zip(trace.x, trace.q1, trace.median, trace.q3, trace.lowerfence,
+                                         trace.upperfence):
+        v = np.sort(table.loc[table["label"] == name, "alignment"].to_numpy(np.float64))
+        assert (q1, med, q3) == pytest.approx(tuple(np.quantile(v, [0.25, 0.5, 0.75])))
+        iqr = q3 - q1
+        assert lo == v[v >= q1 - 1.5 * iqr].min() and hi == v[v <= q3 + 1.5 * iqr].max()
 
 
 def test_random_baseline_is_independent_of_the_injected_noise():
@@ -255,3 +269,15 @@ def test_linear_probe_scores_subsets_on_the_same_held_out_rows():
     assert probe_accuracy(space, first_pair, y, y, 6) < 0.45
     assert np.isnan(probe_accuracy(space, ~space.trainable, y, y, 6))    # held-out rows never train
     assert probe_accuracy(space, everything, np.where(y == 5, -1, y), y, 6) < clean   # unknown labels skipped
+
+
+def test_a_large_subset_trains_the_probe_on_a_seeded_sample():
+    from selector.ui.subsets import probe_accuracy, probe_space
+    rng = np.random.default_rng(5)
+    y = np.repeat(np.arange(4), 300)
+    X = (np.eye(4, 12)[y] * 3 + rng.normal(size=(1200, 12))).astype(np.float32)
+    space = probe_space(X, dims=8, seed=0)
+    mask = np.ones(1200, bool)
+    capped = probe_accuracy(space, mask, y, y, 4, max_train=200)
+    assert capped == probe_accuracy(space, mask, y, y, 4, max_train=200)            # seeded: the same sample
+    assert capped > 0.8 and abs(capped - probe_accuracy(space, mask, y, y, 4)) < 0.1

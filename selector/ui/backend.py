@@ -292,11 +292,24 @@ def compare_with_random(run: Run, mask: np.ndarray):
                                   random_stats=rand)
 
 
+def label_codes(run: Run, selection) -> np.ndarray:
+    """(n,) int64 class index (class_names order) of each row's label after the selection's decisions and
+    corrections; the given and suggested codes are computed once per run, so a slider move does no string work."""
+    from selector.selection import relabelled
+    from selector.ui.views import class_codes
+    names = run.result.class_names
+    given = run.derived("given_codes", lambda: class_codes(run.table["label"], names))
+    moved = relabelled(run.table, selection)
+    if not moved.any():
+        return given
+    suggested = run.derived("suggested_codes", lambda: class_codes(run.table["suggested_label"], names))
+    return np.where(moved, suggested, given)
+
+
 def probe_comparison(run: Run, selection, mask: np.ndarray) -> tuple[list, float]:
     """([(metric, subset, random subset)], seconds): linear-probe accuracy of the subset and of the same-size
     random subset, both scored on the same held-out rows; cached per selection (the random side per size and
     decisions), so the seconds are those of the first computation."""
-    from selector.selection import corrected_labels
     from selector.ui import subsets as sv
     from selector.ui.views import class_codes
     table, names, seed = run.table, run.result.class_names, run.result.config.seed
@@ -305,12 +318,12 @@ def probe_comparison(run: Run, selection, mask: np.ndarray) -> tuple[list, float
     def compute():
         t0 = time.perf_counter()
         space = run.derived("probe_space", lambda: sv.probe_space(run.result.F, seed=seed))
-        reviewed = class_codes(corrected_labels(table, selection.replace(correct_flagged=False)), names)
+        reviewed = label_codes(run, selection.replace(correct_flagged=False))
         targets = [("given labels, corrected where a suggestion was accepted", reviewed)]
         if "original_label" in table:
-            truth = class_codes(table["original_label"], names)
+            truth = run.derived("true_codes", lambda: class_codes(table["original_label"], names))
             targets.append(("true labels (known: the noise was injected)", truth))
-        train = class_codes(corrected_labels(table, selection), names)
+        train = label_codes(run, selection)
         rand = sv.random_mask(len(table), k, seed)
 
         def random_side(what, test):

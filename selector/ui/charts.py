@@ -130,22 +130,26 @@ def histogram_figure(h: Histogram, *, title: str, lines: Sequence[tuple[float, s
 
 def class_box_figure(table: pd.DataFrame, column: str, *, classes: Sequence[str] = (),
                      line: Optional[tuple[float, str, str]] = None, cuts: Optional[Sequence[float]] = None,
-                     cut_name: str = "selection cut", max_points_per_class: int = 2000,
-                     seed: int = 0) -> go.Figure:
-    """One box per class of a score (a seeded sample of at most max_points_per_class values per class);
-    cuts: one value per class drawn as a marker (e.g. each class's selection cut under per-class quotas)."""
-    rng = np.random.default_rng(seed)
-    fig = go.Figure()
+                     cut_name: str = "selection cut", codes: Optional[np.ndarray] = None) -> go.Figure:
+    """One box per class of a score, its quartiles and 1.5 IQR whiskers computed here over every row (one
+    trace of five numbers a class: the same few KB at 1.28M rows as at 60k); cuts: one value per class drawn as
+    a marker (e.g. each class's selection cut under per-class quotas). codes: each row's class index, if known."""
     names = [str(c) for c in classes] or _label_names(table["label"])
-    codes = class_codes(table["label"], names)
-    order = np.argsort(codes, kind="stable")                      # rows grouped by class, found once
-    bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
-    values = table[column].to_numpy(dtype=np.float32)
-    for c, name in enumerate(names):
-        idx = order[bounds[c]:bounds[c + 1]]
-        if len(idx) > max_points_per_class:
-            idx = rng.choice(idx, size=max_points_per_class, replace=False)
-        fig.add_trace(go.Box(y=values[idx], name=name, boxpoints=False, showlegend=False))
+    codes = class_codes(table["label"], names) if codes is None else np.asarray(codes, np.int64)
+    values = table[column].to_numpy(dtype=np.float64)
+    ok = (codes >= 0) & np.isfinite(values)
+    order = np.lexsort((values[ok], codes[ok]))                    # by class, then by value
+    v, c = values[ok][order], codes[ok][order]
+    bounds = np.searchsorted(c, np.arange(len(names) + 1))
+    q = {k: np.full(len(names), np.nan) for k in ("q1", "median", "q3", "lowerfence", "upperfence")}
+    for i in np.flatnonzero(np.diff(bounds) > 0):
+        seg = v[bounds[i]:bounds[i + 1]]
+        q1, med, q3 = np.quantile(seg, [0.25, 0.5, 0.75])
+        iqr = q3 - q1
+        q["q1"][i], q["median"][i], q["q3"][i] = q1, med, q3
+        q["lowerfence"][i] = seg[np.searchsorted(seg, q1 - 1.5 * iqr)]             # the lowest value in the fence
+        q["upperfence"][i] = seg[np.searchsorted(seg, q3 + 1.5 * iqr, side="right") - 1]
+    fig = go.Figure(go.Box(x=names, name=column, showlegend=False, **{k: list(a) for k, a in q.items()}))
     if cuts is not None:
         fig.add_trace(go.Scatter(x=names, y=list(cuts), mode="markers", name=cut_name,
                                  marker=dict(symbol="line-ew-open", size=28, color="#2b6cb0", line=dict(width=3))))

@@ -33,22 +33,34 @@ _RANDOM_BASELINE_STREAM = 0x5E1EC7
 @dataclass(frozen=True)
 class CoverageSpace:
     """A low-dimensional copy of the embeddings and a fixed probe sample, computed once per run."""
-    Z: np.ndarray           # (n, dims) float32: unit-normalised embeddings projected on their top PCA axes
-    probe: np.ndarray       # (m,) int64 rows whose distance to the subset is measured
+    Z: np.ndarray           # (m, dims) float32: the pool's unit-normalised embeddings on their top PCA axes
+    probe: np.ndarray       # (p,) int64 rows of Z whose distance to the subset is measured
+    pool: np.ndarray | None = None   # (m,) int64 dataset rows Z holds; None: every row, in order
 
 
-def coverage_space(F: np.ndarray, *, dims: int = 32, n_probe: int = 500, seed: int = 0) -> CoverageSpace:
-    """Project unit-normalised F on its top `dims` principal axes (fit on <= 5,000 rows) and pick the probe."""
-    Fn = l2_normalize(F)
+COVERAGE_POOL = 100_000     # past this many rows, coverage is measured among a fixed seeded sample of them
+
+
+def coverage_space(F: np.ndarray, *, dims: int = 32, n_probe: int = 500, seed: int = 0,
+                   pool: int = COVERAGE_POOL) -> CoverageSpace:
+    """Project unit-normalised F on its top `dims` principal axes (fit on <= 5,000 rows) and pick the probe.
+    Above `pool` rows only a fixed seeded sample of `pool` rows takes part (probe and subset alike), so a
+    slider move costs the same at 1.28M rows as at 100k."""
+    rows = None
+    if len(F) > pool:
+        rows = np.sort(np.random.default_rng([seed, 3]).choice(len(F), size=pool, replace=False)).astype(np.int64)
+    Fn = l2_normalize(F if rows is None else F[rows])
     mean, axes = principal_axes(Fn, dims, sample=5000, seed=seed)
     Z = ((Fn - mean) @ axes).astype(np.float32)
-    probe = np.sort(np.random.default_rng([seed, 1]).choice(len(F), size=min(len(F), n_probe), replace=False))
-    return CoverageSpace(Z=Z, probe=probe.astype(np.int64))
+    probe = np.sort(np.random.default_rng([seed, 1]).choice(len(Z), size=min(len(Z), n_probe), replace=False))
+    return CoverageSpace(Z=Z, probe=probe.astype(np.int64), pool=rows)
 
 
 def coverage_distance(space: CoverageSpace, mask: np.ndarray, *, chunk: int = 4096) -> float:
     """Mean Euclidean distance from each probe point to its nearest selected point (lower = better coverage)."""
     mask = np.asarray(mask, dtype=bool)
+    if space.pool is not None:
+        mask = mask[space.pool]
     if not mask.any():
         return float("nan")
     Q = space.Z[space.probe]
@@ -138,7 +150,9 @@ def probe_space(F: np.ndarray, *, dims: int = 64, n_held_out: int = 5000, seed: 
     """Project unit-normalised F on its top `dims` principal axes and hold out min(n_held_out, n // 10) rows."""
     Fn = l2_normalize(F)
     mean, axes = principal_axes(Fn, dims, sample=5000, seed=seed)
-    Z = np.hstack([(Fn - mean) @ axes, np.ones((len(F), 1), np.float32)]).astype(np.float32)
+    Z = np.ones((len(F), axes.shape[1] + 1), np.float32)        # the last column is the bias
+    for s in range(0, len(F), 65_536):                          # in blocks: no (n, d) temporary
+        Z[s:s + 65_536, :-1] = (Fn[s:s + 65_536] - mean) @ axes
     held = np.sort(np.random.default_rng([seed, 2]).choice(len(F), size=max(1, min(n_held_out, len(F) // 10)),
                                                             replace=False)).astype(np.int64)
     trainable = np.ones(len(F), dtype=bool)
@@ -146,22 +160,31 @@ def probe_space(F: np.ndarray, *, dims: int = 64, n_held_out: int = 5000, seed: 
     return ProbeSpace(Z=Z, held_out=held, trainable=trainable)
 
 
+PROBE_MAX_TRAIN = 100_000    # a larger subset trains the probe on a seeded sample of this many of its rows
+
+
 def probe_accuracy(space: ProbeSpace, mask: np.ndarray, train_codes: np.ndarray, test_codes: np.ndarray,
-                   n_classes: int, *, ridge: float = 1e-3) -> float:
+                   n_classes: int, *, ridge: float = 1e-3, max_train: int = PROBE_MAX_TRAIN) -> float:
     """Accuracy on the held-out rows (against test_codes) of a ridge least-squares linear classifier trained
-    on the subset's rows that are not held out (with train_codes); NaN when it has no such row. Codes < 0
-    (labels outside the class list) are left out of training and scoring."""
+    on the subset's rows that are not held out (with train_codes; a seeded sample of max_train of them when
+    there are more); NaN when it has no such row. Codes < 0 (labels outside the class list) are left out of
+    training and scoring."""
     train_codes, test_codes = np.asarray(train_codes, np.int64), np.asarray(test_codes, np.int64)
     rows = np.flatnonzero(np.asarray(mask, dtype=bool) & space.trainable & (train_codes >= 0))
+    if len(rows) > max_train:    # a 65-parameter-per-class probe is settled long before this many rows
+        rows = np.sort(np.random.default_rng(0).choice(rows, size=max_train, replace=False))
     scored = space.held_out[test_codes[space.held_out] >= 0]
     if not len(rows) or not len(scored):
         return float("nan")
+    from scipy import sparse
     with blas_threads(1):
         Z = space.Z[rows]
-        onehot = np.zeros((len(rows), n_classes), np.float32)
-        onehot[np.arange(len(rows)), train_codes[rows]] = 1.0
+        # Z^T Y through a sparse one-hot Y: O(rows x dims), and no dense (rows, classes) array (2.6 GB for a
+        # 650k-row subset of 1,000 classes)
+        onehot = sparse.csr_matrix((np.ones(len(rows), np.float32), (train_codes[rows], np.arange(len(rows)))),
+                                   shape=(n_classes, len(rows)))
         gram = (Z.T @ Z).astype(np.float64)
         gram[np.diag_indices_from(gram)] += ridge * len(rows)
-        W = np.linalg.solve(gram, (Z.T @ onehot).astype(np.float64)).astype(np.float32)
+        W = np.linalg.solve(gram, np.asarray(onehot @ Z, np.float64).T).astype(np.float32)
         pred = (space.Z[scored] @ W).argmax(1)
     return float((pred == test_codes[scored]).mean())
