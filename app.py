@@ -1,7 +1,7 @@
 """The app's entry point: `streamlit run app.py`. Declares the pages; each page is a thin script."""
 import streamlit as st
 
-st.set_page_config(page_title="selector - CLIP data selection", page_icon=":material/filter_alt:", layout="wide")
+st.set_page_config(page_title="selector - training data selection", page_icon=":material/filter_alt:", layout="wide")
 
 PAGES = [
     st.Page("pages/0_Home.py", title="Home", icon=":material/home:", url_path="home", default=True),

@@ -228,7 +228,7 @@ class Tab:
     def open(self) -> None:
         """Load the app; returns once Home's title is drawn (the demo may already be running by itself)."""
         self.page.goto(self.url, wait_until="domcontentloaded")
-        self.page.get_by_role("heading", name="CLIP-powered data selection").wait_for()
+        self.page.get_by_role("heading", name="Training data selection").wait_for()
 
     def choose(self, key: str, option: str) -> None:
         field = self.page.locator(f".st-key-{key} input")

@@ -35,8 +35,9 @@ def _source_changed():
         st.session_state[key] = value
 
 
-st.title("CLIP-powered data selection")
-st.caption("Embed a labelled image dataset, audit its labels, and keep the subset that trains best.")
+st.title("Training data selection")
+st.caption("Embed a labelled image dataset with CLIP or any image encoder, audit its labels, and keep the subset "
+           "that trains best.")
 banner = st.container()        # a run's progress and a failed run's cause: at the top, visible at any viewport
 
 data_col, enc_col = st.columns(2)

@@ -180,7 +180,7 @@ class App:
     def open(self) -> "App":
         """Load the app and wait for Home's title (on the demo, the run then starts by itself)."""
         self.page.goto(self.url, wait_until="domcontentloaded", timeout=STEP_TIMEOUT_S * 1000)
-        self.page.get_by_role("heading", name="CLIP-powered data selection").wait_for(timeout=STEP_TIMEOUT_S * 1000)
+        self.page.get_by_role("heading", name="Training data selection").wait_for(timeout=STEP_TIMEOUT_S * 1000)
         return self
 
     def idle(self, timeout_s: float = STEP_TIMEOUT_S) -> None:
