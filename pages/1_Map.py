@@ -2,9 +2,11 @@
 import numpy as np
 import streamlit as st
 
+from selector.selection import annotate
 from selector.ui import charts, state, widgets
 from selector.ui.density import rows_in_region
 from selector.ui.views import map_rows, rows_from_selection
+from selector.writer import table_bytes
 
 run = state.require_run()
 widgets.sidebar(run)
@@ -76,5 +78,26 @@ if len(picked):
     if only != "all":
         rows = rows[(table["label"].iloc[rows].astype(str) == only).to_numpy()]
     rows = rows[np.argsort(-table["noise_score"].to_numpy()[rows], kind="stable")]
+    what = "picked samples" + ("" if only == "all" else f" labelled {only}")
+    widgets.bulk_decide(run, rows, state.decisions(run), key="map_bulk", what=what)
+    settings, ids = state.settings(), table["id"].iloc[rows].astype(str).tolist()
+    act = st.columns(3)
+    if act[0].button(f"Always select these {len(rows):,}", key="map_keep",
+                     help="Adds them to the keep list of your selection (Selection page, Export)."):
+        state.set_settings(settings.replace(keep=list(settings.keep) + ids,
+                                            never=[i for i in settings.never if i not in set(ids)]))
+        st.rerun()
+    if act[1].button(f"Never select these {len(rows):,}", key="map_never",
+                     help="Adds them to the never list of your selection (Selection page, Export)."):
+        state.set_settings(settings.replace(never=list(settings.never) + ids,
+                                            keep=[i for i in settings.keep if i not in set(ids)]))
+        st.rerun()
+    chosen = state.selection(run)
+    act[2].download_button(f"Export these {len(rows):,} (CSV)", key="map_export", on_click="ignore",
+                           data=lambda: table_bytes(annotate(table.iloc[rows], chosen, mask[rows]), "csv"),
+                           file_name="picked_on_map.csv", mime="text/csv")
+    if settings.keep or settings.never:
+        st.caption(f"Your selection keeps {len(settings.keep):,} and never selects {len(settings.never):,} listed "
+                   "samples.")
     st.caption("Most suspicious first (highest noise score).")
     widgets.paged_gallery(run, rows, key="map_page", per_page=48)

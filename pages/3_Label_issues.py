@@ -9,7 +9,7 @@ import streamlit as st
 
 from selector.ui import state, widgets
 from selector.selection import DECISIONS
-from selector.ui.views import SORT_SCORES, bulk_changes, describe_bulk, describe_event, flagged_order, page_rows
+from selector.ui.views import SORT_SCORES, describe_event, flagged_order, page_rows
 
 PER_PAGE = 10
 N_NEIGHBOURS = 6
@@ -69,12 +69,7 @@ if len(rows) == 0:
     st.info("No flagged samples match these filters.")
     st.stop()
 
-with st.expander(f"Decide all {len(rows):,} samples of this view at once"):
-    bulk = st.radio("Decision", DECISIONS.names(), format_func=DECISIONS.label, horizontal=True, key="bulk_decision")
-    changes, preview = bulk_changes(table, rows, bulk, decisions)
-    st.caption(describe_bulk(preview, DECISIONS.label(bulk)))
-    st.button(f"Apply to {len(changes):,} samples", key="bulk_apply", on_click=state.record_decisions,
-              args=(run, changes, {s: decisions.get(s) for s in changes}), disabled=not changes, type="primary")
+widgets.bulk_decide(run, rows, decisions, key="bulk", what="samples of this view")
 
 page = widgets.pager(len(rows), PER_PAGE, key="issues_page")
 state.remember_form("issues", FORM + [range_key])

@@ -62,3 +62,19 @@ def test_picked_points_open_in_the_detail_panel_and_gallery(env):
     assert gallery and gallery[0].captions[0].startswith("#5 ")
     at.button(key="map_clear").click().run()
     assert not any(s.value.startswith("Picked on the map") for s in at.subheader)
+
+
+def test_picked_samples_can_be_decided_listed_and_exported(env):
+    at = goto(started(env["npz"]), PAGE)
+    at.session_state["map_rows"] = [5, 17, 42]
+    at.run()
+    (download,) = [d for d in at.get("download_button") if "Export these 3" in d.proto.label]
+    at.radio(key="map_bulk_decision").set_value("bad").run()
+    assert at.button(key="map_bulk_apply").label == "Apply to 3 samples"
+    at.button(key="map_bulk_apply").click().run()
+    assert not at.exception
+    assert at.button(key="map_bulk_apply").disabled                       # all three are bad now
+    at.button(key="map_keep").click().run()
+    assert any("keeps 3 and never selects 0" in c.value for c in at.caption)
+    at.button(key="map_never").click().run()
+    assert any("keeps 0 and never selects 3" in c.value for c in at.caption)

@@ -529,8 +529,13 @@ def test_a_user_runs_tunes_audits_and_exports(new_app, dataset, workdir, cache_d
     page.mouse.up()
     picked = page.get_by_text(re.compile(r"^Picked on the map: [\d,]+ samples?$"))
     expect(picked).to_be_visible(timeout=STEP_TIMEOUT_S * 1000)
-    assert int(re.search(r"([\d,]+)", picked.inner_text()).group(1).replace(",", "")) > 1
+    n_picked = int(re.search(r"([\d,]+)", picked.inner_text()).group(1).replace(",", ""))
+    assert n_picked > 1
     expect(page.get_by_text("Most suspicious first (highest noise score).")).to_be_visible()
+    app.idle()
+    name, data = download(app, "map_export")                 # the picked rows, as the one writer writes them
+    exported = read_csv(data)
+    assert name == "picked_on_map.csv" and len(exported) == n_picked and "corrected_label" in exported.columns
     app.idle()
     app.screenshot("map")
     app.goto("Scores")
