@@ -159,7 +159,7 @@ def run(dataset: Dataset, encoder, config: Config = Config(), *, cache_dir=None,
         (D, I), knn_info = (saved[0]["D"], saved[0]["I"]), saved[1]
         resumed.append("neighbors")
     else:
-        index = Neighbors(F)
+        index = Neighbors(F, progress=progress)
         D, I = index.search(F, GLOBAL_K, exclude_self=True,
                             progress=lambda _s, done, total: progress("finding neighbours", done, total))
         knn_info = {"index": f"{index.backend} {index.kind}", "k": GLOBAL_K, "nlist": index.nlist, "nprobe":
