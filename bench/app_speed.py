@@ -416,7 +416,8 @@ def npz_run(args) -> bool:
 def render(args, started, elapsed, source_desc, results, command) -> str:
     cold, warm = results.get("cold", {}), results["warm"]
     lat = results["latency"]
-    kind = "precomputed embeddings" if args.embeddings else ("quick" if args.quick else "full")
+    kind = (f"precomputed embeddings, {results.get('n', 0):,} rows" if args.embeddings
+            else ("quick" if args.quick else "full"))
     lines = [f"## App speed in a real browser ({kind} run)", "",
              f"- date: {started:%Y-%m-%d %H:%M} (local), whole benchmark {fmt_s(elapsed)}",
              f"- machine: {machine()}",

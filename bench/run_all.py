@@ -60,6 +60,8 @@ def write_benchmarks(failures) -> Path:
         fragment = HERE / "results" / f"{name}.md"
         parts.append(fragment.read_text().strip() if fragment.exists() else f"## {name}\n\nNot yet measured.")
         parts.append("")
+        for extra in sorted((HERE / "results").glob(f"{name}_*.md")):   # the same script on other data, e.g.
+            parts += [extra.read_text().strip(), ""]                     # app_speed --embeddings at 1.28M
     out = ROOT / "BENCHMARKS.md"
     out.write_text("\n".join(parts))
     print(f"wrote {out}")
