@@ -25,7 +25,7 @@ import streamlit as st
 from selector import pipeline
 from selector.encoders import ENCODERS, open_encoder, options_of
 from selector.errors import InputError
-from selector.files import atomic_write_bytes, default_cache_dir
+from selector.files import atomic_write_bytes, cache_problems, default_cache_dir
 from selector.progress import Progress
 from selector.sources import open_source
 
@@ -67,6 +67,7 @@ class Run:
     result: pipeline.Result
     cache_dir: Path
     seconds: float
+    cache_warnings: tuple = ()       # caches the run could not write or read: it went on without them
     _derived: dict = field(default_factory=dict, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
@@ -161,16 +162,18 @@ def run_pipeline(spec: RunSpec, progress: Optional[Progress] = None) -> Run:
     """Open the source and encoder and run (or re-open) the pipeline; raises InputError/OfflineError."""
     spec.config.validate()
     t0 = time.perf_counter()
-    dataset = _open_dataset(spec)
-    encoder = _open_encoder(spec, progress)
-    key = pipeline.run_key(dataset, encoder, spec.config)
-    reg = registry()
-    with reg.lock_for(key):
-        run = reg.get_run(key)
-        if run is None:
-            result = pipeline.load_or_run(dataset, encoder, spec.config, cache_dir=cache_dir(), progress=progress)
-            run = Run(key=key, spec=spec, result=result, cache_dir=cache_dir(), seconds=time.perf_counter() - t0)
-            reg.put_run(run)
+    with cache_problems() as problems:
+        dataset = _open_dataset(spec)
+        encoder = _open_encoder(spec, progress)
+        key = pipeline.run_key(dataset, encoder, spec.config)
+        reg = registry()
+        with reg.lock_for(key):
+            run = reg.get_run(key)
+            if run is None:
+                result = pipeline.load_or_run(dataset, encoder, spec.config, cache_dir=cache_dir(), progress=progress)
+                run = Run(key=key, spec=spec, result=result, cache_dir=cache_dir(), seconds=time.perf_counter() - t0,
+                          cache_warnings=tuple(problems))
+                reg.put_run(run)
     return run
 
 
