@@ -26,6 +26,7 @@ from selector.noise import NOISE_MODES
 from selector.progress import Progress, ensure
 from selector.project import MAPS
 from selector.results import Result
+from selector.roots import check_cache_dir
 from selector.runtime import peak_rss_gb
 from selector.validate import check_int, check_number
 from selector.version import __version__
@@ -114,7 +115,7 @@ def _run(dataset, encoder, config, cache_dir, progress, checkpoints) -> Result:
     from selector.score import alignment, default_k, diversity
     from selector.table import build_table, class_summary
 
-    cache_dir = default_cache_dir() if cache_dir is None else cache_dir
+    cache_dir = default_cache_dir() if cache_dir is None else check_cache_dir(cache_dir)
     _check_dataset(dataset)
     timings, memory = {}, {}   # seconds, and the process's peak RSS (GB) at the end of each stage
 
@@ -216,7 +217,7 @@ def load_or_run(dataset: Dataset, encoder, config: Config = Config(), *, cache_d
     never used; a cache folder that cannot be written means the run goes on uncached, with a warning in the
     log and in the Result's cache_warnings. A killed run resumes after its last finished stage (the adapted
     embeddings and the kNN are checkpointed beside the cache folder until the result is written)."""
-    cache_dir = default_cache_dir() if cache_dir is None else cache_dir
+    cache_dir = default_cache_dir() if cache_dir is None else check_cache_dir(cache_dir)
     with cache_problems() as problems:
         folder = results.folder(cache_dir, run_key(dataset, encoder, config))
         result = results.load(folder, dataset, encoder, config, cache_dir=cache_dir, progress=progress)
