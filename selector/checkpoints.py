@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from selector.files import (CacheCorrupt, atomic_write, atomic_write_bytes, cache_problem, check_file, clear_way,
+from selector.files import (CacheCorrupt, atomic_write, atomic_write_bytes, check_file, clear_way,
                             entry_folder,
-                            file_record, read_sealed_json, remove_entry, sealed_json, unwritable)
+                            file_record, read_sealed_json, remove_entry, sealed_json)
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,9 @@ class Checkpoints:
                 atomic_write(path, lambda f, a=arr: np.save(f, a, allow_pickle=False))
                 listing["arrays"][name] = {"shape": list(arr.shape), "dtype": arr.dtype.str, **file_record(path)}
             atomic_write_bytes(clear_way(self.folder / f"{stage}.json"), sealed_json(listing))
-        except OSError as exc:
-            cache_problem(unwritable(f"checkpoint of stage {stage}", self.folder, exc))
+        except OSError as exc:   # the result cache, written next to it, will say so to the user
+            log.info("could not checkpoint stage %s in %s (%s); a killed run will compute it again", stage,
+                     self.folder, exc.strerror or exc)
 
     def load(self, stage: str) -> tuple[dict, dict] | None:
         """(arrays, info) of a finished stage, the arrays memory-mapped copy-on-write; None when the stage did

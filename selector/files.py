@@ -224,11 +224,14 @@ def cache_problem(message: str) -> None:
 def unwritable(what: str, where, exc: OSError) -> str:
     """The message for a cache that cannot be written: what, where, why, and what to do."""
     why = exc.strerror or type(exc).__name__
+    blocker = next((p for p in [Path(where), *Path(where).parents] if os.path.lexists(p) and not p.is_dir()), None)
     if exc.errno == errno.ENOSPC:
         fix = "free some space there"
     elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         fix = "make it writable"
+    elif blocker is not None:
+        why, fix = f"{blocker} is a file, not a folder", f"move {blocker} away"
     else:
-        fix = "check it"
+        fix = "check the folder"
     return (f"cannot write the {what} in {where} ({why}); the run goes on without caching it. To cache it, {fix} "
             "or choose another cache folder (--cache-dir or SELECTOR_CACHE_DIR).")
