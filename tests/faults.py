@@ -81,7 +81,7 @@ def read_only(folder: Path):
             pytest.skip(f"running as root; remounting {folder} read-only was refused ({ro.stderr.strip()})")
         yield folder
     finally:
-        subprocess.run(["umount", str(folder)], capture_output=True)
+        subprocess.run(["umount", "--lazy", str(folder)], capture_output=True)
 
 
 @contextlib.contextmanager
@@ -97,8 +97,8 @@ def small_disk(folder: Path, size: str = "2m"):
         pytest.skip(f"this machine does not allow mounting a tmpfs ({done.stderr.strip() or done.returncode})")
     try:
         yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], capture_output=True)
+    finally:   # lazily: memory-mapped cache files of results still alive keep it busy until they are freed
+        subprocess.run(["umount", "--lazy", str(folder)], capture_output=True)
 
 
 def fill_disk(folder: Path) -> Path:

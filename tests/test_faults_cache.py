@@ -265,3 +265,12 @@ def test_a_same_size_image_swapped_in_with_its_mtime_restored_needs_verify_conte
     assert not np.allclose(X2[row], X0[row])
     result1 = pipeline.load_or_run(swapped, encoder, pipeline.Config(map="pca", verify_content=True), cache_dir=cache)
     assert result1.timings != result0.timings                          # the old result is not reused
+
+
+def test_the_app_warns_on_home_when_the_cache_cannot_be_written(emb, tmp_path):
+    from tests.test_app_support import cache_env, new_app, run_embeddings
+    with read_only(tmp_path / "cache") as cache, cache_env(cache):
+        at = run_embeddings(new_app(), emb["npz"])
+        warnings = [w.value for w in at.warning]
+        assert any("cannot write the result cache" in w and "make it writable" in w for w in warnings), warnings
+        assert {m.label: m.value for m in at.metric}["Samples"] == "120"
