@@ -2,7 +2,9 @@
 
 Image embeddings are cached in chunks under ``cache_dir/embeddings/<key>/``: every chunk is written
 atomically with its sha256 in the file name, so a killed run resumes from the chunks already on disk and a
-corrupted chunk is detected, logged and recomputed - never used. `EmbeddingCache` is the one definition of
+corrupted chunk is detected, logged and recomputed - never used. The folder's meta.json is sealed with a
+checksum and rebuilt (with a warning) when it fails its checks; a cache folder that cannot be written leaves
+the run uncached, with a warning, never failed. `EmbeddingCache` is the one definition of
 that layout; `embed_dataset` fills it on this machine and `selector.distributed.embed_on_ray` on a Ray
 cluster. The encoders themselves live in ``selector.encoders``; this module only calls their protocol.
 """

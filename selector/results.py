@@ -10,6 +10,7 @@ embedding cache.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from dataclasses import dataclass, field
@@ -85,6 +86,9 @@ def save(result, path: Path, source) -> bool:
         return True
     except OSError as exc:
         remove_entry(tmp)
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST) and (path / "meta.json").is_file():
+            log.info("result cache %s was written by another process first", path)
+            return True
         cache_problem(unwritable("result cache", path.parent, exc))
         return False
 

@@ -1,6 +1,7 @@
 """kill -9 of a real CLI run (the tiny CLIP on 180 image files) at several points: while it embeds the images,
 after the adapted embeddings are checkpointed, after the kNN is checkpointed. Running the same command again
-must give the same table, byte for byte, as a run that was never interrupted, resuming the finished stages."""
+must give the same table, byte for byte, as a run that was never interrupted, resuming the finished stages.
+And two runs at once on one cache."""
 import json
 import os
 import re
@@ -62,19 +63,33 @@ def _kill_when(command, when, cache, timeout=300) -> str:
     return err.decode(errors="replace")
 
 
-@pytest.mark.parametrize("point,when,resumed", [
-    ("while embedding", _embedding_midway, []),
-    ("after the adapt checkpoint", _stage_done("adapt"), ["adapt"]),
-    ("after the kNN checkpoint", _stage_done("neighbors"), ["adapt", "neighbors"]),
-])
-def test_a_killed_cli_run_resumes_to_the_same_table(job, tmp_path, point, when, resumed):
+def test_a_cli_run_killed_at_each_point_resumes_to_the_same_table(job, tmp_path):
+    """Killed while embedding, then (rerun) after the adapt checkpoint, then (rerun) after the kNN checkpoint:
+    the fourth run resumes both stages and writes the uninterrupted table, byte for byte."""
     cache, out = tmp_path / "cache", tmp_path / "out.csv"
-    _kill_when(job["command"](cache, out), when, cache)
-    assert not out.exists()
-    assert not [p for p in cache.glob("results/*") if not p.name.endswith(".stages")]   # no result cached yet
+    for when in (_embedding_midway, _stage_done("adapt"), _stage_done("neighbors")):
+        _kill_when(job["command"](cache, out), when, cache)
+        assert not out.exists()
+        assert not [p for p in cache.glob("results/*") if not p.name.endswith(".stages")]   # no result cached yet
+    assert list(cache.glob("embeddings/*/chunk_*.npy"))                # the embeddings were kept
     again = subprocess.run(job["command"](cache, out), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
     assert out.read_bytes() == job["reference"]
-    manifest = json.loads(out.with_name("out.manifest.json").read_text())
-    assert manifest["resumed_stages"][:len(resumed)] == resumed
+    assert json.loads(out.with_name("out.manifest.json").read_text())["resumed_stages"] == ["adapt", "neighbors"]
     assert not list(cache.glob("results/*.stages"))                  # checkpoints removed once the result is cached
+
+
+def test_two_cli_runs_at_once_on_one_cache_give_the_same_table(job, tmp_path):
+    """Both embed, checkpoint and write the same result at the same time: both succeed with the uninterrupted
+    table, and the cache ends with one whole result and no half-written folders."""
+    cache = tmp_path / "cache"
+    outs = [tmp_path / "a.csv", tmp_path / "b.csv"]
+    procs = [subprocess.Popen(job["command"](cache, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for out in outs]
+    errs = [p.communicate(timeout=600)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs
+    for word in ("cannot write", "corrupt", "damaged", "cannot be trusted", "Traceback"):
+        assert all(word not in e for e in errs), errs
+    assert [o.read_bytes() for o in outs] == [job["reference"]] * 2
+    assert [p.name for p in cache.glob("results/*")] and not list(cache.glob("results/.*"))
+    assert len(list(cache.glob("results/*"))) == 1
