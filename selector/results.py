@@ -3,8 +3,8 @@ beside it and swapped into place only when complete.
 
 A folder holds arrays.npz (row map, labels, G, noise truth), F.npy, D.npy and I.npy (the adapted embeddings
 and the kNN, memory-mapped when re-opened), table.parquet and meta.json, which records every other file's
-size and CRC-32 and is sealed with its own checksum. Every file is checked when the folder is re-opened
-(0.8 s for the 2.6 GB of F at 1.28M x 512); a folder that fails a check is computed again, with a warning, and
+size and CRC-32 and is sealed with its own checksum. Every file is checked when the folder is re-opened, while
+the frozen embeddings are read; a folder that fails a check is computed again, with a warning, and
 replaced once the new one is written. The frozen embeddings are not copied: they are re-read from the
 embedding cache.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -95,22 +96,36 @@ def save(result, path: Path, source) -> bool:
 
 def load(path: Path, source, encoder, config, *, cache_dir, progress=None) -> Optional[Result]:
     """The cached Result in `path`, or None when there is none or it fails its checks (logged: it is then
-    recomputed, and replaced once the new one is written)."""
+    recomputed, and replaced once the new one is written). The files are checked in a thread while the frozen
+    embeddings are read from their cache, so the check adds little to a re-open on a machine with 2 cores."""
+    from selector.embed import embed_dataset
     if not os.path.lexists(path):
         return None
     try:
-        meta, arrays, table = _read(path)
+        meta = _read_meta(path)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            checked = pool.submit(_read, path, meta)
+            X, T, _ = embed_dataset(source, encoder, cache_dir=cache_dir, batch_size=config.batch_size,
+                                    progress=progress, verify_content=config.verify_content)
+            arrays, table = checked.result()
     except CacheCorrupt as exc:
         log.warning("result cache %s is damaged (%s); computing the run again", path, exc)
         return None
-    return _assemble(meta, arrays, table, source, encoder, config, cache_dir, progress, path)
+    return _assemble(meta, arrays, table, X, T, source, encoder, config, path)
 
 
-def _read(path: Path):
-    """meta, arrays and table of a result folder, every file checked against the checksums in meta.json."""
+def _read_meta(path: Path) -> dict:
     meta = read_sealed_json(path / "meta.json")
     if meta.get("format") != FORMAT or not isinstance(meta.get("files"), dict):
         raise CacheCorrupt(f"meta.json is format {meta.get('format')!r}, expected {FORMAT}")
+    for key in ("manifest", "class_summary", "flag_threshold", "timings"):
+        if key not in meta:
+            raise CacheCorrupt(f"meta.json has no {key!r}")
+    return meta
+
+
+def _read(path: Path, meta: dict):
+    """arrays and table of a result folder, every file checked against the checksums in its meta.json."""
     for name in _FILES:
         check_file(path / name, meta["files"].get(name))
     try:
@@ -119,21 +134,16 @@ def _read(path: Path):
         for name in ("F", "D", "I"):   # copy-on-write maps: pages are read when used, the files never change
             arrays[name] = np.load(path / f"{name}.npy", mmap_mode="c", allow_pickle=False)
         table = pd.read_parquet(path / "table.parquet")
-        for key in ("manifest", "class_summary", "flag_threshold", "timings"):
-            meta[key]
     except (OSError, ValueError, KeyError, EOFError) as exc:
         raise CacheCorrupt(f"{type(exc).__name__}: {exc}") from exc
-    return meta, arrays, table
+    return arrays, table
 
 
-def _assemble(meta, arrays, table, source, encoder, config, cache_dir, progress, path):
-    from selector.embed import embed_dataset
+def _assemble(meta, arrays, table, X, T, source, encoder, config, path):
     rows = arrays["rows"]
     if rows.ndim != 1 or len(table) != len(rows) or (len(rows) and not 0 <= rows.min() <= rows.max() < len(source)):
         log.warning("result cache %s does not fit the dataset; computing the run again", path)
         return None
-    X, T, _ = embed_dataset(source, encoder, cache_dir=cache_dir, batch_size=config.batch_size, progress=progress,
-                            verify_content=config.verify_content)
     dataset = source.subset(rows).with_labels(arrays["labels"])
     if not (len(rows) == len(X) and np.array_equal(rows, np.arange(len(X)))):   # all rows: no copy (2.6 GB at 1.28M)
         X = X[rows]

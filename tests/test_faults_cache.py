@@ -274,3 +274,24 @@ def test_the_app_warns_on_home_when_the_cache_cannot_be_written(emb, tmp_path):
         warnings = [w.value for w in at.warning]
         assert any("cannot write the result cache" in w and "make it writable" in w for w in warnings), warnings
         assert {m.label: m.value for m in at.metric}["Samples"] == "120"
+
+
+def test_a_flipped_bit_in_any_block_of_a_big_file_changes_its_record(tmp_path):
+    """file_record checks a file in 16 MB blocks on several threads: a change in any block is seen."""
+    from selector.files import CacheCorrupt, check_file, file_record
+    big = tmp_path / "big.bin"
+    big.write_bytes(np.random.default_rng(0).integers(0, 256, 40 << 20, dtype=np.uint8).tobytes())
+    record = file_record(big)
+    check_file(big, record)
+    for offset in (0, (16 << 20) + 5, (40 << 20) - 1):
+        with open(big, "r+b") as f:
+            f.seek(offset)
+            byte = f.read(1)
+            f.seek(offset)
+            f.write(bytes([byte[0] ^ 1]))
+        with pytest.raises(CacheCorrupt, match="does not match its checksum"):
+            check_file(big, record)
+        with open(big, "r+b") as f:
+            f.seek(offset)
+            f.write(byte)
+        check_file(big, record)
