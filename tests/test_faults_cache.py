@@ -295,3 +295,14 @@ def test_a_flipped_bit_in_any_block_of_a_big_file_changes_its_record(tmp_path):
             f.seek(offset)
             f.write(byte)
         check_file(big, record)
+
+
+def test_an_upload_into_a_read_only_cache_is_an_inline_error(emb, tmp_path):
+    from tests.test_app_support import cache_env, new_app
+    with read_only(tmp_path / "cache") as cache, cache_env(cache):
+        at = new_app()
+        at.selectbox(key="source").set_value("embeddings").run()
+        at.file_uploader(key="upload_npz").upload("mine.npz", open(emb["npz"], "rb").read()).run()
+        at.button(key="run").click().run(timeout=120)
+        assert not at.exception, [e.value for e in at.exception]
+        assert len(at.error) == 1 and "uploads need a writable cache folder" in at.error[0].value

@@ -188,7 +188,12 @@ def save_upload(name: str, data: bytes) -> str:
         raise InputError(f"uploaded file {name!r} must be .csv, .parquet or .npz, got {suffix or 'no suffix'}.")
     path = cache_dir() / UPLOAD_DIR / f"{hashlib.sha1(data).hexdigest()[:16]}{suffix}"
     if not path.exists():
-        atomic_write_bytes(path, data)
+        try:
+            atomic_write_bytes(path, data)
+        except OSError as exc:
+            raise InputError(f"the uploaded file cannot be stored in {path.parent} ({exc.strerror or exc}): "
+                             "uploads need a writable cache folder with free space. Type the file's path "
+                             "instead.") from exc
     return str(path)
 
 
