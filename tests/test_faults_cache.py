@@ -2,6 +2,7 @@
 folders and symlink loops where files should be, an edited meta.json, a read-only cache, a full disk on a small
 tmpfs, and image files swapped behind the cache's back. Each must give the same table as an undamaged run, or
 run on uncached with a warning; never a traceback, never a valid cache lost."""
+import json
 import logging
 import re
 import os
@@ -265,6 +266,13 @@ def test_a_same_size_image_swapped_in_with_its_mtime_restored_needs_verify_conte
     assert not np.allclose(X2[row], X0[row])
     result1 = pipeline.load_or_run(swapped, encoder, pipeline.Config(map="pca", verify_content=True), cache_dir=cache)
     assert result1.timings != result0.timings                          # the old result is not reused
+
+    from selector.__main__ import main                                 # the CLI's flag is the same setting
+    out = tmp_path / "verified.csv"
+    assert main(["--source", "image-folder", "--path", str(root), "--model", f"local-dir:{clip['tmp'] / 'model'}",
+                 "--map", "pca", "--no-exclude-flagged", "--verify-content", "--cache-dir", str(cache),
+                 "--out", str(out)]) == 0
+    assert json.loads(out.with_name("verified.manifest.json").read_text())["config"]["verify_content"] is True
 
 
 def test_the_app_warns_on_home_when_the_cache_cannot_be_written(emb, tmp_path):
