@@ -53,12 +53,14 @@ def _load_checked(path: Path, checksum: str, shape: tuple) -> np.ndarray | None:
     """The array in path when its checksum and shape (None = any) match; else None (logged; a file that is
     damaged or of another layout is removed, one that cannot be read is left alone)."""
     import io
+    if not path.is_file():          # a folder, a symlink loop or a pipe in the way: replaced when written
+        log.warning("Embedding cache entry %s is not a file; recomputing it.", path)
+        remove_entry(path)
+        return None
     try:
         data = path.read_bytes()
-    except OSError as e:
+    except OSError as e:            # e.g. no read permission: left alone, recomputed
         log.warning("Embedding cache file %s cannot be read (%s); recomputing it.", path, e.strerror or e)
-        if path.is_dir() or not path.exists():      # a folder or a symlink loop in the way: replaced when written
-            remove_entry(path)
         return None
     try:
         if hashlib.sha256(data).hexdigest()[:16] != checksum:

@@ -112,6 +112,8 @@ def check_file(path, record) -> None:
     a truncated or grown file costs no read)."""
     path = Path(path)
     try:
+        if not path.is_file():
+            raise CacheCorrupt(f"{path.name} is missing or not a file")
         size = path.stat().st_size
         if not isinstance(record, dict) or size != record.get("size"):
             raise CacheCorrupt(f"{path.name} has {size} bytes, {record.get('size') if isinstance(record, dict) else '?'} "
@@ -131,6 +133,8 @@ def sealed_json(obj: dict) -> bytes:
 def read_sealed_json(path) -> dict:
     """The dict written by sealed_json at path (without "checksum"); CacheCorrupt when it is missing, is not
     JSON, or was changed since it was written."""
+    if not Path(path).is_file():        # a folder, a symlink loop, a pipe: nothing to read (and never wait on it)
+        raise CacheCorrupt(f"{Path(path).name} is missing or not a file")
     try:
         obj = json.loads(Path(path).read_bytes())
     except (OSError, ValueError) as exc:

@@ -172,7 +172,7 @@ def test_an_edited_number_in_the_embedding_meta_rebuilds_it_with_a_warning(clip,
     assert _embed_again(clip, cache).rows == 0
 
 
-@pytest.mark.parametrize("what", ["folder", "symlink loop", "the cache folder a symlink loop"])
+@pytest.mark.parametrize("what", ["folder", "symlink loop", "pipe", "the cache folder a symlink loop"])
 def test_a_folder_or_symlink_loop_where_an_embedding_file_should_be(clip, tmp_path, what):
     cache = copy_tree(clip["cache"], tmp_path / "cache")
     folder = _embedding_folder(cache)
@@ -184,6 +184,13 @@ def test_a_folder_or_symlink_loop_where_an_embedding_file_should_be(clip, tmp_pa
     elif what == "symlink loop":
         chunk.unlink()
         chunk.symlink_to(chunk)
+        assert _embed_again(clip, cache).rows == CHUNK
+    elif what == "pipe":                                               # reading one would wait forever
+        chunk.unlink()
+        os.mkfifo(chunk)
+        meta = folder / "meta.json"
+        meta.unlink()
+        os.mkfifo(meta)
         assert _embed_again(clip, cache).rows == CHUNK
     else:
         shutil.rmtree(folder)
