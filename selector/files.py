@@ -251,7 +251,8 @@ def unwritable(what: str, where, exc: OSError) -> str:
     elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         fix = "make it writable"
     elif blocker is not None:
-        why, fix = f"{blocker} is a file, not a folder", f"move {blocker} away"
+        what_it_is = "a symlink that leads to no folder (a loop?)" if blocker.is_symlink() else "a file, not a folder"
+        why, fix = f"{blocker} is {what_it_is}", f"move {blocker} away"
     else:
         fix = "check the folder"
     return (f"cannot write the {what} in {where} ({why}); the run goes on without caching it. To cache it, {fix} "

@@ -321,3 +321,14 @@ def test_an_upload_into_a_read_only_cache_is_an_inline_error(emb, tmp_path):
         at.button(key="run").click().run(timeout=120)
         assert not at.exception, [e.value for e in at.exception]
         assert len(at.error) == 1 and "uploads need a writable cache folder" in at.error[0].value
+
+
+def test_a_cache_folder_that_is_a_symlink_loop_runs_uncached_with_a_warning(emb, clip, tmp_path):
+    cache = tmp_path / "cache"
+    cache.symlink_to(cache)
+    result = pipeline.load_or_run(emb["dataset"], PrecomputedEncoder(), CONFIG, cache_dir=cache)
+    pd.testing.assert_frame_equal(result.table, emb["reference"].table)
+    assert any(f"{cache} is a symlink that leads to no folder" in w for w in result.cache_warnings), \
+        result.cache_warnings
+    assert _embed_again(clip, cache).rows == 48
+    assert cache.is_symlink()                                          # the user's entry is left as it was
