@@ -292,7 +292,7 @@ def test_the_app_warns_on_home_when_the_cache_cannot_be_written(emb, tmp_path):
 
 
 def test_a_flipped_bit_in_any_block_of_a_big_file_changes_its_record(tmp_path):
-    """file_record checks a file in 16 MB blocks on several threads: a change in any block is seen."""
+    """file_record reads a file in 16 MB blocks: a change in any block is seen."""
     from selector.files import CacheCorrupt, check_file, file_record
     big = tmp_path / "big.bin"
     big.write_bytes(np.random.default_rng(0).integers(0, 256, 40 << 20, dtype=np.uint8).tobytes())
