@@ -69,7 +69,7 @@ def default_cache_dir() -> Path:
 
 # ------------------------------------------------------------------------------------------ cache files
 # Every cache file is checksummed when written and verified when read. Files are checked with zlib.crc32 over
-# 16 MB blocks (3.4 GB/s on one core here, against 0.9 GB/s for blake2b and sha256; bench/cache_check.py), so
+# 16 MB blocks (3.3 GB/s on one core here, against 0.9 GB/s for blake2b and sha256; bench/cache_check.py), so
 # even a 1.28M x 512 re-open can read and check every byte. CRC-32 finds accidental damage (torn writes, bit
 # flips, truncation, junk); it is no defence against someone who may write the cache folder.
 _BLOCK = 1 << 24
