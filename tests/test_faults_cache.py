@@ -4,8 +4,8 @@ tmpfs, and image files swapped behind the cache's back. Each must give the same 
 run on uncached with a warning; never a traceback, never a valid cache lost."""
 import json
 import logging
-import re
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -80,7 +80,7 @@ def test_an_edited_number_in_the_result_meta_is_found(emb, tmp_path, caplog):
 
 
 @pytest.mark.parametrize("what", ["folder", "symlink loop"])
-def test_a_folder_or_a_symlink_loop_in_place_of_a_result_file_or_folder(emb, tmp_path, caplog, what):
+def test_a_folder_or_a_symlink_loop_in_place_of_a_result_file_or_folder(emb, tmp_path, what):
     cache = copy_tree(emb["cache"], tmp_path / "cache")
     folder = _result_folder(cache)
     target = folder / "table.parquet"
