@@ -1,6 +1,7 @@
 """App speed in a real browser: cold start, warm start and slider -> updated charts latency on the demo.
 
-    python bench/app_speed.py [--quick] [--moves 20] [--out bench/results/app_speed.md] [--cache-dir DIR]
+    python bench/app_speed.py [--quick | --embeddings PATH] [--map pca|umap] [--moves 20] [--sessions 2]
+                              [--out bench/results/app_speed.md] [--cache-dir DIR]
 
 Starts `streamlit run app.py` on a free localhost port and drives headless Debian Chromium (/usr/bin/chromium)
 with Playwright, as a user would:
@@ -13,14 +14,18 @@ with Playwright, as a user would:
       key press until the "Selected" count shows round(ratio x n) for the new ratio AND Streamlit's script
       is no longer running (no running indicator), plus two animation frames so the charts are painted.
   (d) page switches at that size: sidebar click -> page idle with its charts, tables and images drawn.
---quick: the app has no smaller demo, so --quick runs (a)-(d) on a synthetic precomputed-embeddings file
+  (e) sessions: --sessions browser sessions join the warm server one by one; its memory is read after each.
+--quick: the app has no smaller demo, so --quick runs (a)-(e) on a synthetic precomputed-embeddings file
   (60,000 x 64, 10 classes, no images, PCA map) instead: no encoder training or embedding, same slider path.
-Prints a markdown table and writes it, with the machine, date and command, to --out.
+--embeddings PATH [--map umap]: (a)-(e) on any precomputed-embeddings .npz, e.g. the synthetic 1.28M x 512 x
+  1,000-class file of bench/scale.py: the app at ImageNet size.
+Prints a markdown table and writes it, with the machine, date and command, to --out (figures as JSON beside it).
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import platform
 import re
@@ -47,7 +52,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-b
                  "--disable-sync", "--disable-component-update", "--disable-quic", "--disable-dev-shm-usage",
                  "--enable-unsafe-swiftshader"]
 VIEWPORT = {"width": 1280, "height": 900}
-PAGES = ("Map", "Scores", "Label issues", "Export", "Selection")
+PAGES = ("Map", "Scores", "Label issues", "Export", "Duplicates & outliers", "Selection")
 
 _IDLE_JS = """() => {
   const app = document.querySelector('[data-testid="stApp"]');
@@ -171,10 +176,11 @@ class Server:
             time.sleep(0.1)
         raise TimeoutError(f"streamlit did not answer in {timeout_s:.0f} s:\n{self.log_tail()}")
 
-    def peak_rss_gb(self) -> float | None:
+    def peak_rss_gb(self, field: str = "VmHWM") -> float | None:
+        """The server's peak (VmHWM) or current (VmRSS) resident memory in GB."""
         try:
             for line in open(f"/proc/{self.proc.pid}/status"):
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024 ** 2
         except OSError:
             return None
@@ -222,7 +228,7 @@ class Tab:
     def open(self) -> None:
         """Load the app; returns once Home's title is drawn (the demo may already be running by itself)."""
         self.page.goto(self.url, wait_until="domcontentloaded")
-        self.page.get_by_role("heading", name="CLIP-powered data selection").wait_for()
+        self.page.get_by_role("heading", name="Training data selection").wait_for()
 
     def choose(self, key: str, option: str) -> None:
         field = self.page.locator(f".st-key-{key} input")
@@ -242,7 +248,7 @@ class Tab:
             return
         raise RuntimeError(f"could not choose {option!r} in {key!r}")
 
-    def configure_synthetic(self, npz: Path) -> None:
+    def configure_synthetic(self, npz: Path, map_label: str = "PCA (fast preview)") -> None:
         self.choose("source", "Precomputed embeddings (.npz)")
         field = self.page.locator(".st-key-path input")
         field.fill(str(npz))
@@ -251,7 +257,7 @@ class Tab:
         self.choose("noise_mode", "uniform flips")
         if not self.page.locator(".st-key-map").is_visible():
             self.page.get_by_text("Advanced settings", exact=True).click()
-        self.choose("map", "PCA (fast preview)")
+        self.choose("map", map_label)
 
     def wait_summary(self, timeout_s: float, *, press_run: bool) -> tuple[float, list[tuple[float, str]]]:
         """Press Run (unless the demo started by itself) and wait for the dataset summary, noting the progress
@@ -302,7 +308,7 @@ class Tab:
 
 # ------------------------------------------------------------------------------------------ measurements
 def start_to_interactive(browser, cache_dir: Path, log: Path, *, npz: Path | None, run_timeout_s: float,
-                         step_timeout_s: float):
+                         step_timeout_s: float, map_label: str = "PCA (fast preview)"):
     """Launch a server and a browser tab; the demo starts by itself on the first visit (--quick: choose the
     synthetic file and press Run); then open Selection. Returns (server, tab, timings)."""
     server = Server(cache_dir, log, autorun=npz is None)
@@ -313,7 +319,7 @@ def start_to_interactive(browser, cache_dir: Path, log: Path, *, npz: Path | Non
         tab.open()
         t["Home page first drawn"] = time.perf_counter() - server.t_launch
         if npz is not None:
-            tab.configure_synthetic(npz)
+            tab.configure_synthetic(npz, map_label)
         t_run, labels = tab.wait_summary(run_timeout_s, press_run=npz is not None)
         t["pipeline: start -> dataset summary"] = t_run
         caption = tab.page.get_by_text(re.compile(r"^Run time:")).first
@@ -359,6 +365,32 @@ def slider_latency(tab: Tab, n: int, moves: int) -> tuple[list[float], list[floa
     return latencies, ratios
 
 
+def session_memory(browser, server: Server, first: Tab, sessions: int, *, npz: Path | None, map_label: str,
+                   run_timeout_s: float) -> list[tuple[int, float, float]]:
+    """(sessions open, server RSS GB, seconds for the newcomer to reach Selection then Map) as sessions join.
+    A newcomer opens the same run as the first session (for a .npz: the same settings and Run, a cache hit)."""
+    rows = [(1, server.peak_rss_gb("VmRSS") or 0.0, 0.0)]
+    tabs = []
+    try:
+        for k in range(2, sessions + 1):
+            tab = Tab(browser, server.url, first.step_timeout_ms / 1000)
+            tabs.append(tab)
+            t0 = time.perf_counter()
+            tab.open()
+            if npz is not None:
+                tab.configure_synthetic(npz, map_label)
+            tab.wait_summary(run_timeout_s, press_run=npz is not None)
+            tab.goto("Selection")
+            tab.goto("Map")
+            rows.append((k, server.peak_rss_gb("VmRSS") or 0.0, time.perf_counter() - t0))
+            print(f"  {k} sessions: server RSS {rows[-1][1]:.2f} GB ({rows[-1][2]:.1f} s to Selection and Map)",
+                  flush=True)
+    finally:
+        for tab in tabs:
+            tab.close()
+    return rows
+
+
 def n_samples_of(tab: Tab) -> int:
     """Samples in the run, from the sidebar ('<name> - 60,000 samples, 10 classes')."""
     text = tab.page.locator('[data-testid="stSidebar"]').inner_text()
@@ -377,10 +409,15 @@ def load_note(loads) -> str:
             "logical CPUs (above the CPU count means other processes competed for the cores)")
 
 
+def npz_run(args) -> bool:
+    return bool(args.quick or args.embeddings)
+
+
 def render(args, started, elapsed, source_desc, results, command) -> str:
-    cold, warm = results["cold"], results["warm"]
+    cold, warm = results.get("cold", {}), results["warm"]
     lat = results["latency"]
-    lines = [f"## App speed in a real browser ({'quick' if args.quick else 'full'} run)", "",
+    kind = "precomputed embeddings" if args.embeddings else ("quick" if args.quick else "full")
+    lines = [f"## App speed in a real browser ({kind} run)", "",
              f"- date: {started:%Y-%m-%d %H:%M} (local), whole benchmark {fmt_s(elapsed)}",
              f"- machine: {machine()}",
              f"- command: `{command}`",
@@ -388,7 +425,7 @@ def render(args, started, elapsed, source_desc, results, command) -> str:
              "- browser: headless Debian Chromium driven by Playwright; viewport 1280x900; server and browser on "
              "the same machine (localhost)",
              "- times are wall clock measured by the driver; cold = empty SELECTOR_CACHE_DIR, warm = same cache, "
-             "new server process", "- pipeline start: " + ("the Run button (--quick)" if args.quick else
+             "new server process", "- pipeline start: " + ("the Run button" if npz_run(args) else
              "the demo starts by itself on a session's first visit (SELECTOR_AUTORUN), so from Home first drawn"),
              load_note(results.get("loads", [])), ""]
     lines += ["| measurement | cold start | warm start |", "|---|---:|---:|"]
@@ -416,9 +453,21 @@ def render(args, started, elapsed, source_desc, results, command) -> str:
               "| page | time |", "|---|---:|"]
     for page, sec in results["pages"]:
         lines.append(f"| {page} | {fmt_s(sec)} |")
+    sessions = results.get("session_rss") or []
+    if len(sessions) > 1:
+        lines += ["", "### Memory per browser session (warm server)", "",
+                  "Sessions join one at a time (a new browser context each: Home, then Selection, then Map); the "
+                  "server's current RSS (VmRSS) after each. Runs are shared by every session; sliders and picks "
+                  "are per session.", "", "| sessions open | server RSS | newcomer to Selection + Map |",
+                  "|---:|---:|---:|"]
+        lines += [f"| {k} | {gb:.2f} GB | {fmt_s(sec) if k > 1 else '-'} |" for k, gb, sec in sessions]
+        lines.append(f"\nEach extra session added {(sessions[-1][1] - sessions[0][1]) / (len(sessions) - 1) * 1024:.0f} "
+                     "MB on average.")
     rss = results.get("rss")
     if rss:
-        lines += ["", f"Server peak RSS (VmHWM of the streamlit process): cold {rss[0]:.2f} GB, warm {rss[1]:.2f} GB."]
+        phases = ("warm",) if args.warm_only else ("cold", "warm")
+        lines += ["", "Server peak RSS (VmHWM of the streamlit process): "
+                  + ", ".join(f"{ph} {gb:.2f} GB" for ph, gb in zip(phases, rss)) + "."]
     lines.append("")
     return "\n".join(lines)
 
@@ -433,6 +482,14 @@ def main(argv=None) -> int:
                                                    "folder, removed afterwards); must be empty for a cold start")
     p.add_argument("--keep-cache", action="store_true", help="keep the temporary cache (and server logs) afterwards")
     p.add_argument("--run-timeout", type=float, default=1800, help="seconds allowed for the cold pipeline run")
+    p.add_argument("--embeddings", default="", help="a precomputed-embeddings .npz to run on instead of the demo "
+                                                    "(e.g. bench/scale.py's synthetic 1.28M x 512 file)")
+    p.add_argument("--map", choices=("umap", "pca"), default="pca", help="the map for --quick / --embeddings")
+    p.add_argument("--sessions", type=int, default=2, help="browser sessions open at once on the warm server "
+                                                           "(the server's memory is read after each joins)")
+    p.add_argument("--json", default="", help="figures as JSON (default: --out with .json)")
+    p.add_argument("--warm-only", action="store_true", help="skip the cold start: --cache-dir already holds the "
+                                                            "run (e.g. from an earlier --keep-cache run)")
     args = p.parse_args(argv)
     if not Path(CHROMIUM).exists():
         p.error(f"{CHROMIUM} not found: apt-get install chromium (the benchmark drives a real browser)")
@@ -442,15 +499,26 @@ def main(argv=None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="app_speed_"))
     cache = Path(args.cache_dir).expanduser() if args.cache_dir else work / "cache"
-    if cache.exists() and any(cache.iterdir()):
+    if args.warm_only and not args.cache_dir:
+        p.error("--warm-only needs --cache-dir holding the run")
+    if not args.warm_only and cache.exists() and any(cache.iterdir()):
         p.error(f"--cache-dir {cache} is not empty: a cold start needs an empty cache")
     cache.mkdir(parents=True, exist_ok=True)
     npz = None
-    if args.quick:
+    map_label = {"umap": "UMAP", "pca": "PCA (fast preview)"}[args.map]
+    if args.embeddings:
+        npz = Path(args.embeddings).expanduser().resolve()
+        if not npz.is_file():
+            p.error(f"--embeddings {npz} does not exist")
+        source_desc = (f"--embeddings: precomputed embeddings {npz.name} ({npz.stat().st_size / 1e9:.1f} GB), "
+                       f"{map_label} map, 20% uniform planted flips; the cold start runs the whole pipeline in the app")
+    elif args.quick:
         npz = make_synthetic(work / "synthetic60k.npz")
         source_desc = ("--quick: synthetic precomputed embeddings (60,000 x 64, 10 classes, no images), PCA map, "
                        "20% uniform planted flips - NOT the demo (the app has no smaller demo); no encoder training "
                        "or embedding in the cold start")
+        if args.map == "umap":
+            source_desc = source_desc.replace("PCA map", "UMAP map")
     else:
         source_desc = ("the app's default: built-in demo, Fashion-MNIST train (60,000 images, 10 classes) from "
                        "Debian's dataset-fashion-mnist, offline demo encoder, 20% uniform planted flips, UMAP map")
@@ -461,12 +529,13 @@ def main(argv=None) -> int:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
             rss = []
-            for phase in ("cold", "warm"):
+            for phase in (("warm",) if args.warm_only else ("cold", "warm")):
                 results.setdefault("loads", []).append(os.getloadavg()[0])
                 print(f"# {phase} start (cache {cache})", flush=True)
                 server, tab, timings = start_to_interactive(
                     browser, cache, work / f"streamlit_{phase}.log", npz=npz,
-                    run_timeout_s=args.run_timeout, step_timeout_s=180)
+                    run_timeout_s=args.run_timeout, step_timeout_s=600 if args.embeddings else 180,
+                    map_label=map_label)
                 for k, v in timings.items():
                     if not k.startswith("_"):
                         print(f"  {k:<45} {fmt_s(v)}", flush=True)
@@ -483,6 +552,8 @@ def main(argv=None) -> int:
                             sec = tab.goto(page)
                             results["pages"].append((page, sec))
                             print(f"  {page:<15} {fmt_s(sec)}", flush=True)
+                        results["session_rss"] = session_memory(browser, server, tab, args.sessions, npz=npz,
+                                                                map_label=map_label, run_timeout_s=args.run_timeout)
                     rss.append(server.peak_rss_gb() or 0.0)
                 finally:
                     tab.close()
@@ -499,6 +570,18 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print(f"wrote {out}")
+    figures = {"machine": machine(), "date": started.isoformat(timespec="seconds"), "command": command,
+               "data": source_desc, "load_1min": results.get("loads", []), "n": results.get("n"),
+               "cold_s": {k: v for k, v in results.get("cold", {}).items() if not k.startswith("_")},
+               "warm_s": {k: v for k, v in results["warm"].items() if not k.startswith("_")},
+               "slider_s": {"median": statistics.median(results["latency"]), "p95": percentile(results["latency"], 95),
+                            "max": max(results["latency"]), "moves": len(results["latency"])},
+               "pages_s": dict(results["pages"]),
+               "peak_rss_gb": dict(zip(("warm",) if args.warm_only else ("cold", "warm"), results.get("rss", []))),
+               "sessions_rss_gb": [[k, gb] for k, gb, _ in results.get("session_rss", [])]}
+    json_path = Path(args.json) if args.json else out.with_suffix(".json")
+    json_path.write_text(json.dumps(figures, indent=1))
+    print(f"wrote {json_path}")
     if args.keep_cache or args.cache_dir:
         print(f"kept {work} (server logs{'' if args.cache_dir else ' and cache'})")
     else:

@@ -7,17 +7,23 @@ setting and seed. Each subset trains a fresh PIXEL-space classifier (an MLP, not
 (noisy) labels; accuracy is measured on the clean Fashion-MNIST test rows with index % 2 == 1 (the even
 rows trained the demo encoder and are never used here).
 
-Methods at ratios 0.3 / 0.5 / 0.7 (k = round(ratio * 60,000) for every method):
+Methods at ratios 0.1 / 0.2 / 0.3 / 0.5 / 0.7 (k = round(ratio * 60,000) for every method):
   ours-stratified  selector.apply(result, Selection(ratio, weights)): the default selection (stratified,
                    class balance, flagged / OOD / near-duplicate rows excluded)
-  ours-topk        the same with strategy="topk"
+  ours-corrected   the same with correct_flagged=True, trained on its corrected_label column
+  ours-topk        the same as ours-stratified with strategy="topk"
                    (weights alignment 1, diversity 0.1, cleanliness 1)
+  ours-open        ours-stratified with exclude_flagged=False: only its share of wrong labels is measured
+                   (no training), against random's
   random           uniform random subset
   paper-topk       the paper's rule: top-k of A/mean(A) + 0.1 * D/mean(D) (A, D = the pipeline's
                    alignment_norm, diversity_norm; `optimize.paper_score`, the exact end point of the paper's
                    STE loop), no exclusion, no class balance
   cleanlab+random  cleanlab.filter.find_label_issues on 5-fold cross-validated LogisticRegression
                    probabilities over the same embeddings; issues dropped; random subset of the rest
+  ccs              coverage-centric coreset selection (bench/_ccs.py): EL2N difficulty from the same
+                   cross-validated probabilities, the hardest beta pruned (beta = the share of rows cleanlab
+                   calls issues, capped at 1 - ratio), stratified random sampling over the rest
   oracle           random subset of the truly clean rows
   full noisy set   all 60,000 rows (ratio 1.0)
 
@@ -28,7 +34,7 @@ come from the data alone. Init and batch order depend only on the seed (common r
 
     .venv/bin/python bench/selection_quality.py [--quick] [--seeds 3] [--out bench/results/selection_quality.md]
 
---quick: 1 seed, the confusable setting only (about 3 minutes on an idle 2-core machine).
+--quick: 1 seed, the confusable setting only (about 5 minutes on an idle 2-core machine).
 cleanlab (AGPL) is imported only here, as a baseline; selector/ never imports it.
 """
 from __future__ import annotations
@@ -51,9 +57,13 @@ sys.path.insert(0, str(ROOT))
 
 SETTINGS = (("uniform", 0.2), ("confusable", 0.3))
 QUICK_SETTINGS = (("confusable", 0.3),)
-RATIOS = (0.3, 0.5, 0.7)
+RATIOS = (0.1, 0.2, 0.3, 0.5, 0.7)
+SMALL = (0.1, 0.2)              # the target: ours beats the oracle by >= TARGET points at these ratios
+TARGET = 1.0
 WEIGHTS = {"alignment": 1.0, "diversity": 0.1, "cleanliness": 1.0}
-METHODS = ("ours-stratified", "ours-topk", "random", "paper-topk", "cleanlab+random", "oracle")
+METHODS = ("ours-stratified", "ours-corrected", "ours-topk", "random", "paper-topk", "cleanlab+random", "ccs",
+           "oracle")
+NOISE_ONLY = ("ours-open",)     # measured for their share of wrong labels only
 FULL = "full noisy set"
 DEFAULT_FEATURES = "/tmp/feats/fmnist_demo.npz"
 _MEAN, _STD = 0.2860, 0.3530   # Fashion-MNIST pixel statistics (0..1 scale)
@@ -127,26 +137,29 @@ def train_eval(Xtr, ytr, rows, Xte, yte, *, steps: int, seed: int, hidden: int =
 
 
 # ------------------------------------------------------------------------------------- selections
-def cleanlab_issues(X, y, seed: int, cache_dir: Path | None = None) -> tuple[np.ndarray, float, bool]:
-    """cleanlab find_label_issues on 5-fold CV LogisticRegression probabilities -> (issues mask, seconds,
-    cached). Cached under cache_dir/bench_cleanlab/ by a hash of (X, y, seed)."""
+def cleanlab_issues(X, y, seed: int, cache_dir: Path | None = None) -> tuple[np.ndarray, np.ndarray, float, bool]:
+    """cleanlab find_label_issues on 5-fold CV LogisticRegression probabilities -> (issues mask, the
+    probabilities, seconds, cached). Cached under cache_dir/bench_cleanlab/ by a hash of (X, y, seed)."""
     import hashlib
     path = None
     if cache_dir is not None:
         h = hashlib.sha1(np.ascontiguousarray(X, np.float32).tobytes())
         h.update(np.asarray(y, np.int64).tobytes() + str(seed).encode())
-        path = Path(cache_dir) / "bench_cleanlab" / f"{h.hexdigest()[:20]}.npy"
+        path = Path(cache_dir) / "bench_cleanlab" / f"{h.hexdigest()[:20]}.npz"
         if path.is_file():
-            return np.load(path).astype(bool), 0.0, True
-    issues, seconds = _cleanlab_issues(X, y, seed)
+            with np.load(path) as z:
+                return z["issues"].astype(bool), z["probs"], 0.0, True
+    issues, probs, seconds = _cleanlab_issues(X, y, seed)
     if path is not None:
-        from selector.files import atomic_save_npy
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_save_npy(path, issues)
-    return issues, seconds, False
+        import io
+        from selector.files import atomic_write_bytes
+        buf = io.BytesIO()
+        np.savez(buf, issues=issues, probs=probs.astype(np.float32))
+        atomic_write_bytes(path, buf.getvalue())
+    return issues, probs, seconds, False
 
 
-def _cleanlab_issues(X, y, seed: int) -> tuple[np.ndarray, float]:
+def _cleanlab_issues(X, y, seed: int) -> tuple[np.ndarray, np.ndarray, float]:
     from cleanlab.filter import find_label_issues
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -159,7 +172,7 @@ def _cleanlab_issues(X, y, seed: int) -> tuple[np.ndarray, float]:
         probs = cross_val_predict(LogisticRegression(max_iter=500), l2_normalize(X), y, cv=cv,
                                   method="predict_proba")
     issues = find_label_issues(y, probs)
-    return np.asarray(issues, bool), time.perf_counter() - t
+    return np.asarray(issues, bool), probs, time.perf_counter() - t
 
 
 def random_mask(n: int, k: int, rng, among=None) -> tuple[np.ndarray, str]:
@@ -177,42 +190,68 @@ def random_mask(n: int, k: int, rng, among=None) -> tuple[np.ndarray, str]:
     return mask, note
 
 
-def selections(result, ratio: float, rng, issues: np.ndarray):
-    """{method: (mask or None, note)} at one ratio, all of exactly k rows (None: impossible, note says why)."""
+def _ours(result, chosen, excluded):
+    """(mask, note, corrected labels as codes) of one of our selections; where the audit excluded more rows than
+    the ratio leaves out, every row it did not exclude is kept and the engine tops up from the excluded ones by
+    score (its `keep` option), like cleanlab+random."""
+    import pandas as pd
+
     from selector.errors import InputError
+    from selector.optimize import subset_size
+    from selector.selection import apply
+
+    table = result.table
+    n, note = len(table), ""
+    k = subset_size(n, chosen.ratio)
+    try:
+        out = apply(result, chosen)
+    except InputError:
+        free = int((~excluded).sum())
+        if free > k:
+            raise
+        out = apply(result, chosen.replace(exclude_flagged=False, exclude_duplicates=False,
+                                           keep=table["id"].to_numpy()[~excluded].tolist()))
+        note = (f"the audit excluded {int(excluded.sum())} rows, more than the {n - k} this ratio leaves out: all "
+                f"{free} others kept, topped up with the {k - free} best-scoring excluded rows (keep=...)")
+    codes = pd.Index(list(result.class_names)).get_indexer(out["corrected_label"])
+    return out["selected"].to_numpy(), note, codes
+
+
+def selections(result, ratio: float, rng, issues: np.ndarray, probs: np.ndarray):
+    """{method: (mask, note, training labels or None = the given ones)} at one ratio, all of exactly k rows."""
+    from _ccs import ccs_mask, el2n
+
     from selector.optimize import select, subset_size
     from selector.paper import paper_score
-    from selector.selection import Selection, apply
+    from selector.selection import Selection
 
     table, truth = result.table, result.noise_truth
     n = len(table)
     k = subset_size(n, ratio)
     out = {}
-    excluded = table["flagged"].to_numpy() | table["ood"].to_numpy() | (table["duplicate_of"].to_numpy() >= 0)
-    for strategy in ("stratified", "topk"):
-        chosen = Selection(ratio=ratio, weights=WEIGHTS, class_balance=True, strategy=strategy)
-        try:
-            sel = apply(result, chosen)
-            out[f"ours-{strategy}"] = (sel["selected"].to_numpy(), "")
-        except InputError:
-            # The audit excluded more rows than the ratio leaves out: keep every row it did not exclude and
-            # let the engine top up from the excluded ones by score (its `keep` option), like cleanlab+random.
-            free = int((~excluded).sum())
-            if free > k:
-                raise
-            sel = apply(result, chosen.replace(exclude_flagged=False, exclude_duplicates=False,
-                                               keep=table["id"].to_numpy()[~excluded].tolist()))
-            out[f"ours-{strategy}"] = (sel["selected"].to_numpy(),
-                                       f"the audit excluded {int(excluded.sum())} rows, more than the {n - k} this ratio "
-                                       f"leaves out: all {free} others kept, topped up with the {k - free} "
-                                       "best-scoring excluded rows (keep=...)")
-    out["random"] = random_mask(n, k, rng)
+    default = Selection(ratio=ratio, weights=WEIGHTS, class_balance=True)
+    suspects = table["flagged"].to_numpy() | table["ood"].to_numpy()
+    excluded = suspects | (table["duplicate_of"].to_numpy() >= 0)
+    mask, note, _ = _ours(result, default, excluded)
+    out["ours-stratified"] = (mask, note, None)
+    corrected = default.replace(correct_flagged=True)
+    from selector.selection import confidently_mislabelled
+    mask, note, codes = _ours(result, corrected, excluded & ~confidently_mislabelled(table))
+    out["ours-corrected"] = (mask, note, codes)
+    mask, note, _ = _ours(result, default.replace(strategy="topk"), excluded)
+    out["ours-topk"] = (mask, note, None)
+    mask, note, _ = _ours(result, default.replace(exclude_flagged=False), excluded & ~suspects)
+    out["ours-open"] = (mask, note, None)
+    out["random"] = (*random_mask(n, k, rng), None)
     A, D = table["alignment_norm"].to_numpy(), table["diversity_norm"].to_numpy()
-    out["paper-topk"] = (select(paper_score(A, D), ratio), "")
-    out["cleanlab+random"] = random_mask(n, k, rng, among=~issues)
-    out["oracle"] = random_mask(n, k, rng, among=~truth)
-    for name, (mask, _) in out.items():
-        assert mask is None or int(mask.sum()) == k, (name, int(mask.sum()), k)
+    out["paper-topk"] = (select(paper_score(A, D), ratio), "", None)
+    out["cleanlab+random"] = (*random_mask(n, k, rng, among=~issues), None)
+    beta = min(float(issues.mean()), 1.0 - ratio)
+    out["ccs"] = (ccs_mask(el2n(probs, result.dataset.labels), k, beta, rng),
+                  f"beta capped at 1 - ratio = {beta:.2f}" if beta < issues.mean() else "", None)
+    out["oracle"] = (*random_mask(n, k, rng, among=~truth), None)
+    for name, (mask, _, _) in out.items():
+        assert int(mask.sum()) == k, (name, int(mask.sum()), k)
     return out
 
 
@@ -241,13 +280,14 @@ def setting_tables(rec: dict, ratios) -> str:
     """rec[(method, ratio)] = {"acc": [...], "noise": [...], "notes": set()}"""
     cols = [f"{r:g}" for r in ratios] + ["1.0"]
     acc_rows, noise_rows = [], []
-    for m in METHODS + (FULL,):
+    for m in METHODS + NOISE_ONLY + (FULL,):
         a, s = [m], [m]
         for r in ratios + (1.0,):
             cell = rec.get((m, r))
             a.append(fmt_acc(cell["acc"]) if cell else "")
             s.append(fmt_share(cell["noise"]) if cell else "")
-        acc_rows.append(a)
+        if m not in NOISE_ONLY:
+            acc_rows.append(a)
         noise_rows.append(s)
     return ("Test accuracy, % (mean ± std [min–max] over seeds), by ratio:\n\n" + md_table(["method"] + cols, acc_rows)
             + "\n\nShare of wrongly labelled samples in the subset (mean over seeds):\n\n"
@@ -261,6 +301,38 @@ def _compare(rec, a, b) -> tuple[float, bool]:
     if len(va) < 2 or len(vb) < 2:
         return diff, True
     return diff, abs(diff) > float(np.hypot(va.std(ddof=1), vb.std(ddof=1)))
+
+
+def targets(all_rec: dict, ratios, ceiling) -> str:
+    """The questions this benchmark answers, read from the numbers: ours minus the oracle at the small ratios
+    (target >= TARGET points), the corrected half-size subset minus the clean full-set ceiling (within 0.3?),
+    the open selection's share of wrong labels against random's, and CCS against ours."""
+    top = np.mean(ceiling) * 100
+    lines = []
+    for (mode, rate), rec in all_rec.items():
+        acc = lambda m, r: np.mean(rec[(m, r)]["acc"]) * 100 if rec.get((m, r), {}).get("acc") else np.nan  # noqa: E731
+        wrong = lambda m, r: np.mean(rec[(m, r)]["noise"]) * 100  # noqa: E731
+        small = [r for r in SMALL if r in ratios]
+        gaps = {r: acc("ours-stratified", r) - acc("oracle", r) for r in small}
+        met = all(round(g, 2) >= TARGET for g in gaps.values())
+        half = 0.5 if 0.5 in ratios else None
+        close = half and round(acc("ours-corrected", half) - top, 2) >= -0.3
+        lines.append(
+            f"- **{rate:.0%} {mode}**: ours-stratified minus oracle "
+            + ", ".join(f"at {r:g}: {g:+.2f}" for r, g in gaps.items())
+            + f" (target >= +{TARGET:g}: {'met' if met else 'not met'}); ours-corrected minus oracle "
+            + ", ".join(f"at {r:g}: {acc('ours-corrected', r) - acc('oracle', r):+.2f}" for r in small)
+            + (f". Half-size subsets against the clean full set with true labels ({top:.2f}): ours-corrected "
+               f"{acc('ours-corrected', half) - top:+.2f}, ours-stratified {acc('ours-stratified', half) - top:+.2f} "
+               f"(within 0.3: {'yes' if close else 'no'} for ours-corrected)"
+               if half else "")
+            + ". Wrong labels with exclusion off (ours-open) against random: "
+            + ", ".join(f"{wrong('ours-open', r):.1f}% vs {wrong('random', r):.1f}%" for r in ratios)
+            + ". CCS minus ours-stratified: "
+            + ", ".join(f"{r:g} ({acc('ccs', r) - acc('ours-stratified', r):+.2f})" for r in ratios)
+            + "; CCS minus random: "
+            + ", ".join(f"{r:g} ({acc('ccs', r) - acc('random', r):+.2f})" for r in ratios) + ".")
+    return "\n".join(lines)
 
 
 def reading(all_rec: dict, ratios) -> str:
@@ -313,12 +385,18 @@ def reading(all_rec: dict, ratios) -> str:
     return "\n\n".join(parts)
 
 
-def machine_header(cmd: str, elapsed: float, threads: int) -> str:
+def machine_text(threads: int) -> str:
     import torch
-    return (f"Machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
-            f"{os.cpu_count()} CPUs (torch threads {threads}), Python {platform.python_version()}, "
-            f"torch {torch.__version__}. Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}. "
-            f"Wall time {elapsed / 60:.1f} min.\n\nCommand: `{cmd}`")
+    from _machine import cpu_and_memory
+    return (f"{cpu_and_memory()}; {platform.platform()} (torch threads {threads}), Python {platform.python_version()}, "
+            f"torch {torch.__version__}")
+
+
+def machine_header(cmd: str, elapsed: float, threads: int, load: tuple) -> str:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return (f"Machine: {machine_text(threads)}. Date: {now:%Y-%m-%d %H:%M UTC}. "
+            f"Wall time {elapsed / 60:.1f} min; load average (1 min) before / after {load[0]:.2f} / {load[1]:.2f} "
+            f"(the machine is shared: the training times depend on it, the accuracies do not).\n\nCommand: `{cmd}`")
 
 
 # ------------------------------------------------------------------------------------------- main
@@ -337,6 +415,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     t_start = time.perf_counter()
+    load_before = os.getloadavg()[0]
 
     import torch
     from selector.pipeline import Config, load_or_run
@@ -378,7 +457,7 @@ def main(argv=None) -> int:
             y_noisy = result.dataset.labels
             flagged = result.table["flagged"].to_numpy()
             excluded = flagged | result.table["ood"].to_numpy() | (result.table["duplicate_of"].to_numpy() >= 0)
-            issues, t_cl, cl_cached = cleanlab_issues(result.X, y_noisy, seed, cache_dir)
+            issues, probs, t_cl, cl_cached = cleanlab_issues(result.X, y_noisy, seed, cache_dir)
             spent["pipeline"] += t_pipe
             spent["cleanlab"] += t_cl
             extra.append(f"{rate:.0%} {mode}, seed {seed}: {pipe_note}; our audit flags "
@@ -389,39 +468,44 @@ def main(argv=None) -> int:
             print(extra[-1], flush=True)
             ytr = torch.from_numpy(y_noisy.astype(np.int64))
             rng = np.random.default_rng(1000 + seed)
-            jobs = [(FULL, 1.0, np.ones(n, bool), "")]
+            jobs = [(FULL, 1.0, np.ones(n, bool), "", None)]
             for r in ratios:
-                for m, (mask, note) in selections(result, r, rng, issues).items():
-                    jobs.append((m, r, mask, note))
-            for m, r, mask, note in jobs:
+                for m, (mask, note, labels) in selections(result, r, rng, issues, probs).items():
+                    jobs.append((m, r, mask, note, labels))
+            for m, r, mask, note, labels in jobs:
                 cell = rec.setdefault((m, r), {"acc": [], "noise": [], "notes": set()})
                 if note:
                     cell["notes"].add(note)
                     notes.append(f"{rate:.0%} {mode}, seed {seed}, {m} at {r:g}: {note}")
-                if mask is None:
+                train_labels = y_noisy if labels is None else labels
+                wrong = float((train_labels[mask] != pool.labels[mask]).mean())
+                cell["noise"].append(wrong)
+                if m in NOISE_ONLY:
+                    print(f"  {rate:.0%} {mode} seed {seed} {m:16s} {r:.1f}: wrong share {wrong:.3f}", flush=True)
                     continue
                 t = time.perf_counter()
-                acc = train_eval(Xtr, ytr, np.flatnonzero(mask), Xte, yte, steps=args.steps, seed=seed)
+                y_job = ytr if labels is None else torch.from_numpy(np.asarray(labels, np.int64))
+                acc = train_eval(Xtr, y_job, np.flatnonzero(mask), Xte, yte, steps=args.steps, seed=seed)
                 t_train.append(time.perf_counter() - t)
                 cell["acc"].append(acc)
-                cell["noise"].append(float(truth[mask].mean()))
-                print(f"  {rate:.0%} {mode} seed {seed} {m:16s} {r:.1f}: acc {acc:.4f}, noisy share "
-                      f"{truth[mask].mean():.3f} ({t_train[-1]:.1f} s)", flush=True)
+                print(f"  {rate:.0%} {mode} seed {seed} {m:16s} {r:.1f}: acc {acc:.4f}, wrong share "
+                      f"{wrong:.3f} ({t_train[-1]:.1f} s)", flush=True)
         all_rec[(mode, rate)] = rec
 
     elapsed = time.perf_counter() - t_start
+    load = (load_before, os.getloadavg()[0])
     cmd = " ".join([".venv/bin/python", "bench/selection_quality.py"] + [shlex.quote(a) for a in (argv or sys.argv[1:])])
     parts = [
         "## Selection quality: does a smaller subset train as well as the full noisy set?",
         "",
-        machine_header(cmd, elapsed, args.threads),
+        machine_header(cmd, elapsed, args.threads, load),
         "",
         f"Pool: Fashion-MNIST train ({n:,} rows) with injected label noise; scores from `pipeline.run` "
         f"(map=\"none\") on {feat_src}. Test: the {len(test_y):,} clean Fashion-MNIST test rows with index % 2 == 1 "
         "(the even rows trained the demo encoder). Classifier: a fresh pixel-space MLP "
         f"({args.input}x{args.input} pixels -> 256 -> 10, Adam one-cycle 2e-3, batch 256), {args.steps} steps for "
         "every subset (equal compute; a 0.3 subset sees each sample ~3x as often as the full set), trained on the "
-        "subset's GIVEN (noisy) labels. "
+        "subset's GIVEN (noisy) labels (ours-corrected: its corrected_label column). "
         f"Seeds {seeds} (seed = noise draw, pipeline seed, subset draw, classifier init). "
         f"Ceiling (same classifier, full set, true labels): {fmt_acc(ceiling)}. "
         f"Time: {len(t_train)} classifier trainings {sum(t_train) / 60:.1f} min (median {np.median(t_train):.1f} s), "
@@ -430,7 +514,12 @@ def main(argv=None) -> int:
         "the classifiers; the per-run lines below give the uncached pipeline times).",
         "",
         f"Ours: `selector.apply(result, Selection(ratio, weights={WEIGHTS}, strategy=...))`: class balance on, "
-        "flagged / OOD / near-duplicate rows excluded (the defaults). paper-topk: top-k of A/mean(A) + 0.1·D/mean(D) on the pipeline's alignment_norm / "
+        "flagged / OOD / near-duplicate rows excluded (the defaults; stratified drops the noisiest 10% of the "
+        "candidates at ratio 0.1, 5% at 0.2, none from 0.3 on: `selection.hard_cut`). ours-corrected: the same "
+        "with correct_flagged=True (flagged rows with noise_score and suggested_prob >= 0.95 kept with the "
+        "suggested label). ours-open: ours-stratified with exclude_flagged=False (share of wrong labels only). "
+        "ccs: coverage-centric coreset selection (bench/_ccs.py) on EL2N from the cleanlab baseline's "
+        "cross-validated probabilities, the hardest beta = cleanlab's issue share pruned.\n\npaper-topk: top-k of A/mean(A) + 0.1·D/mean(D) on the pipeline's alignment_norm / "
         "diversity_norm (the end point of the paper's STE loop; note the pipeline's adapters are the project's "
         "robust ones, so this row isolates the paper's selection rule), no exclusion, no balance. "
         "cleanlab+random: `cleanlab.filter.find_label_issues` on 5-fold CV LogisticRegression probabilities "
@@ -440,6 +529,7 @@ def main(argv=None) -> int:
     ]
     for (mode, rate), rec in all_rec.items():
         parts += [f"### {rate:.0%} {mode} label noise", "", setting_tables(rec, ratios), ""]
+    parts += ["### The targets", "", targets(all_rec, ratios, ceiling), ""]
     parts += ["### Reading", "", reading(all_rec, ratios), ""]
     parts += ["Per-run details:", ""] + [f"- {e}" for e in extra] + [""]
     if notes:
@@ -448,10 +538,14 @@ def main(argv=None) -> int:
     print("\n" + text)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, out)
-    print(f"wrote {out} in {elapsed / 60:.1f} min")
+    from _machine import write_results
+    figures = {f"{rate:g} {mode}": {f"{m} @ {r:g}": {"acc": cell["acc"], "wrong_share": cell["noise"]}
+                                    for (m, r), cell in rec.items()} for (mode, rate), rec in all_rec.items()}
+    date = f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M}"
+    write_results(out, text, name="selection_quality", date=date,
+                  machine=machine_text(args.threads), command=cmd, load=load, seeds=seeds, steps=args.steps,
+                  ceiling_acc=ceiling, results=figures)
+    print(f"wrote {out} and {out.with_suffix('.json')} in {elapsed / 60:.1f} min")
     return 0
 
 

@@ -11,7 +11,7 @@ from selector.project import MAPS
 from selector.sources import SOURCES, TORCHVISION_SETS, source_noise
 from selector.sources.torchvision_sets import SPLITS
 from selector.ui import backend, state, widgets
-from selector.ui.views import audit_quality
+from selector.ui.views import audit_description, audit_quality
 
 CLIP = ENCODERS.get("open_clip").options
 FORM_KEYS = ("source", "path", "root", "tv_name", "tv_split", "clip_model", "clip_pretrained", "clip_checkpoint",
@@ -36,8 +36,10 @@ def _source_changed():
         st.session_state[key] = value
 
 
-st.title("CLIP-powered data selection")
-st.caption("Embed a labelled image dataset, audit its labels, and keep the subset that trains best.")
+st.title("Training data selection")
+st.caption("Embed a labelled image dataset with CLIP or any image encoder, audit its labels, and keep the subset "
+           "that trains best.")
+banner = st.container()        # a run's progress and a failed run's cause: at the top, visible at any viewport
 
 data_col, enc_col = st.columns(2)
 with data_col:
@@ -103,7 +105,7 @@ autorun = (source == "demo" and state.current_run() is None and not st.session_s
            and os.environ.get("SELECTOR_AUTORUN", "1") != "0")
 if st.button("Run", type="primary", key="run") or autorun:
     st.session_state["demo_autorun_done"] = True
-    with st.status("Running the pipeline...", expanded=True) as status:
+    with banner, st.status("Running the pipeline...", expanded=True) as status:
         reporter = widgets.ProgressReporter(status)
         try:
             if upload is not None:
@@ -116,11 +118,16 @@ if st.button("Run", type="primary", key="run") or autorun:
                                    pretrained=pretrained.strip(), checkpoint=checkpoint.strip(), config=config)
             run = backend.run_pipeline(spec, progress=reporter)
         except (InputError, OfflineError) as exc:
-            status.update(label="The run did not start - see the message below", state="error", expanded=False)
-            st.error(str(exc))
+            failure = str(exc)
+            status.update(label="The run failed", state="error", expanded=False)
         else:
+            failure = None
             reporter.finish(f"Done: {len(run.table):,} samples in {run.seconds:.1f} s")
             state.set_run(run)
+    if failure:                  # the cause on top; no summary of an earlier run that would look current
+        state.clear_run()
+        banner.error(f"The run failed: {failure}")
+        st.stop()
 
 run = state.current_run()
 if run is None:
@@ -153,6 +160,8 @@ counts = result.manifest.get("counts", {})
 if counts.get("ood") or counts.get("near_duplicates"):
     st.caption(f"Also found: {counts.get('ood', 0):,} images that match no class well, "
                f"{counts.get('near_duplicates', 0):,} near-duplicates.")
+if audit_description(result.manifest):
+    st.caption(audit_description(result.manifest))
 problems = list(result.dataset.problems) + [f"unreadable image skipped: {i}"
                                             for i in result.manifest.get("inputs", {}).get("skipped_unreadable", [])]
 if problems:

@@ -1,9 +1,12 @@
-"""Map: the adapted embeddings in 2-D as a WebGL scatter; click, box or lasso points to see their images."""
+"""Map: the adapted embeddings in 2-D, every point in a density image; click, box or lasso to see images."""
 import numpy as np
 import streamlit as st
 
+from selector.selection import annotate
 from selector.ui import charts, state, widgets
+from selector.ui.density import rows_in_region
 from selector.ui.views import map_rows, rows_from_selection
+from selector.writer import table_bytes
 
 run = state.require_run()
 widgets.sidebar(run)
@@ -16,28 +19,41 @@ if run.result.config.map == "none":
             "(Advanced settings).")
     st.stop()
 st.caption(f"{run.result.config.map.upper()} of the adapted image embeddings; nearby points look alike to the "
-           "encoder. Click a point, or draw a box or lasso (toolbar at the top right of the chart), to see the "
-           "images below.")
+           "encoder. Every sample is drawn: a pixel's colour mixes its samples' colours, and its strength grows with "
+           "how many it holds. Click a point, or draw a lasso or box (toolbar at the top right), to see the images "
+           "below.")
 
 state.restore_form("map")
 colour = st.selectbox("Colour by", charts.colour_options(table), key="map_colour")
 state.remember_form("map", ["map_colour"])
-drawn = map_rows(len(table), limit=charts.MAX_MAP_POINTS, always=table["flagged"].to_numpy(), seed=0)
-if len(drawn) < len(table):
-    st.caption(f"Drawing {len(drawn):,} of {len(table):,} points (every flagged one) to keep the browser fast.")
-fig = charts.map_figure(table, mask, colour, drawn, classes=run.result.class_names, revision=run.key)
+classes = run.result.class_names
+if colour == "selected":                           # changes with the sliders: drawn afresh
+    image = charts.map_image(table, mask, colour, classes=classes)
+else:                                              # one image per colouring and run, shared by every session
+    image = run.derived(f"map_image/{colour}", lambda: charts.map_image(table, mask, colour, classes=classes))
+hover = map_rows(len(table), limit=charts.MAX_MAP_POINTS, seed=0)
+if len(hover) < len(table):
+    st.caption(f"All {len(table):,} samples are in the image; hovering and clicking reach a random {len(hover):,} "
+               "of them, and a box or lasso picks every sample inside it.")
+if colour == "label" and len(classes) > len(image.legend):
+    st.caption(f"{len(classes):,} classes share {len(charts.PALETTE)} colours; the legend lists the first "
+               f"{len(image.legend)}.")
+fig = charts.map_figure(table, image, hover, revision=run.key)
 
 chart_col, detail_col = st.columns([3, 1])
 with chart_col:
     chart_key = f"map_chart_{st.session_state.get('map_chart_gen', 0)}"
     event = st.plotly_chart(fig, key=chart_key, on_select="rerun", selection_mode=("points", "box", "lasso"))
-picked_now = rows_from_selection(event.selection if event else None)
-if picked_now:
+selection = event.selection if event else None
+region = rows_in_region(table[["map_x", "map_y"]].to_numpy(), selection)
+picked_now = region if region is not None else np.asarray(rows_from_selection(selection), dtype=np.int64)
+if len(picked_now):
     st.session_state[state.MAP_ROWS_KEY] = picked_now
-picked = [r for r in st.session_state.get(state.MAP_ROWS_KEY, []) if 0 <= r < len(table)]
+picked = np.asarray(st.session_state.get(state.MAP_ROWS_KEY, []), dtype=np.int64)
+picked = picked[(picked >= 0) & (picked < len(table))]
 
 with detail_col:
-    if not picked:
+    if not len(picked):
         st.caption("Click a point to see its image and scores here.")
     else:
         row = picked[0]
@@ -50,10 +66,38 @@ with detail_col:
         if sample["reason"]:
             st.caption(sample["reason"])
 
-if picked:
+if len(picked):
     st.subheader(f"Picked on the map: {len(picked):,} sample{'' if len(picked) == 1 else 's'}")
     if st.button("Clear the picked samples", key="map_clear"):
         st.session_state.pop(state.MAP_ROWS_KEY, None)
         st.session_state["map_chart_gen"] = st.session_state.get("map_chart_gen", 0) + 1  # a fresh, empty chart
         st.rerun()
-    widgets.paged_gallery(run, np.asarray(picked), key="map_page", per_page=48)
+    rows = picked
+    in_picked = sorted(table["label"].iloc[rows].astype(str).unique())
+    only = st.selectbox("Given label", ["all"] + in_picked, key="map_label")
+    if only != "all":
+        rows = rows[(table["label"].iloc[rows].astype(str) == only).to_numpy()]
+    rows = rows[np.argsort(-table["noise_score"].to_numpy()[rows], kind="stable")]
+    what = "picked samples" + ("" if only == "all" else f" labelled {only}")
+    widgets.bulk_decide(run, rows, state.decisions(run), key="map_bulk", what=what)
+    settings, ids = state.settings(), table["id"].iloc[rows].astype(str).tolist()
+    act = st.columns(3)
+    if act[0].button(f"Always select these {len(rows):,}", key="map_keep",
+                     help="Adds them to the keep list of your selection (Selection page, Export)."):
+        state.set_settings(settings.replace(keep=list(settings.keep) + ids,
+                                            never=[i for i in settings.never if i not in set(ids)]))
+        st.rerun()
+    if act[1].button(f"Never select these {len(rows):,}", key="map_never",
+                     help="Adds them to the never list of your selection (Selection page, Export)."):
+        state.set_settings(settings.replace(never=list(settings.never) + ids,
+                                            keep=[i for i in settings.keep if i not in set(ids)]))
+        st.rerun()
+    chosen = state.selection(run)
+    act[2].download_button(f"Export these {len(rows):,} (CSV)", key="map_export", on_click="ignore",
+                           data=lambda: table_bytes(annotate(table.iloc[rows], chosen, mask[rows]), "csv"),
+                           file_name="picked_on_map.csv", mime="text/csv")
+    if settings.keep or settings.never:
+        st.caption(f"Your selection keeps {len(settings.keep):,} and never selects {len(settings.never):,} listed "
+                   "samples.")
+    st.caption("Most suspicious first (highest noise score).")
+    widgets.paged_gallery(run, rows, key="map_page", per_page=48)

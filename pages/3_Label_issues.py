@@ -1,17 +1,22 @@
 """Label issues: flagged samples, most suspicious first, with their nearest neighbours; the user accepts the
-suggested label, keeps the given one, or marks the sample bad. Decisions persist and go into the export."""
+suggested label, keeps the given one, or marks the sample bad, one sample at a time or for every sample of the
+current view at once. Each decision is stored as it is made (with who made it), every session sees the others'
+on its next rerun, a page drawn before someone else's decision never overwrites it, and a reviewer can undo
+their last step (a bulk action is one step)."""
 from collections import Counter
 
 import streamlit as st
 
 from selector.ui import state, widgets
 from selector.selection import DECISIONS
-from selector.ui.views import flagged_order, page_rows
+from selector.ui.views import SORT_SCORES, describe_event, flagged_order, page_rows
 
 PER_PAGE = 10
 N_NEIGHBOURS = 6
 SHOW = {"all": "all flagged", "undecided": "not decided yet", "decided": "decided"}
+ORDER = {"high": "highest first", "low": "lowest first"}
 ALL = "All classes"
+FORM = ["issues_show", "issues_class", "issues_suggested", "issues_score", "issues_order", "issues_page"]
 
 run = state.require_run()
 widgets.sidebar(run)
@@ -26,20 +31,52 @@ st.caption(f"{int(table['flagged'].sum()):,} flagged samples, most suspicious fi
            f"{counts.get('bad', 0)} marked bad. Accepted labels replace the given ones in the export "
            "(corrected_label) and in class balancing; kept and accepted samples are no longer excluded as "
            "flagged; bad ones are never selected.")
+recorded, undone = state.pop_recorded(), state.pop_undone()
+if recorded and recorded.conflicts:
+    st.warning(f"{recorded.conflicts} sample(s) had been decided by someone else meanwhile and were left as they "
+               "are; they now show that decision.")
+if recorded and recorded.size > 1:
+    st.success(f"Applied: {recorded.size:,} decisions in one step ('Undo my last step' reverts them).")
+if undone:
+    st.success(f"Undone: {undone.restored:,} decision(s) restored to their previous value"
+               + (f"; {undone.skipped} changed by someone since were left as they are." if undone.skipped else "."))
+last = state.last_step(run)
+st.button(f"Undo my last step ({last.size:,} decision(s), {last.at[11:19]} UTC)" if last else "Undo my last step",
+          key="undo_last_step", on_click=state.undo_last_step, args=(run,), disabled=last is None,
+          help=f"Reverts the last decision step of {state.reviewer()} on this dataset.")
+
 state.restore_form("issues")
-left, right = st.columns(2)
-show = left.radio("Show", list(SHOW), format_func=SHOW.get, horizontal=True, key="issues_show")
-class_name = right.selectbox("Given label", [ALL, *run.result.class_names], key="issues_class")
-state.remember_form("issues", ["issues_show", "issues_class"])
-rows = flagged_order(table, decisions=decisions, show=show, label=None if class_name == ALL else class_name)
+c1, c2, c3 = st.columns(3)
+show = c1.radio("Show", list(SHOW), format_func=SHOW.get, horizontal=True, key="issues_show")
+class_name = c2.selectbox("Given label", [ALL, *run.result.class_names], key="issues_class")
+suggested = c3.selectbox("Suggested label", [ALL, *run.result.class_names], key="issues_suggested")
+c1, c2, c3 = st.columns(3)
+score = c1.selectbox("Sort by", list(SORT_SCORES), format_func=SORT_SCORES.get, key="issues_score")
+order = c2.radio("Order", list(ORDER), format_func=ORDER.get, horizontal=True, key="issues_order")
+values = table.loc[table["flagged"], score]
+low, high = (float(values.min()), float(values.max())) if len(values) else (0.0, 0.0)
+score_range, range_key = None, f"issues_range_{score}"
+if high > low:
+    held = st.session_state.get(range_key, (low, high))
+    st.session_state[range_key] = (min(max(held[0], low), high), max(min(held[1], high), low))
+    score_range = c3.slider("Score range", min_value=low, max_value=high, step=(high - low) / 100, format="%.3f",
+                            key=range_key)
+state.remember_form("issues", FORM + [range_key])
+rows = flagged_order(table, decisions=decisions, show=show, label=None if class_name == ALL else class_name,
+                     suggested=None if suggested == ALL else suggested, score=score, score_range=score_range,
+                     descending=order == "high")
 if len(rows) == 0:
     st.info("No flagged samples match these filters.")
     st.stop()
 
+widgets.bulk_decide(run, rows, decisions, key="bulk", what="samples of this view")
+
 page = widgets.pager(len(rows), PER_PAGE, key="issues_page")
-state.remember_form("issues", ["issues_show", "issues_class", "issues_page"])
+state.remember_form("issues", FORM + [range_key])
 labels = table["label"].to_numpy()
-for row in page_rows(rows, page, PER_PAGE):
+shown = page_rows(rows, page, PER_PAGE)
+history = state.history(run, table["id"].iloc[shown].astype(str))
+for row in shown:
     sample = table.iloc[row]
     sid = str(sample["id"])
     decided = decisions.get(sid, "")
@@ -49,11 +86,14 @@ for row in page_rows(rows, page, PER_PAGE):
             widgets.image_grid(run, [row], [f"row {row}"], width=96)
         info_col.markdown(f"**given:** {sample['label']} ({sample['given_prob']:.2f})  \n"
                           f"**suggested:** {sample['suggested_label']} ({sample['suggested_prob']:.2f})  \n"
-                          f"**noise score:** {sample['noise_score']:.3f}")
+                          f"**noise score:** {sample['noise_score']:.3f}"
+                          + (f"  \n**{SORT_SCORES[score]}:** {sample[score]:.4f}" if score != "noise_score" else ""))
         if sample["reason"]:
             info_col.caption(sample["reason"])
         if decided:
             info_col.markdown(f"**decision:** {decided}")
+        if sid in history:
+            info_col.caption("History: " + "; ".join(describe_event(e) for e in history[sid]))
         nn = [int(j) for j in I[row, :N_NEIGHBOURS] if j >= 0]
         with nn_col:
             st.caption("Nearest neighbours (label, cosine similarity)")
@@ -62,8 +102,8 @@ for row in page_rows(rows, page, PER_PAGE):
             for choice in DECISIONS:
                 pointless = choice.name == "accepted" and sample["suggested_label"] == sample["label"]
                 st.button(choice.label, key=f"{choice.name}_{sid}", on_click=state.record_decision,
-                          args=(run, sid, choice.name), disabled=decided == choice.name or pointless,
+                          args=(run, sid, choice.name, decided or None), disabled=decided == choice.name or pointless,
                           help=choice.help, width="stretch")
             if decided:
-                st.button("Undo", key=f"undo_{sid}", on_click=state.record_decision, args=(run, sid, None),
-                          width="stretch")
+                st.button("Clear", key=f"clear_{sid}", on_click=state.record_decision, args=(run, sid, None, decided),
+                          help="Remove the decision on this sample.", width="stretch")

@@ -35,7 +35,8 @@ settings = selection.as_dict()
 st.caption(f"{len(shown):,} rows x {shown.shape[1]} columns. Selection: ratio {settings['ratio']:.2f}, weights "
            f"{settings['weights']}, strategy {settings['strategy']}, exclude flagged {settings['exclude_flagged']}, "
            f"exclude near-duplicates {settings['exclude_duplicates']}, class balance {settings['class_balance']}. "
-           "CSV cells that start with = + - @ get a leading ' so spreadsheets do not run them as formulas.")
+           "CSV text that starts with = + - @ (or their full-width forms, also after spaces), tab or CR gets a "
+           "leading ' so spreadsheets do not run it as a formula; loading the CSV back as a manifest removes it.")
 
 stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", run.result.dataset.name).strip("-") or "dataset"
 stem = f"{stem}_{view}"

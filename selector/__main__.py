@@ -30,9 +30,14 @@ def _choices_help(registry) -> str:
     return " | ".join(f"{c.name}: {(c.help or c.label).rstrip('.')}" for c in registry).replace("%", "%%")
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):   # one line, like every other bad input (argparse prints the whole usage first)
+        self.exit(2, f"error: {message} (see selector --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="selector", description="Audit the labels of an image dataset and write "
-                                "the per-sample table with the selected subset (and a run manifest).")
+    p = _Parser(prog="selector", description="Audit the labels of an image dataset and write the per-sample "
+                "table with the selected subset (and a run manifest).")
     data = p.add_argument_group("data")
     data.add_argument("--source", default="demo", choices=SOURCES.names(), help=_choices_help(SOURCES))
     data.add_argument("--path", help="image folder, manifest (.csv/.parquet) or embeddings (.npz)")
@@ -51,7 +56,7 @@ def parser() -> argparse.ArgumentParser:
                      help="inject synthetic label noise to check the audit (the demo plants uniform 0.2). "
                           + _choices_help(NOISE_MODES))
     run.add_argument("--noise-rate", type=float, help="share of labels to flip (needs a noise mode)")
-    run.add_argument("--noise-seed", type=int, default=0)
+    run.add_argument("--noise-seed", type=int, help="seed of the injected noise (needs a noise mode; default 0)")
     run.add_argument("--map", default="umap", choices=MAPS.names(), help=_choices_help(MAPS))
     run.add_argument("--k", type=int, help="neighbours for the diversity score (default ~10%% of class size)")
     run.add_argument("--seed", type=int, default=0)
@@ -82,10 +87,14 @@ def parser() -> argparse.ArgumentParser:
                      action=argparse.BooleanOptionalAction, help="drop the later copy of each near-duplicate")
     sel.add_argument("--class-balance", default=_DEFAULT.class_balance, action=argparse.BooleanOptionalAction,
                      help="equal quotas per class instead of choosing globally")
+    sel.add_argument("--correct-flagged", default=_DEFAULT.correct_flagged, action=argparse.BooleanOptionalAction,
+                     help="keep confidently mislabelled samples with the audit's suggested label (corrected_label) "
+                          "instead of dropping them")
     sel.add_argument("--keep", metavar="FILE", help="sample ids (one per line) that are always selected")
     sel.add_argument("--never", metavar="FILE", help="sample ids (one per line) that are never selected")
     sel.add_argument("--decisions", metavar="FILE",
-                     help="label decisions: the app's decisions .json, or a .csv with columns id,decision")
+                     help="label decisions: the app's decisions database (cache folder/decisions/decisions.db; the "
+                          "decisions on this run's dataset), a .json {id: decision}, or a .csv with columns id,decision")
     out = p.add_argument_group("output")
     out.add_argument("--out", default="selection.csv", help="output table, .csv or .parquet (manifest beside)")
     out.add_argument("--selected-only", action="store_true", help="write only the selected rows")
@@ -116,29 +125,47 @@ def _ids(path) -> list[str]:
 
 
 def settings(args) -> tuple:
-    """(Config, Selection) from the arguments, validated before anything is loaded or computed."""
+    """(Config, Selection) from the arguments, every one validated before anything is loaded or computed: the
+    settings, the files it reads, the output path, and the encoder's names (without loading its weights)."""
     from selector.decisions import read_decisions
-    from selector.writer import format_of
+    from selector.decision_store import DecisionStore, is_database
+    from selector.encoders import check_encoder, options_of
     from selector.pipeline import Config
-    from selector.sources import source_noise
-    format_of(args.out)
+    from selector.sources import check_source, source_noise
+    from selector.validate import check_int, check_number
+    from selector.writer import check_output
+    check_output(args.out, inputs=(args.path, args.decisions, args.keep, args.never, args.checkpoint))
     if not args.ray and (args.ray_workers is not None or args.ray_gpus_per_worker is not None):
         raise InputError("--ray-workers and --ray-gpus-per-worker need --ray [ADDRESS].")
-    noise = source_noise(args.source) or {"noise_mode": "none", "noise_rate": 0.0}
+    if args.ray_workers is not None:
+        check_int(args.ray_workers, "--ray-workers", minimum=1)
+    if args.ray_gpus_per_worker is not None:
+        check_number(args.ray_gpus_per_worker, "--ray-gpus-per-worker", minimum=0)
+    noise = source_noise(args.source) or {"noise_mode": "none", "noise_rate": 0.0, "noise_seed": 0}
     if args.noise_mode is not None:
         noise["noise_mode"] = args.noise_mode
         noise["noise_rate"] = 0.0 if args.noise_mode == "none" else noise.get("noise_rate") or 0.2
-    if args.noise_rate is not None:
-        if noise["noise_mode"] == "none":
-            raise InputError("--noise-rate needs a noise mode: add --noise-mode uniform or confusable.")
-        noise["noise_rate"] = args.noise_rate
-    noise["noise_seed"] = args.noise_seed
+    for flag, value, key in (("--noise-rate", args.noise_rate, "noise_rate"), ("--noise-seed", args.noise_seed,
+                                                                               "noise_seed")):
+        if value is not None:
+            if noise["noise_mode"] == "none":
+                raise InputError(f"{flag} needs a noise mode: add --noise-mode uniform or confusable.")
+            noise[key] = value
     config = Config(k=args.k, seed=args.seed, map=args.map, batch_size=args.batch_size,
                     verify_content=args.verify_content, **noise)
     selection = Selection(ratio=args.ratio, weights=parse_weights(args.weights), strategy=args.strategy,
                           exclude_flagged=args.exclude_flagged, exclude_duplicates=args.exclude_duplicates,
-                          class_balance=args.class_balance, keep=_ids(args.keep), never=_ids(args.never),
-                          decisions=read_decisions(args.decisions) if args.decisions else {})
+                          class_balance=args.class_balance, correct_flagged=args.correct_flagged,
+                          keep=_ids(args.keep), never=_ids(args.never),
+                          decisions={})
+    if args.decisions and is_database(args.decisions):    # its decisions are read once the dataset is known
+        DecisionStore(args.decisions, create=False).check()
+    elif args.decisions:
+        selection = selection.replace(decisions=read_decisions(args.decisions))
+    check_source(args.source, path=args.path, root=args.root)
+    kind = args.encoder or default_encoder(args.source, args.dataset)
+    check_encoder(kind, args.source, args.dataset, **options_of(kind, model=args.model, pretrained=args.pretrained,
+                                                                checkpoint=args.checkpoint))
     return config, selection
 
 
@@ -167,6 +194,8 @@ class _Bars:
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    from selector.decision_store import is_database
+    from selector.decisions import read_decisions
     from selector.encoders import open_encoder, options_of
     from selector.writer import export
     from selector.files import default_cache_dir
@@ -188,6 +217,8 @@ def main(argv=None) -> int:
         else:
             encoder = open_encoder(kind, cache_dir=cache_dir, progress=bars, **options)
         result = load_or_run(dataset, encoder, config, cache_dir=cache_dir, progress=bars)
+        if args.decisions and is_database(args.decisions):
+            selection = selection.replace(decisions=read_decisions(args.decisions, dataset=result.dataset.fingerprint))
         written = export(result, selection, args.out, selected_only=args.selected_only)
     except (InputError, OfflineError) as exc:
         bars.close()
@@ -195,6 +226,8 @@ def main(argv=None) -> int:
         return 2
     bars.close()
     counts = written.manifest["counts"]
+    for warning in written.manifest.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"{counts['n']} samples, {counts['flagged']} flagged, {counts['selected']} selected "
           f"(ratio {selection.ratio}); encoder: {result.encoder_name}")
     print(f"wrote {written.table_path} and {written.manifest_path}")

@@ -4,7 +4,8 @@ Why not the paper's alignment score: adapters fit on noisy labels learn the nois
 class-dependent flips, PAPER.md). The audit estimates the CLEAN class posterior P(c | x) by pooling
 three experts, none of which scores a row with a model that saw that row's own label:
   (a) zero-shot probabilities of the frozen encoder (independent of the given labels; one temperature
-      fitted by likelihood),
+      fitted by likelihood); left out for image-only embeddings (`zero_shot=False`: no text tower, so T
+      holds class prototypes made from the labels, which only name each row's best-matching class),
   (b) a linear discriminant (class means + pooled shrunk covariance) on the frozen embeddings,
       5-fold cross-fitted (out-of-fold), refit once with robust per-sample weights = agreement of the
       first-round pool with the given label, p(y_i) / max_c p(c), and
@@ -29,7 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from selector.errors import InputError
-from selector.experts import EXPERTS, Candidates, Experts, best_temperature, blocks, fit_lda, stratified_folds
+from selector.experts import (EXPERTS, IMAGE_ONLY_EXPERTS, Candidates, Experts, best_temperature, blocks, fit_lda,
+                               stratified_folds)
 from selector.linalg import l2_normalize
 from selector.progress import Progress, ensure
 from selector.runtime import blas_threads
@@ -50,12 +52,14 @@ class LabelAudit:
     knn_agreement: np.ndarray     # (n,) float32 share of global neighbours whose label == given label
     knn_support: np.ndarray       # (n,) int64 neighbours whose label == the suggested label
     n_neighbors: np.ndarray       # (n,) int64 neighbours found (k unless the dataset is smaller)
-    zero_shot_class: np.ndarray   # (n,) int64 the class prompt each image matches best (frozen encoder)
-    zero_shot_sim: np.ndarray     # (n,) float32 its cosine similarity (low = matches no class well)
+    best_class: np.ndarray        # (n,) int64 the class embedding each image matches best (frozen encoder; the
+                                  # class prompt, or the class prototype for image-only embeddings)
+    best_class_sim: np.ndarray    # (n,) float32 its cosine similarity (low = matches no class well)
     class_noise_rate: np.ndarray  # (C,) float32 estimated share of mislabelled rows per given class
     n_errors_estimate: int = 0    # m, the expected-F1-optimal number of rows to flag
-    components: dict | None = None  # (n,) given-label probability of each expert (EXPERTS)
+    components: dict | None = None  # (n,) given-label probability of each expert that ran
     pool_weights: dict | None = None  # fitted weight of each expert in the pool
+    experts: tuple = EXPERTS          # the experts that ran (IMAGE_ONLY_EXPERTS without a text tower)
 
 
 def _pool_weights(cands: Candidates, y, transition, rng) -> np.ndarray:
@@ -65,7 +69,7 @@ def _pool_weights(cands: Candidates, y, transition, rng) -> np.ndarray:
     the fit would reward experts that predict the noise. No leakage: every expert scores a row without
     its own label. Fitted on the candidates of a subsample of 20k rows; equal weights if the fit fails."""
     from scipy.optimize import minimize
-    M = len(EXPERTS)
+    M = len(cands.names)
     a0 = np.full(M, 1.0 / M)
     rows = np.sort(rng.choice(len(y), size=min(len(y), 20_000), replace=False))
     L = cands.logps[:, rows].astype(np.float64)                       # (M, m, W)
@@ -141,11 +145,13 @@ def neighbor_ids(neighbors, Xn, k: int = 10) -> np.ndarray:
 
 
 def audit_labels(X, T, labels, *, neighbors=None, seed: int = 0, n_folds: int = 5, k: int = 10,
-                 progress: Progress | None = None) -> LabelAudit:
+                 zero_shot: bool = True, progress: Progress | None = None) -> LabelAudit:
     """Audit the given labels of n rows -> LabelAudit.
 
     X (n,d) frozen image embeddings, T (C,d) class-prompt embeddings of the same encoder, labels (n,)
-    given labels in [0, C). neighbors: None (exact cosine kNN on X, k neighbours), a Neighbors index over
+    given labels in [0, C). zero_shot=False for an encoder without a text tower: T is then any class
+    embedding (e.g. `selector.linalg.class_prototypes`), used only for best_class, and the audit pools the
+    label-based experts alone (IMAGE_ONLY_EXPERTS). neighbors: None (exact cosine kNN on X, k neighbours), a Neighbors index over
     these rows, or a (D, I) pair of global kNN with self excluded (e.g. the pipeline's kNN on the adapted
     F); only the neighbour ids are used. Cost: O(n d^2) for the discriminant and two O(n C d) passes over
     the rows, one per round, each keeping every row's candidate classes (selector.experts); the other passes
@@ -168,10 +174,11 @@ def audit_labels(X, T, labels, *, neighbors=None, seed: int = 0, n_folds: int = 
                          f"cross-fitting; got {n}.")
     # many small products: one BLAS thread is faster whatever the machine (selector.runtime)
     with blas_threads(1):
-        return _audit(X, T, y, neighbors=neighbors, seed=seed, n_folds=n_folds, k=k, progress=ensure(progress))
+        return _audit(X, T, y, neighbors=neighbors, seed=seed, n_folds=n_folds, k=k,
+                      names=EXPERTS if zero_shot else IMAGE_ONLY_EXPERTS, progress=ensure(progress))
 
 
-def _audit(X, T, y, *, neighbors, seed, n_folds, k, progress) -> LabelAudit:
+def _audit(X, T, y, *, neighbors, seed, n_folds, k, names, progress) -> LabelAudit:
     n, C = X.shape[0], T.shape[0]
     counts = np.bincount(y, minlength=C)
     rng = np.random.default_rng(seed)
@@ -180,15 +187,16 @@ def _audit(X, T, y, *, neighbors, seed, n_folds, k, progress) -> LabelAudit:
     progress("auditing labels", 0, stages)            # (a) zero-shot: one temperature on a subsample
     Xn = l2_normalize(X)
     sub = rng.choice(n, size=min(n, 20_000), replace=False)
-    tau = best_temperature(zero_shot_logits(Xn[sub], T), y[sub])
+    tau = best_temperature(zero_shot_logits(Xn[sub], T), y[sub]) if "zero_shot" in names else 1.0
     I = neighbor_ids(neighbors, Xn, k)                # (c) kNN votes
     progress("auditing labels", 1, stages)
 
     # (b) cross-fitted classifier: round 1 unweighted, round 2 weighted by agreement with round 1's pool
     folds = stratified_folds(y, n_folds, rng)
-    experts = Experts(Xn, T, y, I, C, tau, folds, fit_lda(Xn, y, C, np.ones(n), folds, n_folds))
+    experts = Experts(Xn, T, y, I, C, tau, folds, fit_lda(Xn, y, C, np.ones(n), folds, n_folds), names)
     cands = experts.candidates()
-    a1 = _pool_weights(cands, y, _transition(cands, np.full(3, 1 / 3), y, C), rng)
+    M = len(names)
+    a1 = _pool_weights(cands, y, _transition(cands, np.full(M, 1 / M), y, C), rng)
     w, conf = np.empty(n), np.zeros(C)
     for b in blocks(np.arange(n), cands.ids.shape[1]):   # robust weights for round 2, round 1's thresholds
         P = cands.pool(a1, b)
@@ -207,19 +215,19 @@ def _audit(X, T, y, *, neighbors, seed, n_folds, k, progress) -> LabelAudit:
     n_err, threshold, flagged = _flag(noise_score)
     flagged &= out["suggested_label"] != y   # a row whose best guess is its own label is not called mislabelled
     progress("auditing labels", 4, stages)
-    log.info("audit: pool weights zero-shot %.2f, cross-fit %.2f, knn %.2f; %d flagged (expected-F1 optimum "
-             "%d rows); zero-shot temperature %.3g; %d candidate classes per row", *pool_w, int(flagged.sum()),
-             n_err, tau, cands.ids.shape[1])
+    log.info("audit: pool weights %s; %d flagged (expected-F1 optimum %d rows); zero-shot temperature %s; %d "
+             "candidate classes per row", ", ".join(f"{m} {w:.2f}" for m, w in zip(names, pool_w)),
+             int(flagged.sum()), n_err, f"{tau:.3g}" if "zero_shot" in names else "-", cands.ids.shape[1])
     return LabelAudit(
         noise_score=noise_score, flagged=flagged, threshold=threshold, suggested_label=out["suggested_label"],
         suggested_prob=out["suggested_prob"], given_prob=out["given_prob"], knn_agreement=out["knn_agreement"],
         knn_support=out["knn_support"], n_neighbors=(I >= 0).sum(1).astype(np.int64),
-        zero_shot_class=cands.zero_shot_class, zero_shot_sim=cands.zero_shot_sim,
+        best_class=cands.best_class, best_class_sim=cands.best_class_sim,
         class_noise_rate=(np.bincount(y, weights=noise_score, minlength=C) / np.maximum(counts, 1)).astype(
             np.float32),
         n_errors_estimate=n_err,
-        components={name: out[f"p_{name}"] for name in EXPERTS},
-        pool_weights=dict(zip(EXPERTS, map(float, pool_w))))
+        components={name: out[f"p_{name}"] for name in names},
+        pool_weights=dict(zip(names, map(float, pool_w))), experts=names)
 
 
 def _per_row(cands: Candidates, I, a, y, Tm) -> dict:
@@ -230,7 +238,7 @@ def _per_row(cands: Candidates, I, a, y, Tm) -> dict:
     f32 = lambda: np.empty(n, np.float32)  # noqa: E731
     out = {"noise_score": f32(), "given_prob": f32(), "suggested_prob": f32(), "knn_agreement": f32(),
            "suggested_label": np.empty(n, np.int64), "knn_support": np.empty(n, np.int64),
-           **{f"p_{name}": f32() for name in EXPERTS}}
+           **{f"p_{name}": f32() for name in cands.names}}
     for rows in blocks(np.arange(n), cands.ids.shape[1]):
         yb, ids = y[rows], cands.ids[rows]
         r = np.arange(len(rows))
@@ -248,7 +256,7 @@ def _per_row(cands: Candidates, I, a, y, Tm) -> dict:
         nb = np.where(valid, y[np.maximum(I[rows], 0)], -1)
         out["knn_agreement"][rows] = (nb == yb[:, None]).sum(1) / np.maximum(valid.sum(1), 1)
         out["knn_support"][rows] = (nb == best[:, None]).sum(1)
-        for name, lp in zip(EXPERTS, cands.logps[:, rows]):
+        for name, lp in zip(cands.names, cands.logps[:, rows]):
             out[f"p_{name}"][rows] = (np.exp(lp) * is_given).sum(1)
     return out
 

@@ -13,6 +13,7 @@ import pandas as pd
 from PIL import Image
 
 from selector.errors import InputError, describe_rows
+from selector.images import DECODER_VERSION, array_rgb, open_rgb
 from selector.validate import check_indices
 
 log = logging.getLogger(__name__)
@@ -45,23 +46,18 @@ class Dataset:
         return len(self.labels)
 
     def image(self, i: int) -> Image.Image:
-        """Sample i as an RGB PIL image; InputError naming the file if it cannot be decoded."""
+        """Sample i as an 8-bit RGB PIL image (`selector.images`: 16-bit and float samples scaled, transparency
+        over white, oversized images refused); InputError naming the file and why if it cannot be used."""
         i = int(i)
         if not -len(self) <= i < len(self):
             raise IndexError(f"row {i} out of range for {len(self)} samples")
         if self.pixels is not None:
-            return Image.fromarray(np.ascontiguousarray(self.pixels[i])).convert("RGB")
+            return array_rgb(self.pixels[i], name=f"row {i} of {self.name}")
         path = self.table["path"].iloc[i]
         if not path:
             raise InputError(f"Row {i} (id {self.table['id'].iloc[i]!r}) has no image file or pixels "
                              "(embeddings-only dataset); give a `paths` array to see images.")
-        try:
-            with Image.open(path) as im:
-                im.load()
-                return im.convert("RGB")
-        except (OSError, ValueError, Image.DecompressionBombError) as e:
-            raise InputError(f"Cannot decode image {path} (row {i}): {e}. Replace the file with a valid "
-                             "image or remove it from the dataset.") from e
+        return open_rgb(path, where=f"row {i}")
 
     def subset(self, rows: np.ndarray) -> "Dataset":
         """Rows (int indices or (n,) bool mask) as a new Dataset; class_names unchanged."""
@@ -97,8 +93,9 @@ class Dataset:
         for col in ("id", "path"):
             h.update("\x1f".join(self.table[col].astype(str).tolist()).encode() + b"\x1e")
         paths = [p for p in self.table["path"] if p]
-        if paths:
+        if paths:   # files: what they hold, and how they are decoded into pixels
             h.update(np.array([_stat(p) for p in paths], dtype="<i8").tobytes())
+            h.update(f"decoder-v{DECODER_VERSION}".encode())
         for arr in (self.pixels, self.embeddings, self.text_embeddings):
             if arr is not None:
                 h.update(f"{arr.shape}{arr.dtype.str}".encode())

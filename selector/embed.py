@@ -264,7 +264,8 @@ def embed_dataset(dataset, encoder, *, cache_dir, batch_size: int = 256, chunk_s
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Image and class-prompt embeddings, cached on disk.
 
-    Returns X (n,d) float32, T (C,d) float32 (class_prompts(dataset.class_names)) and ok (n,) bool
+    Returns X (n,d) float32, T (C,d) float32 (class_prompts(dataset.class_names); None for precomputed
+    image-only embeddings) and ok (n,) bool
     (False = image could not be decoded; its row of X is NaN). The cache lives in
     cache_dir/embeddings/<sha1(dataset content, encoder.cache_key)>/ - labels are not part of the key, so
     relabelling a dataset reuses its embeddings. Killed runs resume; corrupted chunks are recomputed.
@@ -307,9 +308,9 @@ def embed_dataset(dataset, encoder, *, cache_dir, batch_size: int = 256, chunk_s
 
 def _finish(dataset, X, T):
     X = np.asarray(X, dtype=np.float32)
-    T = np.asarray(T, dtype=np.float32)
-    if X.ndim != 2 or X.shape[0] != len(dataset) or T.ndim != 2 or T.shape[1] != X.shape[1]:
-        raise InputError(f"image embeddings {X.shape} and text embeddings {T.shape} do not fit "
+    T = None if T is None else np.asarray(T, dtype=np.float32)      # None: the encoder has no text tower
+    if X.ndim != 2 or X.shape[0] != len(dataset) or (T is not None and (T.ndim != 2 or T.shape[1] != X.shape[1])):
+        raise InputError(f"image embeddings {X.shape} and text embeddings {None if T is None else T.shape} do not fit "
                          f"{len(dataset)} samples with a common dimension d.")
     ok = finite_rows(X)
     if not ok.all():

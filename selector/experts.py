@@ -1,7 +1,8 @@
-"""The label audit's three experts, and the few classes per row that can matter to it.
+"""The label audit's experts, and the few classes per row that can matter to it.
 
 None of the experts scores a row with a model that saw that row's own label:
-  zero_shot  the frozen encoder's class-prompt similarities, softmax with one fitted temperature;
+  zero_shot  the frozen encoder's class-prompt similarities, softmax with one fitted temperature (only
+             when the encoder has a text tower: IMAGE_ONLY_EXPERTS leave it out);
   cross_fit  a linear discriminant (class means + pooled, shrunk covariance), 5-fold cross-fitted;
   knn        smoothed label votes of the row's global neighbours.
 `Experts` computes their log-probabilities for any block of rows, so no (n, C) array is ever held.
@@ -23,6 +24,7 @@ from selector.score import zero_shot_logits
 LDA_SHRINKAGE = 0.05  # covariance -> (1-s) cov + s tr(cov)/d I; 0.01-0.2 measured equal on Fashion-MNIST
 KNN_SMOOTHING = 1.0    # pseudo-votes spread over classes by their frequency (kNN vote expert)
 EXPERTS = ("zero_shot", "cross_fit", "knn")
+IMAGE_ONLY_EXPERTS = ("cross_fit", "knn")   # no text tower: class prototypes are made from the labels, so no zero-shot
 TOP_CLASSES = 8        # per expert and row, when there are more classes than candidate columns
 PAD = np.float32(-1e30)  # log-probability of a repeated candidate column: it carries no mass
 _CHUNK = 65_536
@@ -117,11 +119,13 @@ class Candidates:
     """Per row, the W classes that can matter and each expert's log-probability of them.
 
     ids (n, W) int32 class ids, sorted per row; a repeated id's log-probabilities are PAD. logps (M, n, W)
-    float32, in EXPERTS order. zero_shot_class / zero_shot_sim (n,): the best class prompt and its cosine."""
+    float32, in `names` order. best_class / best_class_sim (n,): the class embedding (text prompt, or image
+    prototype) each row matches best, and its cosine."""
     ids: np.ndarray
     logps: np.ndarray
-    zero_shot_class: np.ndarray
-    zero_shot_sim: np.ndarray
+    best_class: np.ndarray
+    best_class_sim: np.ndarray
+    names: tuple = EXPERTS
 
     def pool(self, a, rows) -> np.ndarray:
         """(b, W) float32: the log-linear pool with weights a (sum > 0), renormalised over the candidates."""
@@ -133,12 +137,14 @@ class Candidates:
 
 
 class Experts:
-    """The three experts' log-probabilities (b, C) for any block of rows, recomputed on demand: zero-shot
-    (frozen prompts, temperature tau), cross-fitted LDA (out-of-fold parameters per row, `lda`) and
-    smoothed kNN votes over the neighbour ids I."""
+    """The experts' log-probabilities (b, C) for any block of rows, recomputed on demand: zero-shot (frozen
+    prompts, temperature tau), cross-fitted LDA (out-of-fold parameters per row, `lda`) and smoothed kNN votes
+    over the neighbour ids I. names: EXPERTS, or IMAGE_ONLY_EXPERTS (T then holds class prototypes, used only
+    for best_class)."""
 
-    def __init__(self, Xn, T, y, I, C, tau, folds, lda):
+    def __init__(self, Xn, T, y, I, C, tau, folds, lda, names=EXPERTS):
         self.Xn, self.T, self.y, self.I, self.C, self.tau, self.folds, self.lda = Xn, T, y, I, C, tau, folds, lda
+        self.names = tuple(names)
         self.prior = (np.bincount(y, minlength=C) / len(y)).astype(np.float32)
 
     def zero_shot(self, rows, cos=None) -> np.ndarray:
@@ -164,25 +170,29 @@ class Experts:
         return v / v.sum(1, keepdims=True)
 
     def logps(self, rows, cos=None) -> list[np.ndarray]:
-        return [self.zero_shot(rows, cos), self.cross_fit(rows), np.log(self.votes(rows))]
+        """Each expert's (b, C) log-probabilities, in `names` order."""
+        make = {"zero_shot": lambda: self.zero_shot(rows, cos), "cross_fit": lambda: self.cross_fit(rows),
+                "knn": lambda: np.log(self.votes(rows))}
+        return [make[name]() for name in self.names]
 
     def candidates(self, top: int = TOP_CLASSES) -> Candidates:
-        """One pass over every row -> Candidates: each expert's `top` classes, the neighbours' labels and the
-        given label (every class when there are no more classes than that)."""
+        """One pass over every row -> Candidates: each model expert's `top` classes, the neighbours' labels and
+        the given label (every class when there are no more classes than that)."""
         n, C, d = len(self.y), self.C, self.Xn.shape[1]
-        width = 2 * top + self.I.shape[1] + 1
+        ranked = [m for m, name in enumerate(self.names) if name != "knn"]   # the neighbours' labels cover knn
+        width = len(ranked) * top + self.I.shape[1] + 1
         dense = C <= width
         W = C if dense else width
         ids = np.empty((n, W), np.int32)
-        L = np.empty((len(EXPERTS), n, W), np.float32)
-        zs_class, zs_sim = np.empty(n, np.int64), np.empty(n, np.float32)
+        L = np.empty((len(self.names), n, W), np.float32)
+        best, best_sim = np.empty(n, np.int64), np.empty(n, np.float32)
         every = np.arange(n)
         with blas_threads(threads_for(2 * next(blocks(every, C)).size * d * C)):
             for rows in blocks(every, C):
                 r = np.arange(len(rows))
                 cos = zero_shot_logits(self.Xn[rows], self.T)
-                zs_class[rows] = cos.argmax(1)
-                zs_sim[rows] = cos[r, zs_class[rows]]
+                best[rows] = cos.argmax(1)
+                best_sim[rows] = cos[r, best[rows]]
                 lps = self.logps(rows, cos)
                 if dense:
                     ids[rows] = np.arange(C, dtype=np.int32)
@@ -192,12 +202,12 @@ class Experts:
                 I = self.I[rows]
                 yb = self.y[rows]
                 nb = np.where(I >= 0, self.y[np.maximum(I, 0)], yb[:, None])
-                cand = np.concatenate([np.argpartition(-lps[0], top, axis=1)[:, :top],
-                                       np.argpartition(-lps[1], top, axis=1)[:, :top], nb, yb[:, None]], axis=1)
+                cand = np.concatenate([np.argpartition(-lps[m], top, axis=1)[:, :top] for m in ranked]
+                                      + [nb, yb[:, None]], axis=1)
                 cand.sort(axis=1)
                 repeat = np.zeros(cand.shape, bool)
                 repeat[:, 1:] = cand[:, 1:] == cand[:, :-1]
                 ids[rows] = cand
                 for m, lp in enumerate(lps):
                     L[m, rows] = np.where(repeat, PAD, np.take_along_axis(lp, cand, axis=1))
-        return Candidates(ids=ids, logps=L, zero_shot_class=zs_class, zero_shot_sim=zs_sim)
+        return Candidates(ids=ids, logps=L, best_class=best, best_class_sim=best_sim, names=self.names)

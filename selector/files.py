@@ -1,7 +1,8 @@
 """Atomic file writes and cache files: every file the engine writes goes through `atomic_write` (tmp file
-beside the target, fsync, os.replace), so a killed process never leaves half a file; every cache file is
-checksummed (`file_record` / `check_file`, `sealed_json` / `read_sealed_json`), and a cache that cannot be
-written is reported (`cache_problem`) while the run goes on without it."""
+beside the target, fsync, os.replace), so a killed process or a full disk never leaves half a file and never
+harms the file that was there. Files get the usual permissions (0o666 less the umask), not mkstemp's 0o600.
+Every cache file is checksummed (`file_record` / `check_file`, `sealed_json` / `read_sealed_json`), and a
+cache that cannot be written is reported (`cache_problem`) while the run goes on without it."""
 from __future__ import annotations
 
 import contextlib
@@ -23,22 +24,65 @@ from selector.errors import InputError
 log = logging.getLogger(__name__)
 
 
-def atomic_write(path, write) -> Path:
-    """Call write(f) on a temporary binary file beside path, fsync it and rename it into place; no tmp file is
-    left behind on failure. Returns the path."""
-    path = Path(path).expanduser()
+def current_umask() -> int:
+    """The process's umask, read without changing it where /proc allows (os.umask sets it while reading)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _stage(path: Path, write) -> Path:
+    """A temporary file beside path holding what write(f) wrote, fsynced, with 0o666 & ~umask permissions;
+    removed again if anything fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return Path(tmp)
+
+
+def atomic_write(path, write) -> Path:
+    """Call write(f) on a temporary binary file beside path, fsync it and rename it into place; no tmp file is
+    left behind on failure, and the previous file at path is untouched. Returns the path."""
+    path = Path(path).expanduser()
+    tmp = _stage(path, write)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
+
+
+def atomic_write_all(files: dict) -> list[Path]:
+    """Write {path: bytes} atomically together: every file is staged (written and fsynced) before the first
+    is renamed into place, so a failed write (a full disk) replaces none of them. Returns the paths."""
+    staged = {}
+    try:
+        for path, data in files.items():
+            path = Path(path).expanduser()
+            staged[path] = _stage(path, lambda f, data=data: f.write(data))
+        for path, tmp in staged.items():
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp in staged.values():
+            tmp.unlink(missing_ok=True)
+        raise
+    return list(staged)
 
 
 def atomic_write_bytes(path, data: bytes) -> Path:

@@ -25,11 +25,12 @@ class Issues:
 
 
 def find_issues(X, T, labels, class_names, *, neighbors=None, seed: int = 0, duplicate_threshold: float = 0.98,
-                progress: Progress | None = None) -> Issues:
+                zero_shot: bool = True, progress: Progress | None = None) -> Issues:
     """Audit labels, find OOD rows and near-duplicates of X (n, d) with class prompts T (C, d).
 
     labels (n,) given labels in [0, C), class_names (C,) their names (for the reasons); neighbors as for
-    `audit_labels` (None: exact cosine kNN on X)."""
+    `audit_labels` (None: exact cosine kNN on X); zero_shot=False when T holds class prototypes instead of
+    class prompts (an encoder without a text tower)."""
     names = [str(c) for c in class_names]
     if len(names) != len(T):
         raise InputError(f"class_names has {len(names)} entries but T has {len(T)} rows; give one name per "
@@ -39,9 +40,9 @@ def find_issues(X, T, labels, class_names, *, neighbors=None, seed: int = 0, dup
     # one kNN search serves all three detectors (a given (D, I) pair needs no normalised copy of X)
     searching = neighbors is None or hasattr(neighbors, "search")
     I = neighbor_ids(neighbors, l2_normalize(X) if searching else X)
-    audit = audit_labels(X, T, labels, neighbors=(None, I), seed=seed, progress=progress)
+    audit = audit_labels(X, T, labels, neighbors=(None, I), seed=seed, zero_shot=zero_shot, progress=progress)
     sims = neighbor_similarities(X, I)
-    ood_score, ood = find_ood(audit.zero_shot_sim, sims)
+    ood_score, ood = find_ood(audit.best_class_sim, sims)
     duplicate_of = find_near_duplicates(sims, I, threshold=duplicate_threshold)
     return Issues(labels=audit, ood_score=ood_score, ood=ood, duplicate_of=duplicate_of,
                   reason=reasons(names, np.asarray(labels, np.int64), audit, ood, duplicate_of))
@@ -58,8 +59,8 @@ def reasons(names, y, audit: LabelAudit, ood, duplicate_of) -> np.ndarray:
                          f"'{names[g]}' ({audit.given_prob[i]:.2f}); {int(audit.knn_support[i])}/"
                          f"{int(audit.n_neighbors[i])} neighbours say {names[s]}")
         if ood[i]:
-            parts.append(f"matches no class well (best '{names[int(audit.zero_shot_class[i])]}', cosine "
-                         f"{audit.zero_shot_sim[i]:.2f}) and is far from its neighbours: corrupted or out of "
+            parts.append(f"matches no class well (best '{names[int(audit.best_class[i])]}', cosine "
+                         f"{audit.best_class_sim[i]:.2f}) and is far from its neighbours: corrupted or out of "
                          "distribution?")
         if duplicate_of[i] >= 0:
             parts.append(f"near-duplicate of row {int(duplicate_of[i])}")

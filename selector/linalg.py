@@ -66,3 +66,18 @@ def principal_axes(X: np.ndarray, n_axes: int, *, sample: Optional[int] = None, 
     axes = vecs[:, ::-1][:, : min(n_axes, d)]
     axes = axes * np.where(axes[np.abs(axes).argmax(axis=0), np.arange(axes.shape[1])] < 0, -1.0, 1.0)
     return mean.astype(np.float32), axes.astype(np.float32)
+
+
+def class_prototypes(X: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """(C, d) float32: the unit-norm mean of each class's unit rows of X (zeros for a class without rows).
+    What stands in for class prompts when an encoder has no text tower. Summed in row blocks through a sparse
+    one-hot, so no copy of X is made."""
+    from scipy import sparse
+    y = np.asarray(labels, dtype=np.int64)
+    sums = np.zeros((n_classes, X.shape[1]), np.float64)
+    for s in range(0, len(X), _BLOCK):
+        block = l2_normalize(X[s:s + _BLOCK])
+        onehot = sparse.csr_matrix((np.ones(len(block)), (y[s:s + _BLOCK], np.arange(len(block)))),
+                                   shape=(n_classes, len(block)))
+        sums += onehot @ block
+    return l2_normalize(sums)

@@ -107,13 +107,16 @@ class Neighbors:
     100,000 on CPU. nlist / nprobe override the IVF defaults (ignored for the flat index); without nprobe
     it is tuned until recall@10 on a query sample reaches target_recall.
     exact_backend (CPU flat index): "auto" (faiss, or torch blocks where faiss's BLAS is generic), "faiss", "torch".
+    progress: called while an IVF index is built ("building the neighbour index": training, each block added,
+    tuning nprobe), which takes minutes at 1M rows.
     Attributes: backend ("faiss-gpu" | "faiss-cpu" | "torch-cpu"), kind ("flat" | "ivf"), n, dim, metric,
     nlist, nprobe, recall (1.0 for flat; for IVF the recall@10 measured on recall_queries sample rows).
     """
 
     def __init__(self, X, *, metric: str = "cosine", device: str = "auto", exact_limit: Optional[int] = None,
                  nlist: Optional[int] = None, nprobe: Optional[int] = None, seed: int = 0,
-                 exact_backend: str = "auto", target_recall: float = 0.95):
+                 exact_backend: str = "auto", target_recall: float = 0.95,
+                 progress: Optional[Progress] = None):
         import faiss
 
         self.metric = _check_metric(metric)
@@ -165,17 +168,25 @@ class Neighbors:
         if use_gpu:
             index = faiss.index_cpu_to_gpu(_gpu_resources(), 0, index)
         if self.kind == "ivf":
+            step = _QUERY_CHUNK * 4
+            steps = 2 + -(-self.n // step)                  # train, each block added, tune
+            progress = ensure(progress)
+            report = lambda done: progress("building the neighbour index", done, steps)  # noqa: E731
+            report(0)
             rng = np.random.default_rng(seed)
             n_train = min(self.n, self.nlist * 64)          # 64 points per centroid: enough, and CPU-cheap
             train = np.sort(rng.choice(self.n, n_train, replace=False)) if n_train < self.n else np.arange(self.n)
             index.train(self._unit(X, train))
-            for s in range(0, self.n, _QUERY_CHUNK * 4):                # unit rows a block at a time: no copy of X
-                index.add(self._unit(X, np.arange(s, min(self.n, s + _QUERY_CHUNK * 4))))
+            report(1)
+            for b, s in enumerate(range(0, self.n, step)):             # unit rows a block at a time: no copy of X
+                index.add(self._unit(X, np.arange(s, min(self.n, s + step))))
+                report(2 + b)
         else:
             index.add(X)
         self._index = index
         if self.kind == "ivf":
             self._tune(X, nprobe, target_recall, seed, gpu=use_gpu)
+            report(steps)
         log.debug("Neighbors: %s %s index, n=%d d=%d metric=%s%s", self.backend, self.kind, self.n, self.dim,
                   self.metric, f" nlist={self.nlist} nprobe={self.nprobe} recall@10 ~{self.recall:.3f}"
                   if self.kind == "ivf" else "")

@@ -21,7 +21,7 @@ from selector.checkpoints import Checkpoints
 from selector.dataset import Dataset
 from selector.errors import InputError, describe_rows
 from selector.files import cache_problems, default_cache_dir
-from selector.linalg import l2_normalize
+from selector.linalg import class_prototypes, l2_normalize
 from selector.noise import NOISE_MODES
 from selector.progress import Progress, ensure
 from selector.project import MAPS
@@ -143,12 +143,17 @@ def _run(dataset, encoder, config, cache_dir, progress, checkpoints) -> Result:
     X = l2_normalize(X)   # once: every stage uses unit rows (no copy when they already are)
     _check_distinct(X)
 
-    _check_memory(X, len(T), config)
+    C = len(dataset.class_names)
+    text_tower = T is not None     # image-only embeddings: class prototypes stand in for the class prompts
+    _check_memory(X, C, config)
     original_labels = dataset.labels
     noise_truth = None
     if config.noise_mode != "none":
-        dataset, noise_truth = _inject(dataset, X, T, config)
+        dataset, noise_truth = _inject(dataset, X, T if text_tower else class_prototypes(X, original_labels, C),
+                                       config)
     labels = dataset.labels
+    if not text_tower:             # from the labels the audit sees (after any injected noise)
+        T = class_prototypes(X, labels, C)
 
     resumed = []
     t0 = time.perf_counter()
@@ -172,7 +177,7 @@ def _run(dataset, encoder, config, cache_dir, progress, checkpoints) -> Result:
         (D, I), knn_info = (saved[0]["D"], saved[0]["I"]), saved[1]
         resumed.append("neighbors")
     else:
-        index = Neighbors(F)
+        index = Neighbors(F, progress=progress)
         D, I = index.search(F, GLOBAL_K, exclude_self=True,
                             progress=lambda _s, done, total: progress("finding neighbours", done, total))
         knn_info = {"index": f"{index.backend} {index.kind}", "k": GLOBAL_K, "nlist": index.nlist, "nprobe":
@@ -190,7 +195,7 @@ def _run(dataset, encoder, config, cache_dir, progress, checkpoints) -> Result:
     sds = diversity(F, labels, k=k)
     progress("scoring", 1, 2)
     issues = find_issues(X, T, labels, dataset.class_names, neighbors=(D, I), seed=config.seed,
-                         duplicate_threshold=config.duplicate_threshold)
+                         duplicate_threshold=config.duplicate_threshold, zero_shot=text_tower)
     progress("scoring", 2, 2)
     timings["score_audit_s"] = time.perf_counter() - t0
     memory["score_audit"] = peak_rss_gb()
@@ -202,6 +207,10 @@ def _run(dataset, encoder, config, cache_dir, progress, checkpoints) -> Result:
 
     table = build_table(dataset, sas, sds, issues, xy, original_labels=original_labels, noise_truth=noise_truth)
     manifest = _manifest(dataset, encoder, config, k, table, skipped, timings, knn_info, memory)
+    manifest["audit"] = {"experts": list(issues.labels.experts),
+                         "pool_weights": {m: round(w, 4) for m, w in issues.labels.pool_weights.items()},
+                         "class_embeddings": "text prompts" if text_tower else
+                         "image prototypes (no text tower: the mean embedding of each given class)"}
     manifest["resumed_stages"] = resumed     # stages a killed earlier run had finished (read, not recomputed)
     return Result(dataset=dataset, encoder_name=encoder.name, config=config, X=X, T=T, F=F, G=G,
                   table=table, neighbors=(D, I), class_summary=class_summary(dataset, issues), manifest=manifest,

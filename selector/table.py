@@ -35,7 +35,8 @@ COLUMNS = {
     "noise_injected": "only when synthetic noise was injected: this label was flipped on purpose",
     "selected": "in the chosen subset",
     "decision": "a reviewer's decision: accepted, kept, bad, or empty",
-    "corrected_label": "the label after decisions (the suggested one where it was accepted)",
+    "corrected_label": "the label after decisions and corrections (the suggested one where it was accepted, or, "
+                       "with correct_flagged, where the audit is confident the given one is wrong)",
 }
 TRUTH_COLUMNS = ("original_label", "noise_injected")
 """Only when synthetic noise was injected: they follow the run's columns."""

@@ -5,15 +5,16 @@ import numpy as np
 import pandas as pd
 
 
-def make_embeddings(path, *, n_per_class=120, n_classes=4, d=32, seed=0, spread=0.6, images=False):
+def make_embeddings(path, *, n_per_class=120, n_classes=4, d=32, seed=0, spread=0.6, images=False, text=True):
     """Gaussian class clusters around class text vectors, written as a load_embeddings .npz: a dataset whose
     clean labels are known. images=True also writes a tiny PNG per sample (a flat colour per class) beside the
-    file and stores its path, so galleries show thumbnails."""
+    file and stores its path, so galleries show thumbnails. text=False leaves out text_embeddings (image-only
+    embeddings, as from an encoder without a text tower)."""
     from PIL import Image
     rng = np.random.default_rng(seed)
-    text = rng.normal(size=(n_classes, d)).astype(np.float32)
+    centres = rng.normal(size=(n_classes, d)).astype(np.float32)
     labels = np.repeat(np.arange(n_classes), n_per_class)
-    vectors = text[labels] + spread * rng.normal(size=(len(labels), d)).astype(np.float32)
+    vectors = centres[labels] + spread * rng.normal(size=(len(labels), d)).astype(np.float32)
     extra = {}
     if images:
         folder = Path(path).with_suffix("")
@@ -24,8 +25,10 @@ def make_embeddings(path, *, n_per_class=120, n_classes=4, d=32, seed=0, spread=
             Image.new("RGB", (12, 12), (60 * c % 256, 90, 200 - 40 * c)).save(file)
             paths.append(str(file))
         extra["paths"] = np.asarray(paths)
+    if text:
+        extra["text_embeddings"] = centres
     np.savez(path, image_embeddings=vectors, labels=labels, class_names=np.array([f"class_{c}" for c in range(n_classes)]),
-             text_embeddings=text, **extra)
+             **extra)
     return Path(path)
 
 

@@ -3,7 +3,7 @@ against injected noise, bad input shown inline (never a traceback), and the cach
 import pandas as pd
 import pytest
 
-from tests.test_app_support import cache_env, frame, make_embeddings, new_app, run_embeddings
+from tests.test_app_support import cache_env, frame, goto, make_embeddings, new_app, run_embeddings
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +33,8 @@ def test_run_shows_summary_encoder_and_audit_check(env):
     assert float(metrics["AUROC"]) > 0.9                     # the planted flips are found
     assert "Injected flips in subset" in metrics
     assert any("Scores produced by" in i.value and "precomputed" in i.value.lower() for i in at.info)
+    assert any(c.value.startswith("Label audit by zero-shot class prompts, a cross-fitted classifier and neighbour "
+                                  "votes") for c in at.caption)
     summary = frame(at, "estimated_noise_rate")
     assert isinstance(summary, pd.DataFrame) and summary["n"].sum() == 240 and len(summary) == 4
     assert at.session_state["run_key"]
@@ -73,8 +75,23 @@ def test_bad_input_gives_an_inline_error_not_a_traceback(env, source, field, val
     at.button(key="run").click().run(timeout=60)
     assert not at.exception, [e.value for e in at.exception]
     assert len(at.error) == 1 and expect in at.error[0].value
+    assert at.error[0].value.startswith("The run failed: ")
     assert "Traceback" not in at.error[0].value
     assert "run_key" not in at.session_state
+
+
+def test_a_failed_run_clears_the_summary_of_the_previous_one(env):
+    at = run_embeddings(new_app(), env["npz"])
+    assert any(h.value == "Dataset summary" for h in at.header)
+    at.text_input(key="path").input(str(env["tmp"] / "missing.npz"))
+    at.button(key="run").click().run(timeout=60)
+    assert not at.exception
+    (error,) = at.error
+    assert error.value.startswith("The run failed: ") and "does not exist" in error.value
+    assert not any(h.value == "Dataset summary" for h in at.header) and not at.metric
+    assert "run_key" not in at.session_state and "run" not in at.query_params
+    at = goto(at, "pages/4_Selection.py")                 # no stale run on the other pages either
+    assert any(i.value == "Run the pipeline on the Home page first." for i in at.info)
 
 
 def test_noise_off_hides_the_audit_check(env):
@@ -100,6 +117,19 @@ def test_a_missing_encoder_checkpoint_is_an_inline_error(env):
     assert len(at.error) == 1 and "missing.pt" in at.error[0].value and "does not exist" in at.error[0].value
 
 
+def test_image_only_embeddings_run_and_say_which_experts_ran(env):
+    npz = make_embeddings(env["tmp"] / "image_only.npz", seed=13, text=False)
+    at = run_embeddings(new_app(), npz)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Samples"] == "240" and float(metrics["AUROC"]) > 0.9
+    (said,) = [c.value for c in at.caption if c.value.startswith("Label audit by")]
+    assert said.startswith("Label audit by a cross-fitted classifier and neighbour votes") and "no text tower" in said
+    for page in ("pages/1_Map.py", "pages/2_Scores.py", "pages/3_Label_issues.py", "pages/4_Selection.py",
+                 "pages/5_Export.py"):
+        at.switch_page(page).run()
+        assert not at.exception and not at.error, (page, [e.value for e in at.error])
+
+
 def test_an_uploaded_embeddings_file_runs(env):
     npz = make_embeddings(env["tmp"] / "upload.npz", seed=12, n_per_class=30, images=False)
     at = new_app()
@@ -110,3 +140,70 @@ def test_an_uploaded_embeddings_file_runs(env):
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert {m.label: m.value for m in at.metric}["Samples"] == "120"
     assert list((env["tmp"] / "cache" / "uploads").glob("*.npz"))
+
+
+def test_a_link_with_the_run_key_opens_the_run_on_any_page(env):
+    """Reload, bookmark or a colleague's link: ?run=<key> re-opens the cached run on any page, even after the
+    server restarted (the in-memory registry is empty, the run is read from the disk cache)."""
+    from pathlib import Path
+    from streamlit.testing.v1 import AppTest
+    from selector.ui import backend
+    ROOT = Path(__file__).resolve().parents[1]
+    first = run_embeddings(new_app(), env["npz"])
+    key = first.session_state["run_key"]
+    assert first.query_params.get("run") in (key, [key])
+    for restarted in (False, True):
+        if restarted:
+            backend.registry.clear()
+        at = AppTest.from_file(str(ROOT / "pages" / "4_Selection.py"), default_timeout=60)
+        at.query_params["run"] = key
+        at.run()
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        assert not [i.value for i in at.info if "Run the pipeline" in i.value]
+        assert {m.label for m in at.metric} >= {"Selected"}
+        assert at.session_state["run_key"] == key
+    stranger = AppTest.from_file(str(ROOT / "app.py"), default_timeout=30)
+    stranger.query_params["run"] = "0123456789abcdef0123"
+    stranger.run()
+    stranger = goto(stranger, "pages/2_Scores.py")
+    assert any("no record of" in w.value for w in stranger.warning)
+    assert any("Run the pipeline on the Home page first." == i.value for i in stranger.info)
+
+
+def test_encoder_names_are_checked_before_the_data_is_read(env):
+    """The folder is empty (reading it would fail): the unknown model is what the page reports."""
+    (env["tmp"] / "empty_too").mkdir(exist_ok=True)
+    at = new_app()
+    at.selectbox(key="source").set_value("image-folder").run()
+    at.text_input(key="path").input(str(env["tmp"] / "empty_too"))
+    at.text_input(key="clip_model").input("ViT-Nope")
+    at.button(key="run").click().run(timeout=60)
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.error) == 1 and "Unknown open_clip model 'ViT-Nope'" in at.error[0].value
+
+
+def test_a_session_waiting_for_anothers_run_sees_its_progress(env):
+    """Two sessions ask for the same new run: one computes it, the other waits and is shown the same
+    progress (not a blank box), then both get the one shared run."""
+    import threading
+    import time
+    from selector.pipeline import Config
+    from selector.ui import backend
+    npz = make_embeddings(env["tmp"] / "shared_wait.npz", seed=14)
+    spec = backend.RunSpec(source="embeddings", path=str(npz), encoder="precomputed", config=Config(map="pca"))
+    seen_a, seen_b, runs = [], [], {}
+
+    def slow(stage, done, total):               # the computing session's callback, slowed so B must wait
+        seen_a.append((stage, done, total))
+        time.sleep(0.3)
+
+    a = threading.Thread(target=lambda: runs.setdefault("a", backend.run_pipeline(spec, progress=slow)))
+    a.start()
+    deadline = time.time() + 30
+    while not seen_a and time.time() < deadline:
+        time.sleep(0.05)
+    runs["b"] = backend.run_pipeline(spec, progress=lambda *p: seen_b.append(p))
+    a.join(timeout=60)
+    assert runs["a"] is runs["b"]
+    assert seen_b and set(seen_b) <= set(seen_a)          # B was shown A's own progress while it waited
+    assert not backend.registry().progress                # nothing left behind once the run is done

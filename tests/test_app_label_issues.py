@@ -1,8 +1,8 @@
 """Label issues page (AppTest): flagged samples most suspicious first with neighbours, and the accept /
-keep / mark-bad decisions that persist across pages and reloads (a JSON file per dataset)."""
-import json
-
+keep / mark-bad decisions that persist across pages and reloads (the cache folder's decisions database)."""
 import pytest
+
+from selector.decision_store import DecisionStore
 
 from tests.test_app_support import cache_env, goto, make_embeddings, new_app, started
 
@@ -45,9 +45,9 @@ def test_decisions_persist_across_pages_and_reloads(env):
     buttons(at, "Mark bad")[1].click().run()
     assert not at.exception
     assert any(m.value == "**decision:** accepted" for m in at.markdown)
-    files = list((env["cache"] / "decisions").glob("*.json"))
-    assert len(files) == 1
-    saved = json.loads(files[0].read_text())["decisions"]
+    store = DecisionStore.for_cache(env["cache"])
+    (dataset,) = {e.dataset for e in store.events()}
+    saved = store.current(dataset)
     assert saved[sample_id] == "accepted" and sorted(saved.values()) == ["accepted", "bad"]
     # another page and back
     goto(at, "pages/4_Selection.py")
@@ -59,8 +59,8 @@ def test_decisions_persist_across_pages_and_reloads(env):
     again = goto(started(env["npz"]), PAGE)
     again.radio(key="issues_show").set_value("decided").run()
     assert len([m for m in again.markdown if m.value.startswith("**decision:**")]) == 2
-    buttons(again, "Undo")[0].click().run()
-    assert len(json.loads(files[0].read_text())["decisions"]) == 1
+    buttons(again, "Clear")[0].click().run()
+    assert len(store.current(dataset)) == 1
 
 
 def test_filter_by_class(env):

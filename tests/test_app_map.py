@@ -27,18 +27,27 @@ def test_without_a_run_the_page_points_home(env):
     assert [i.value for i in at.info] == ["Run the pipeline on the Home page first."]
 
 
-def test_scatter_draws_every_sample_and_recolours(env):
+def test_every_sample_is_in_the_image_and_under_the_hover_trace(env):
     at = goto(started(env["npz"]), PAGE)
     fig = figure(at)
     assert {t["type"] for t in fig["data"]} == {"scattergl"}
-    assert len(fig["data"]) == 4                                  # one trace per class when coloured by label
+    (samples,) = [t for t in fig["data"] if t.get("customdata") is not None]
+    assert samples["customdata"]["shape"] == "240, 4"           # every row (240 < MAX_MAP_POINTS), 4 fields
+    legend = [t["name"] for t in fig["data"] if t.get("customdata") is None]
+    assert len(legend) == 4                                       # one legend entry per class, coloured by label
+    (image,) = fig["layout"]["images"]
+    assert image["source"].startswith("data:image/png;base64,")
     options = at.selectbox(key="map_colour").options
     assert {"label", "flagged", "selected", "noise_injected", "noise_score", "alignment"} <= set(options)
+    sources = {image["source"]}
     for colour in ("flagged", "selected", "noise_score"):
         at.selectbox(key="map_colour").set_value(colour).run()
         assert not at.exception
-        traces = figure(at)["data"]
-        assert len(traces) == (1 if colour == "noise_score" else 2)
+        fig = figure(at)
+        keys = [t for t in fig["data"] if t.get("customdata") is None]
+        assert len(keys) == (1 if colour == "noise_score" else 2)    # a colour bar, or two legend entries
+        sources.add(fig["layout"]["images"][0]["source"])
+    assert len(sources) == 4                                      # each colouring draws its own image
 
 
 def test_picked_points_open_in_the_detail_panel_and_gallery(env):
@@ -53,3 +62,19 @@ def test_picked_points_open_in_the_detail_panel_and_gallery(env):
     assert gallery and gallery[0].captions[0].startswith("#5 ")
     at.button(key="map_clear").click().run()
     assert not any(s.value.startswith("Picked on the map") for s in at.subheader)
+
+
+def test_picked_samples_can_be_decided_listed_and_exported(env):
+    at = goto(started(env["npz"]), PAGE)
+    at.session_state["map_rows"] = [5, 17, 42]
+    at.run()
+    (download,) = [d for d in at.get("download_button") if "Export these 3" in d.proto.label]
+    at.radio(key="map_bulk_decision").set_value("bad").run()
+    assert at.button(key="map_bulk_apply").label == "Apply to 3 samples"
+    at.button(key="map_bulk_apply").click().run()
+    assert not at.exception
+    assert at.button(key="map_bulk_apply").disabled                       # all three are bad now
+    at.button(key="map_keep").click().run()
+    assert any("keeps 3 and never selects 0" in c.value for c in at.caption)
+    at.button(key="map_never").click().run()
+    assert any("keeps 0 and never selects 3" in c.value for c in at.caption)

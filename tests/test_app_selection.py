@@ -80,3 +80,21 @@ def test_sessions_are_independent(env):
     b.run()
     assert b.slider(key="sel_ratio").value == 0.5 and selected(b) == subset_size(240, 0.5)
     assert selected(a) == subset_size(240, 0.1)
+
+
+def test_correction_toggle_warning_and_probe_accuracy(env):
+    at = goto(started(env["npz"]), PAGE)
+    comparison = frame(at, "random subset")
+    probe = comparison[comparison["metric"].str.startswith("linear-probe accuracy")]
+    assert len(probe) == 2 and "true labels" in probe["metric"].iloc[1]     # the demo noise was injected
+    assert ((probe[["subset", "random subset"]] > 0) & (probe[["subset", "random subset"]] <= 1)).all().all()
+    assert any("linear probe" in c.value and " ms" in c.value for c in at.caption)
+    corrected = lambda: int(next(m.value for m in at.metric if m.label == "Corrected in subset"))  # noqa: E731
+    assert corrected() == 0 and not at.warning
+    at.toggle(key="sel_correct_flagged").set_value(True).run()
+    assert not at.exception and corrected() > 0
+    assert any("suggested label" in w.value for w in at.warning)
+    at.toggle(key="sel_correct_flagged").set_value(False)
+    at.toggle(key="sel_exclude_flagged").set_value(False).run()
+    flagged_in = int(next(m.value for m in at.metric if m.label == "Flagged in subset"))
+    assert flagged_in > 0 and any(f"holds {flagged_in:,} flagged" in w.value for w in at.warning)

@@ -12,10 +12,10 @@ APP = str(Path(__file__).resolve().parents[1] / "app.py")
 RUN_TIMEOUT = 90
 
 
-def make_embeddings(path, *, n_per_class=60, n_classes=4, d=16, seed=0, images=True):
+def make_embeddings(path, *, n_per_class=60, n_classes=4, d=16, seed=0, images=True, text=True):
     """The synthetic .npz the app tests run on: 240 samples with a tiny PNG each, so galleries show thumbnails."""
     return synthetic.make_embeddings(path, n_per_class=n_per_class, n_classes=n_classes, d=d, seed=seed,
-                                     images=images)
+                                     images=images, text=text)
 
 
 @contextmanager

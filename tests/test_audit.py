@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from selector.adapt import Adapters
-from selector.audit import EXPERTS, audit_labels
+from selector.audit import EXPERTS, IMAGE_ONLY_EXPERTS, audit_labels
 from selector.errors import InputError
 from selector.noise import audit_metrics, inject_noise
 from selector.score import alignment, zero_shot_probs
@@ -27,8 +27,8 @@ def test_audit_recovers_uniform_flips():
     assert m["auroc"] > 0.98 and m["f1"] > 0.85, m
     n = len(y)
     for arr, dt in ((a.noise_score, np.float32), (a.given_prob, np.float32), (a.suggested_prob, np.float32),
-                    (a.knn_agreement, np.float32), (a.zero_shot_sim, np.float32), (a.suggested_label, np.int64),
-                    (a.knn_support, np.int64), (a.zero_shot_class, np.int64)):
+                    (a.knn_agreement, np.float32), (a.best_class_sim, np.float32), (a.suggested_label, np.int64),
+                    (a.knn_support, np.int64), (a.best_class, np.int64)):
         assert arr.shape == (n,) and arr.dtype == dt
     assert a.flagged.dtype == bool and a.class_noise_rate.shape == (C,)
     assert 0 <= a.noise_score.min() and a.noise_score.max() <= 1
@@ -40,6 +40,25 @@ def test_audit_recovers_uniform_flips():
     np.testing.assert_allclose(a.class_noise_rate, true_rate, atol=0.06)
     assert (a.suggested_label[truth] == y[truth]).mean() > 0.85
     assert set(a.pool_weights) == set(EXPERTS) == set(a.components)
+
+
+@pytest.mark.parametrize("mode", ["uniform", "confusable"])
+def test_image_only_audit_pools_the_label_experts_alone(mode):
+    """No text tower: class prototypes from the noisy labels stand in for T, and no zero-shot expert runs."""
+    from selector.linalg import class_prototypes
+    X, T, y = clusters(seed=3)
+    noisy, truth = inject_noise(y, rate=0.25, mode=mode, n_classes=C, confusion=_confusion(X, T, y), seed=3)
+    prototypes = class_prototypes(X, noisy, C)
+    a = audit_labels(X, prototypes, noisy, seed=0, zero_shot=False)
+    m = audit_metrics(a.noise_score, a.flagged, truth)
+    assert m["auroc"] > 0.97 and m["f1"] > 0.8, m
+    assert a.experts == IMAGE_ONLY_EXPERTS == tuple(a.pool_weights) == tuple(a.components)
+    assert abs(int(a.flagged.sum()) - int(truth.sum())) < 0.15 * truth.sum()
+    # the best-matching prototype is the true class for most rows (what the OOD detector reads)
+    assert (a.best_class == y).mean() > 0.9
+    # the zero-shot expert is really out: replacing the prototypes by junk changes no noise score
+    junk = audit_labels(X, np.random.default_rng(0).normal(size=prototypes.shape), noisy, seed=0, zero_shot=False)
+    np.testing.assert_array_equal(junk.noise_score, a.noise_score)
 
 
 def test_audit_beats_paper_adapters_under_pair_flips():
@@ -105,3 +124,21 @@ def test_audit_streams_in_blocks_with_the_same_answer(monkeypatch):
     np.testing.assert_array_equal(whole.flagged, blocked.flagged)
     np.testing.assert_allclose(whole.noise_score, blocked.noise_score, atol=1e-6)
     assert whole.pool_weights == pytest.approx(blocked.pool_weights, abs=1e-6)
+
+
+@pytest.mark.parametrize("zero_shot", [True, False])
+def test_many_classes_keep_a_few_candidates_per_row(zero_shot):
+    """40 classes > the 27 (with zero-shot) or 19 (image-only) candidate columns: each row keeps only its
+    candidate classes, and the audit still finds the flips."""
+    from selector.linalg import class_prototypes
+    rng = np.random.default_rng(7)
+    k, d, per = 40, 64, 60
+    centres = rng.normal(size=(k, d)).astype(np.float32)
+    y = np.repeat(np.arange(k), per)
+    X = centres[y] + 0.5 * rng.normal(size=(len(y), d)).astype(np.float32)
+    noisy, truth = inject_noise(y, rate=0.2, mode="uniform", n_classes=k, seed=7)
+    T = centres if zero_shot else class_prototypes(X, noisy, k)
+    a = audit_labels(X, T, noisy, seed=0, zero_shot=zero_shot)
+    m = audit_metrics(a.noise_score, a.flagged, truth)
+    assert m["auroc"] > 0.98 and m["f1"] > 0.85, m
+    assert (a.suggested_label[truth] == y[truth]).mean() > 0.9

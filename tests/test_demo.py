@@ -43,6 +43,23 @@ def test_tiny_training_gives_a_working_encoder(enc, sample, cache):
     assert enc.accuracy > 0.3  # 300 images, one epoch: far above chance (0.1) already
 
 
+def test_the_default_recipe_starts_from_the_shipped_weights(sample, tmp_path):
+    """No training on a fresh machine: the package carries the default recipe's weights, checksum verified."""
+    (shipped,) = demo.SHIPPED.glob("*.pt")
+    info = json.loads(shipped.with_suffix(".json").read_text())
+    assert info["weights_sha1"] == hashlib.sha1(shipped.read_bytes()).hexdigest()
+    assert info["seed"] == 0 and info["epochs"] == demo.DEFAULT_EPOCHS and info["n_train"] == 5000
+    assert shipped.stat().st_size < 1_500_000
+    stages = []
+    enc = demo.train_demo_encoder(cache_dir=tmp_path, progress=lambda stage, *_: stages.append(stage))
+    assert stages == [] and enc.info == info and enc.accuracy >= 0.85
+    X = enc.encode_images(sample, np.arange(16), batch_size=8)
+    np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1, atol=1e-5)
+    # the embeddings say what the shipped weights know: most of these train images land on their class
+    T = enc.encode_classes(sample)
+    assert ((X @ T.T).argmax(1) == sample.labels[:16]).mean() >= 0.6
+
+
 def test_cache_reload_is_identical_and_trains_nothing(enc, sample, cache):
     stages = []
     loaded = demo.train_demo_encoder(cache_dir=cache, progress=lambda stage, *_: stages.append(stage), **TINY)

@@ -180,7 +180,7 @@ class App:
     def open(self) -> "App":
         """Load the app and wait for Home's title (on the demo, the run then starts by itself)."""
         self.page.goto(self.url, wait_until="domcontentloaded", timeout=STEP_TIMEOUT_S * 1000)
-        self.page.get_by_role("heading", name="CLIP-powered data selection").wait_for(timeout=STEP_TIMEOUT_S * 1000)
+        self.page.get_by_role("heading", name="Training data selection").wait_for(timeout=STEP_TIMEOUT_S * 1000)
         return self
 
     def idle(self, timeout_s: float = STEP_TIMEOUT_S) -> None:
@@ -347,14 +347,13 @@ def cli_export(cache: Path, dataset: Path | None, manifest: dict, out: Path, *ex
     source = ["--source", "demo"] if dataset is None else \
         ["--source", "embeddings", "--path", str(dataset), "--noise-mode", "uniform", "--noise-rate", "0.2",
          "--map", "pca"]
-    decisions = sorted((cache / "decisions").glob("*.json"))
-    assert len(decisions) == 1 or DEMO, decisions
-    fingerprint = manifest["inputs"]["fingerprint"]
+    database = cache / "decisions" / "decisions.db"
+    assert database.is_file()
     flags = [f"--{'' if sel[k] else 'no-'}{k.replace('_', '-')}" for k in
              ("exclude_flagged", "exclude_duplicates", "class_balance")]
     code = main([*source, "--cache-dir", str(cache), "--ratio", repr(sel["ratio"]), "--strategy", sel["strategy"],
                  "--weights", ",".join(f"{k}={v!r}" for k, v in sel["weights"].items()), *flags,
-                 "--decisions", str(cache / "decisions" / f"{fingerprint}.json"), "--out", str(out), *extra])
+                 "--decisions", str(database), "--out", str(out), *extra])
     assert code == 0
     return out.read_bytes()
 
@@ -512,7 +511,7 @@ def test_a_user_runs_tunes_audits_and_exports(new_app, dataset, workdir, cache_d
     assert cli_export(cache_dir, dataset, manifest, workdir / "cli_subset.csv", "--selected-only") == subset_bytes
     if DEMO:                                     # leave the user's demo decisions as they were
         app.goto("Label issues")
-        app.key(f"issue_{row}").get_by_role("button", name="Undo").click()
+        app.key(f"issue_{row}").get_by_role("button", name="Clear").click()
         expect(app.key(f"issue_{row}").get_by_text("decision:")).to_have_count(0)
         app.idle()
 
@@ -520,11 +519,33 @@ def test_a_user_runs_tunes_audits_and_exports(new_app, dataset, workdir, cache_d
     app.goto("Map")
     expect(page.locator('[data-testid="stPlotlyChart"]').first).to_be_visible()
     page.locator('[data-testid="stPlotlyChart"] .main-svg').first.wait_for(state="attached")
+    # a lasso over the middle of the map picks every sample inside it, shown most suspicious first
+    box = page.locator('[data-testid="stPlotlyChart"] .nsewdrag').first.bounding_box()
+    cx, cy, rx, ry = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, box["width"] / 3, box["height"] / 3
+    page.mouse.move(cx - rx, cy - ry)
+    page.mouse.down()
+    for px, py in ((cx + rx, cy - ry), (cx + rx, cy + ry), (cx - rx, cy + ry), (cx - rx, cy - ry + 2)):
+        page.mouse.move(px, py, steps=8)
+    page.mouse.up()
+    picked = page.get_by_text(re.compile(r"^Picked on the map: [\d,]+ samples?$"))
+    expect(picked).to_be_visible(timeout=STEP_TIMEOUT_S * 1000)
+    n_picked = int(re.search(r"([\d,]+)", picked.inner_text()).group(1).replace(",", ""))
+    assert n_picked > 1
+    expect(page.get_by_text("Most suspicious first (highest noise score).")).to_be_visible()
+    app.idle()
+    name, data = download(app, "map_export")                 # the picked rows, as the one writer writes them
+    exported = read_csv(data)
+    assert name == "picked_on_map.csv" and len(exported) == n_picked and "corrected_label" in exported.columns
+    app.idle()
     app.screenshot("map")
     app.goto("Scores")
     expect(page.locator('[data-testid="stPlotlyChart"]').first).to_be_visible()
     assert page.locator('[data-testid="stPlotlyChart"]').count() >= 3
     app.screenshot("scores")
+    app.goto("Duplicates & outliers")
+    expect(page.get_by_role("tab", name="Near-duplicates")).to_be_visible()
+    page.get_by_role("tab", name="Matches no class").click()
+    expect(page.get_by_text(re.compile(r"most unusual first"))).to_be_visible()
     app.step("done")
 
 

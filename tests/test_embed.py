@@ -214,7 +214,11 @@ def test_precomputed_encoder(tmp_path, fmnist):
     ds = fmnist.subset(np.arange(12))
     rng = np.random.default_rng(0)
     ds.embeddings = rng.normal(size=(12, 8)).astype(np.float32)
-    with pytest.raises(InputError, match="text_embeddings"):
+    X, T, ok = embed_dataset(ds, PrecomputedEncoder(), cache_dir=tmp_path)    # image-only: no class prompts
+    assert T is None and ok.all()
+    np.testing.assert_array_equal(X, ds.embeddings)
+    ds.text_embeddings = rng.normal(size=(3, 8)).astype(np.float32)
+    with pytest.raises(InputError, match="text_embeddings has 3 rows but the dataset has 10 classes"):
         embed_dataset(ds, PrecomputedEncoder(), cache_dir=tmp_path)
     ds.text_embeddings = rng.normal(size=(10, 8)).astype(np.float32)
     X, T, ok = embed_dataset(ds, PrecomputedEncoder(), cache_dir=tmp_path)

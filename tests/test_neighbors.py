@@ -214,3 +214,13 @@ def test_torch_exact_search_matches_brute_force(metric):
     assert (small[1][:, 3] == -1).all() and np.isinf(small[0][:, 3]).all()
     with pytest.raises(InputError, match="exact_backend"):
         Neighbors(X, exact_backend="numpy")
+
+
+def test_building_an_ivf_index_reports_progress():
+    from selector.neighbors import Neighbors
+    X = np.random.default_rng(0).normal(size=(3000, 16)).astype(np.float32)
+    seen = []
+    Neighbors(X, exact_limit=1000, progress=lambda stage, done, total: seen.append((stage, done, total)))
+    assert {s for s, _, _ in seen} == {"building the neighbour index"}
+    done = [d for _, d, _ in seen]
+    assert done == sorted(done) and done[0] == 0 and done[-1] == seen[-1][2] and len(seen) >= 4

@@ -1,15 +1,12 @@
 """The selection contract: Selection validates itself and holds the one set of defaults; selection_mask /
-apply honour exclusions, balance, keep/never lists and decisions; decisions files round-trip."""
-import json
-
+apply honour exclusions, balance, keep/never lists and decisions."""
 import numpy as np
 import pandas as pd
 import pytest
 
-from selector.decisions import decide, decisions_path, load_decisions, read_decisions, save_decisions
 from selector.errors import InputError
 from selector.optimize import subset_size
-from selector.selection import DECISIONS, SELECTION_COLUMNS, Selection, annotate, apply, objective, selection_mask
+from selector.selection import SELECTION_COLUMNS, Selection, annotate, apply, objective, selection_mask
 from selector.ui.views import decisions_table, selection_cut
 from tests.synthetic import make_table
 
@@ -32,6 +29,7 @@ def test_selection_has_exact_size_and_no_flagged(table, ratio, strategy, balance
 
 
 def test_topk_keeps_the_best_objective_and_matches_the_cut(table):
+    table = table.assign(flagged=False)      # no suspects: nothing is capped, top-k is the plain k best
     s = Selection(ratio=0.2, weights={"alignment": 1.0}, exclude_flagged=False, class_balance=False, strategy="topk")
     mask = selection_mask(table, s)
     score = objective(table, s.weights)
@@ -142,39 +140,3 @@ def test_annotate_and_the_decisions_view(table):
     assert decisions_table(annotate(table, Selection(), mask)).empty
     with pytest.raises(InputError):
         annotate(table, s, mask[:5])
-
-
-def test_decisions_roundtrip_atomic_and_tolerant(tmp_path):
-    path = decisions_path(tmp_path, "abc")
-    assert load_decisions(path) == {}
-    d = decide({}, "s1", "accepted")
-    d = decide(d, "s2", "bad")
-    d = decide(d, "s1", None)
-    save_decisions(path, d, fingerprint="abc")
-    assert load_decisions(path) == {"s2": "bad"}
-    assert json.loads(path.read_text())["fingerprint"] == "abc"
-    assert not list(path.parent.glob("*.tmp"))
-    path.write_text("{not json")
-    assert load_decisions(path) == {}
-    path.write_text(json.dumps({"decisions": {"a": "bad", "b": "whatever"}}))
-    assert load_decisions(path) == {"a": "bad"}
-    with pytest.raises(InputError, match="choose one of: accepted, kept, bad"):
-        decide({}, "x", "maybe")
-    assert DECISIONS.names() == ["accepted", "kept", "bad"]
-
-
-def test_read_decisions_takes_the_apps_json_and_a_csv(tmp_path):
-    app_file = decisions_path(tmp_path, "f")
-    save_decisions(app_file, {"a": "kept", "=b": "bad"})
-    assert read_decisions(app_file) == {"a": "kept", "=b": "bad"}
-    pd.DataFrame({"id": ["a", "'=b", "c"], "decision": ["accepted", "bad", ""]}).to_csv(tmp_path / "d.csv",
-                                                                                          index=False)
-    assert read_decisions(tmp_path / "d.csv") == {"a": "accepted", "=b": "bad"}   # the export's guard undone
-    (tmp_path / "bad.csv").write_text("id,decision\na,perhaps\n")
-    with pytest.raises(InputError, match="perhaps"):
-        read_decisions(tmp_path / "bad.csv")
-    with pytest.raises(InputError, match="does not exist"):
-        read_decisions(tmp_path / "none.json")
-    (tmp_path / "cols.csv").write_text("sample,verdict\na,bad\n")
-    with pytest.raises(InputError, match="needs columns id and decision"):
-        read_decisions(tmp_path / "cols.csv")

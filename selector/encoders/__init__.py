@@ -24,14 +24,21 @@ from selector.roots import check_cache_dir, check_path
 @dataclass(frozen=True)
 class EncoderChoice(Choice):
     """An encoder. value: factory(cache_dir=, progress=, **options) -> Encoder; options: its keyword options
-    and their defaults; embeds(source, dataset_name): whether it can embed that data source."""
+    and their defaults; embeds(source, dataset_name): whether it can embed that data source; check(**options):
+    InputError for options that cannot work, found without loading weights or data."""
     options: dict = field(default_factory=dict)
     embeds: Callable[[str, str], bool] = lambda source, dataset_name: True
+    check: Callable[..., None] = lambda **options: None
 
 
 def _open_clip(*, cache_dir=None, progress=None, model, pretrained, checkpoint):
     from selector.encoders.openclip import OpenCLIPEncoder
     return OpenCLIPEncoder(model, pretrained=None if checkpoint else (pretrained or None), checkpoint=checkpoint or None)
+
+
+def _check_open_clip(*, model, pretrained, checkpoint):
+    from selector.encoders.openclip import check_weights_choice
+    check_weights_choice(model, pretrained=None if checkpoint else (pretrained or None), checkpoint=checkpoint or None)
 
 
 def _demo(*, cache_dir, progress=None, **recipe):
@@ -54,7 +61,7 @@ ENCODERS = Registry(
                   help="A frozen CLIP model from open_clip. Weights are downloaded once when online and cached; "
                        "a local checkpoint file replaces the tag.",
                   options={"model": DEFAULT_MODEL, "pretrained": DEFAULT_PRETRAINED, "checkpoint": ""},
-                  embeds=lambda source, dataset_name: source != "embeddings"),
+                  embeds=lambda source, dataset_name: source != "embeddings", check=_check_open_clip),
     EncoderChoice("demo", "Offline demo encoder (small CNN, not CLIP)", value=_demo,
                   help="Offline stand-in for CLIP on Fashion-MNIST: a small CNN plus learned class embeddings, "
                        "trained once (a few minutes on 2 CPU cores) on half of Fashion-MNIST's test split, never "
@@ -103,6 +110,19 @@ def encoder_options(kind: str, **options) -> dict:
     return {**choice.options, **{k: v for k, v in options.items() if v is not None}}
 
 
+def check_encoder(kind: str, source: str, dataset_name: str = "fashion-mnist", **options) -> None:
+    """InputError, before any data is loaded, when the encoder called `kind` cannot embed this source or its
+    options cannot work (an unknown model or tag, a missing checkpoint file, or one outside the allowed roots)."""
+    choice: EncoderChoice = ENCODERS.get(kind)
+    if not choice.embeds(source, dataset_name):
+        what = f"{source} ({dataset_name})" if source == "torchvision" else source
+        able = [c.name for c in ENCODERS if c.embeds(source, dataset_name)]   # (the default may import torch)
+        raise InputError(f"the {kind} encoder cannot embed the {what} source; choose one of {', '.join(able)}.")
+    kwargs = encoder_options(kind, **options)
+    _check_model_paths(kwargs)
+    choice.check(**kwargs)
+
+
 def options_of(kind: str, **given) -> dict:
     """Of the options a client collects for every encoder (the CLI's flags, the Home page's inputs), the
     ones the encoder called `kind` takes."""
@@ -133,4 +153,4 @@ def default_encoder(source: str, dataset_name: str = "fashion-mnist") -> str:
 
 __all__ = ["ENCODERS", "EncoderChoice", "Encoder", "ImageTower", "PromptTower", "PROMPT_TEMPLATE",
            "class_prompts", "encode_image_rows", "open_encoder", "encoder_options", "options_of", "list_encoders",
-           "encoders_for", "default_encoder"]
+           "encoders_for", "default_encoder", "check_encoder"]

@@ -6,13 +6,18 @@ Fashion-MNIST TEST split, half A only (rows with index % 2 == 0, 5,000 images). 
 is never trained on; the accuracy measured there is stored next to the weights. The Fashion-MNIST TRAIN
 split (the set the app inspects) is never seen, so its embeddings are honest held-out features.
 
-Trained once (1-3 minutes on 2 CPU cores) and cached under ``cache_dir/demo_encoder/``; later calls
-load the cached weights in well under a second.
+The default recipe's weights ship with the package (``selector/assets/demo_encoder/``, under 1 MB, with a
+json recording the seed, the recipe, the accuracy on half B and the weights' sha1), so the demo starts
+without training. ``python -m selector.encoders.demo`` retrains them from scratch with the same recipe
+and compares the result with the shipped file. Any other recipe (seed, epochs, n_train) is trained once
+(1-3 minutes on 2 CPU cores) and cached under ``cache_dir/demo_encoder/``; later calls load it in well
+under a second.
 """
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import math
 import time
@@ -22,7 +27,7 @@ import numpy as np
 
 from selector.encoders.base import PromptTower, check_batch, check_prompts, class_prompts, encode_image_rows
 from selector.errors import InputError, describe_rows
-from selector.files import atomic_write_bytes, cache_problem, clear_way, read_sealed_json, sealed_json, unwritable
+from selector.files import atomic_write_bytes, cache_problem, clear_way, unwritable
 from selector.progress import Progress, ensure
 from selector.runtime import n_threads, torch_threads
 from selector.sources.torchvision_sets import FASHION_MNIST_CLASSES, load_fashion_mnist
@@ -32,6 +37,7 @@ log = logging.getLogger(__name__)
 ARCH_VERSION = 1          # bump when the network or the training recipe changes (invalidates caches)
 EMBED_DIM = 128
 DEFAULT_EPOCHS = 12
+SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "demo_encoder"   # the default recipe's weights
 _MEAN, _STD = 0.2860, 0.3530   # Fashion-MNIST pixel statistics (0..1 scale)
 
 
@@ -239,7 +245,7 @@ def _load_cached(weights: Path, meta: Path) -> DemoEncoder | None:
     if not (weights.is_file() and meta.is_file()):
         return None
     try:
-        info = read_sealed_json(meta)
+        info = json.loads(meta.read_text())      # the weights' sha1 in it checks them
         data = weights.read_bytes()
         sha = hashlib.sha1(data).hexdigest()
         if info.get("weights_sha1") != sha:
@@ -265,9 +271,11 @@ def training_data(n_train: int | None = None, *, arrays=None) -> tuple[np.ndarra
 
 
 def train_demo_encoder(*, cache_dir, seed: int = 0, epochs: int | None = None, n_train: int | None = None,
-                       n_eval: int | None = None, progress: Progress | None = None) -> DemoEncoder:
-    """The offline demo encoder: loaded from cache_dir/demo_encoder/ when trained before (< 1 s), else
-    trained on Fashion-MNIST test half A (1-3 minutes on 2 CPU cores) and cached atomically.
+                       n_eval: int | None = None, shipped: bool = True,
+                       progress: Progress | None = None) -> DemoEncoder:
+    """The offline demo encoder: loaded from cache_dir/demo_encoder/ when trained before (< 1 s), else from
+    the package's shipped weights when the recipe is theirs (checksum verified; shipped=False skips them),
+    else trained on Fashion-MNIST test half A (1-3 minutes on 2 CPU cores) and cached atomically.
 
     epochs / n_train (first n of the 5,000 half-A images) / n_eval (first n of the 5,000 half-B images the
     stored accuracy is measured on) default to the full recipe; tests pass small values."""
@@ -284,6 +292,11 @@ def train_demo_encoder(*, cache_dir, seed: int = 0, epochs: int | None = None, n
     stem = f"demo_v{ARCH_VERSION}_seed{seed}_e{epochs}_n{n_train or 'all'}" + (f"_eval{n_eval}" if n_eval else "")
     weights, meta = folder / f"{stem}.pt", folder / f"{stem}.json"
     enc = _load_cached(weights, meta)
+    if enc is None and shipped and (SHIPPED / weights.name).is_file():
+        enc = _load_cached(SHIPPED / weights.name, SHIPPED / meta.name)
+        if enc is not None:
+            log.info("Using the shipped demo encoder weights %s (sha1 %s, accuracy %.3f on test half B)",
+                     weights.name, enc.info.get("weights_sha1"), enc.info.get("accuracy_half_b", float("nan")))
     if enc is not None:
         return enc
 
@@ -311,8 +324,43 @@ def train_demo_encoder(*, cache_dir, seed: int = 0, epochs: int | None = None, n
             "weights_sha1": hashlib.sha1(data).hexdigest(), "created": time.strftime("%Y-%m-%d %H:%M:%S")}
     try:
         atomic_write_bytes(clear_way(weights), data)
-        atomic_write_bytes(clear_way(meta), sealed_json(info))
+        atomic_write_bytes(clear_way(meta), json.dumps(info, indent=1).encode())
     except OSError as exc:
         cache_problem(unwritable("demo encoder", folder, exc))
     log.info("Trained the offline demo encoder in %.1f s: accuracy %.3f on Fashion-MNIST test half B", wall, acc)
     return DemoEncoder(net, info, info["weights_sha1"])
+
+
+def main(argv=None) -> int:
+    """Retrain the shipped demo encoder from scratch and compare it with the shipped file."""
+    import argparse
+    import shutil
+    import tempfile
+    p = argparse.ArgumentParser(prog="python -m selector.encoders.demo", description=main.__doc__)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="", help="folder to write the new .pt and .json into (e.g. "
+                                             "selector/assets/demo_encoder to replace the shipped weights)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    with tempfile.TemporaryDirectory() as tmp:
+        enc = train_demo_encoder(cache_dir=tmp, seed=args.seed, shipped=False)
+        new = enc.info
+        old_meta = SHIPPED / f"demo_v{ARCH_VERSION}_seed{args.seed}_e{DEFAULT_EPOCHS}_nall.json"
+        old = json.loads(old_meta.read_text()) if old_meta.is_file() else {}
+        print(f"retrained: accuracy {new['accuracy_half_b']:.4f} on test half B, sha1 {new['weights_sha1']}, "
+              f"{new['training_time_s']:.0f} s")
+        if old:
+            same = "identical weights" if old["weights_sha1"] == new["weights_sha1"] else "different weights"
+            print(f"shipped:   accuracy {old['accuracy_half_b']:.4f}, sha1 {old['weights_sha1']} ({same}; "
+                  "bit-identical training needs the same torch build and CPU)")
+        if args.out:
+            out = Path(args.out)
+            out.mkdir(parents=True, exist_ok=True)
+            for f in (Path(tmp) / "demo_encoder").iterdir():
+                shutil.copy2(f, out / f.name)
+            print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -110,6 +110,38 @@ def clip_available(model: str = DEFAULT_MODEL, pretrained: str = DEFAULT_PRETRAI
     return host_reachable(*_weights_host(cfg))
 
 
+def check_weights_choice(model: str = DEFAULT_MODEL, pretrained: str | None = DEFAULT_PRETRAINED, checkpoint=None):
+    """InputError for an unknown model, a 'local-dir:' folder without its config, a missing or mistyped
+    checkpoint file or a pretrained tag the model does not have: every check that needs no weights, so a
+    client can make them before loading any data."""
+    import open_clip
+    model = str(model)
+    schema = model.split(":", 1)[0] if model.startswith(("local-dir:", "hf-hub:")) else None
+    if model not in open_clip.list_models() and not schema:
+        raise InputError(f"Unknown open_clip model {model!r}. Valid names: {', '.join(open_clip.list_models())}.")
+    if schema == "local-dir":
+        folder = Path(model.split(":", 1)[1]).expanduser()
+        if not (folder / "open_clip_config.json").is_file():
+            raise InputError(f"{folder} has no open_clip_config.json; 'local-dir:' needs a folder holding "
+                             "open_clip_config.json and the weights file.")
+    if schema:
+        return
+    if pretrained and checkpoint is None and os.path.isfile(os.path.expanduser(str(pretrained))):
+        checkpoint, pretrained = pretrained, None  # open_clip also accepts a weights file as `pretrained`
+    if checkpoint is not None:
+        path = Path(checkpoint).expanduser()
+        if not path.is_file():
+            raise InputError(f"Checkpoint file {path} does not exist; pass the path of a local "
+                             f"{'/'.join(CHECKPOINT_SUFFIXES)} file holding weights for {model}.")
+        if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
+            raise InputError(f"Checkpoint {path.name} should be one of {', '.join(CHECKPOINT_SUFFIXES)}.")
+    elif pretrained and not open_clip.get_pretrained_cfg(model, pretrained):
+        tags = open_clip.list_pretrained_tags_by_model(model)
+        raise InputError(f"Unknown pretrained tag {pretrained!r} for open_clip model {model!r}. Valid tags: "
+                         f"{', '.join(tags) or '(none: this model has no released weights)'}; or pass "
+                         "checkpoint=<local weights file>, or pretrained=None for random weights.")
+
+
 class OpenCLIPEncoder(PromptTower):
     """A frozen open_clip model. Weights: `pretrained` tag (from the local cache, else downloaded), a local
     `checkpoint` file, or `pretrained=None` for random init (tests). Raw (unnormalised) tower outputs."""
@@ -120,8 +152,7 @@ class OpenCLIPEncoder(PromptTower):
         import open_clip
         import torch
         model = str(model)
-        if model not in open_clip.list_models() and not model.startswith(("local-dir:", "hf-hub:")):
-            raise InputError(f"Unknown open_clip model {model!r}. Valid names: {', '.join(open_clip.list_models())}.")
+        check_weights_choice(model, pretrained, checkpoint)
         num_workers = loader_workers() if num_workers is None else num_workers
         if not isinstance(num_workers, int) or num_workers < 0:
             raise InputError(f"num_workers must be an integer >= 0, got {num_workers!r}.")
@@ -138,9 +169,6 @@ class OpenCLIPEncoder(PromptTower):
         pretrained_cfg = open_clip.get_pretrained_cfg(model, pretrained) if pretrained else {}
         if schema == "local-dir":
             folder = Path(model.split(":", 1)[1]).expanduser()
-            if not (folder / "open_clip_config.json").is_file():
-                raise InputError(f"{folder} has no open_clip_config.json; 'local-dir:' needs a folder holding "
-                                 "open_clip_config.json and the weights file.")
             files = sorted(p for p in folder.iterdir() if p.is_file())
             weights, label, offline = "local-dir " + ";".join(_file_tag(p) for p in files), model, True
         elif schema == "hf-hub":
@@ -149,19 +177,9 @@ class OpenCLIPEncoder(PromptTower):
             weights, label = model, model  # offline: only the local Hugging Face cache is tried
         elif checkpoint is not None:
             path = Path(checkpoint).expanduser()
-            if not path.is_file():
-                raise InputError(f"Checkpoint file {path} does not exist; pass the path of a local "
-                                 f"{'/'.join(CHECKPOINT_SUFFIXES)} file holding weights for {model}.")
-            if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
-                raise InputError(f"Checkpoint {path.name} should be one of {', '.join(CHECKPOINT_SUFFIXES)}.")
             kwargs["pretrained"], weights, offline = str(path), f"checkpoint {_file_tag(path)}", True
             label = f"checkpoint {path.name}"
         elif pretrained:
-            if not pretrained_cfg:
-                tags = open_clip.list_pretrained_tags_by_model(model)
-                raise InputError(f"Unknown pretrained tag {pretrained!r} for open_clip model {model!r}. Valid tags: "
-                                 f"{', '.join(tags) or '(none: this model has no released weights)'}; or pass "
-                                 "checkpoint=<local weights file>, or pretrained=None for random weights.")
             local = _cached_weights(pretrained_cfg, cache_dir)
             if local:
                 kwargs["pretrained"], offline = local, True  # load the cached file directly: no network at all

@@ -7,7 +7,7 @@ from selector.errors import InputError
 
 
 class PrecomputedEncoder:
-    """Returns the dataset's own image_embeddings and text_embeddings."""
+    """Returns the dataset's own image_embeddings and text_embeddings (None when the file has none)."""
     name = "precomputed embeddings (from the dataset file)"
     cache_key = "precomputed"
     cacheable = False
@@ -21,13 +21,12 @@ class PrecomputedEncoder:
             return np.asarray(dataset.embeddings, dtype=np.float32)      # every row in order: no copy
         return np.asarray(dataset.embeddings[rows], dtype=np.float32)
 
-    def encode_classes(self, dataset) -> np.ndarray:
+    def encode_classes(self, dataset) -> np.ndarray | None:
+        """The file's text_embeddings, or None for image-only embeddings (an encoder without a text tower,
+        e.g. DINOv2 or a ResNet): the pipeline then audits with its label-based experts alone."""
         T = dataset.text_embeddings
         if T is None:
-            raise InputError(
-                f"Dataset {dataset.name!r} has image embeddings but no text_embeddings (one class-prompt embedding "
-                f"per class, ({len(dataset.class_names)}, d)). Add a text_embeddings array to the .npz, made by the "
-                "same model from class_prompts(class_names), or embed the images with the open_clip/demo encoder.")
+            return None
         T = np.asarray(T, dtype=np.float32)
         if T.shape[0] != len(dataset.class_names):
             raise InputError(f"text_embeddings has {T.shape[0]} rows but the dataset has "

@@ -59,21 +59,32 @@ def open_source(kind: str, **options) -> Dataset:
     SELECTOR_ALLOWED_ROOTS set, the path, the root and every image file must lie inside those folders."""
     choice: SourceChoice = SOURCES.get(kind)
     kwargs = {k: v for k, v in options.items() if k in choice.options and v not in (None, "")}
-    if "root" in kwargs:
-        check_path(kwargs["root"], "data folder")
+    check_source(kind, path=kwargs.get("path"), root=kwargs.get("root"))
     if "path" in choice.options:
-        path = kwargs.pop("path", None)
+        dataset = choice.value(kwargs.pop("path"), **kwargs)
+    else:
+        dataset = choice.value(**kwargs)
+    check_files(dataset.table["path"].astype(str).tolist(), dataset.name)
+    return dataset
+
+
+def check_source(kind: str, *, path=None, root=None) -> None:
+    """InputError, before anything is read, when the source called `kind` lacks its path, or its path (or a
+    manifest's image root) does not exist, or (SELECTOR_ALLOWED_ROOTS) either lies outside the allowed folders.
+    A torchvision root may be missing: the files are downloaded there."""
+    choice: SourceChoice = SOURCES.get(kind)
+    if root and "root" in choice.options:
+        check_path(root, "data folder")
+    if "path" in choice.options:
         if not path:
             raise InputError(f"the {kind} source needs a path; none was given.")
         check_path(path, "the data path")
         if not Path(path).expanduser().exists():
             raise InputError(f"{path!r} does not exist. Give the full path to an existing "
                              f"{'folder' if kind == 'image-folder' else 'file'}.")
-        dataset = choice.value(path, **kwargs)
-    else:
-        dataset = choice.value(**kwargs)
-    check_files(dataset.table["path"].astype(str).tolist(), dataset.name)
-    return dataset
+    if root and kind == "manifest" and not Path(root).expanduser().is_dir():
+        raise InputError(f"the image root {root!r} does not exist or is not a folder; give the folder the "
+                         "manifest's image paths are relative to.")
 
 
 def source_noise(kind: str) -> dict:
@@ -82,5 +93,5 @@ def source_noise(kind: str) -> dict:
 
 
 __all__ = ["SOURCES", "SourceChoice", "TORCHVISION_SETS", "FASHION_MNIST_CLASSES", "IMAGE_EXTENSIONS",
-           "open_source", "list_sources", "source_noise", "load_image_folder", "load_manifest",
+           "open_source", "check_source", "list_sources", "source_noise", "load_image_folder", "load_manifest",
            "load_fashion_mnist", "load_torchvision", "load_embeddings"]

@@ -1,6 +1,14 @@
-"""Precomputed embeddings: an .npz made elsewhere, for teams that embed their data with their own tools."""
+"""Precomputed embeddings: an .npz made elsewhere, for teams that embed their data with their own tools.
+
+Only the arrays the loader uses are read, and each one's size (from the zip directory and its .npy header) is
+checked against `max_array_bytes()` before a byte of it is inflated: an .npz is a zip archive, and a small one
+can hold a member that inflates to gigabytes."""
 from __future__ import annotations
 
+import math
+import os
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -9,27 +17,79 @@ from selector.dataset import Dataset, build_dataset
 from selector.errors import InputError, describe_rows
 from selector.validate import check_matrix
 
+KEYS = ("image_embeddings", "labels", "class_names", "text_embeddings", "paths")   # the only arrays read
+MAX_ARRAY_ENV = "SELECTOR_MAX_NPZ_ARRAY_GB"
+DEFAULT_MAX_ARRAY_GB = 16.0      # 16 GB: 8 million 512-d float32 embeddings
+
+
+def max_array_bytes() -> int:
+    """The largest array read from an .npz: $SELECTOR_MAX_NPZ_ARRAY_GB gigabytes (default 16)."""
+    text = os.environ.get(MAX_ARRAY_ENV, "").strip()
+    try:
+        gb = float(text) if text else DEFAULT_MAX_ARRAY_GB
+    except ValueError:
+        gb = math.nan
+    if not (math.isfinite(gb) and gb > 0):
+        raise InputError(f"{MAX_ARRAY_ENV} must be a number of gigabytes > 0 (e.g. 64), got {text!r}.")
+    return int(gb * 1e9)
+
+
+def read_npz(path, keys=KEYS) -> tuple[dict, list[str]]:
+    """({key: array} for the `keys` the .npz at path holds, every member name): nothing else is inflated, and
+    a member larger than max_array_bytes(), an object (pickled) array or a member whose .npy header does not
+    match its size is refused with InputError before it is read."""
+    path = Path(path)
+    limit, arrays = max_array_bytes(), {}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = {info.filename.removesuffix(".npy"): info for info in zf.infolist()}
+            for key in (k for k in keys if k in members):
+                info = members[key]
+                if info.file_size > limit:
+                    raise InputError(f"{path.name}: `{key}` is {info.file_size / 1e9:.2f} GB uncompressed, over the "
+                                     f"limit of {limit / 1e9:g} GB per array; set {MAX_ARRAY_ENV} higher (in GB) if "
+                                     "it is genuine and the machine has the memory.")
+                with zf.open(info) as f:
+                    _check_header(f, info.file_size, f"{path.name}: `{key}`")
+                with zf.open(info) as f:
+                    arrays[key] = np.lib.format.read_array(f, allow_pickle=False)
+    except InputError:
+        raise
+    except ValueError as e:
+        raise InputError(f"Cannot read {path.name}: {e}. Save strings as np.array(list_of_str) (unicode), "
+                         "not object arrays.") from e
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, RuntimeError) as e:   # a damaged archive
+        raise InputError(f"Cannot read {path.name} as .npz: {e}. Write it with np.savez.") from e
+    return arrays, sorted(members)
+
+
+def _check_header(f, member_size: int, name: str) -> None:
+    version = np.lib.format.read_magic(f)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read_header(f)
+    if dtype.hasobject:
+        raise InputError(f"{name} is an object array (a pickle), which is never loaded. Save strings as "
+                         "np.array(list_of_str) (unicode), not object arrays.")
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes > member_size:
+        raise InputError(f"{name} declares shape {shape} {dtype} ({nbytes:,} bytes) but holds {member_size:,}: the "
+                         "file is damaged. Write it again with np.savez.")
+
 
 def load_embeddings(path) -> Dataset:
     """.npz with image_embeddings (N,d), labels (N,) ints in [0,C) or class-name strings, class_names (C,),
-    optional text_embeddings (C,d), paths (N,). Strings must be numpy unicode arrays (no pickles)."""
+    optional text_embeddings (C,d), paths (N,). Strings must be numpy unicode arrays (no pickles); other
+    arrays in the file are never read."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise InputError(f"Embeddings file {path} does not exist.")
     with open(path, "rb") as f:
         if f.read(2) != b"PK":
             raise InputError(f"{path.name} is not an .npz archive; write it with np.savez(path, **arrays).")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrs = {k: z[k] for k in z.files}
-    except ValueError as e:
-        raise InputError(f"Cannot read {path.name}: {e}. Save strings as np.array(list_of_str) (unicode), "
-                         "not object arrays.") from e
-    except Exception as e:  # noqa: BLE001 - corrupt archive
-        raise InputError(f"Cannot read {path.name} as .npz: {e}. Write it with np.savez.") from e
+    arrs, found = read_npz(path)
     need = [k for k in ("image_embeddings", "labels", "class_names") if k not in arrs]
     if need:
-        raise InputError(f"{path.name} lacks {need}; found {sorted(arrs)}. Needed: image_embeddings (N,d), "
+        raise InputError(f"{path.name} lacks {need}; found {found}. Needed: image_embeddings (N,d), "
                          "labels (N,), class_names (C,); optional text_embeddings (C,d), paths (N,).")
     X = check_matrix(arrs["image_embeddings"], "`image_embeddings`", min_rows=1)
     n, d = X.shape

@@ -4,14 +4,18 @@ One process-wide registry (`st.cache_resource`) holds the heavy objects: loaded 
 keyed by (dataset fingerprint, encoder cache key, config key). Runs are computed outside any streamlit cache
 function so the engine's progress callback can draw on the page; a per-key lock makes a second session asking
 for the same run wait for the first instead of computing it twice. Results also live on disk
-(`pipeline.load_or_run`), so a server restart re-opens them in seconds. Nothing here is per user: sliders,
-decisions and the current selection live in st.session_state (see state.py).
+(`pipeline.load_or_run`), so a server restart re-opens them in seconds. Nothing here is per user: sliders
+and the current selection live in st.session_state (see state.py); label decisions in the cache folder's
+decisions database (selector.decision_store).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
+import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -23,15 +27,20 @@ import numpy as np
 import streamlit as st
 
 from selector import pipeline
-from selector.encoders import ENCODERS, open_encoder, options_of
+from selector.encoders import ENCODERS, check_encoder, open_encoder, options_of
 from selector.errors import InputError
 from selector.files import atomic_write_bytes, cache_problems, default_cache_dir
 from selector.progress import Progress
-from selector.sources import open_source
+from selector.sources import check_source, open_source
 
+log = logging.getLogger(__name__)
 MAX_RESULTS = 3          # finished runs kept in memory (a 60k x 512 run is a few hundred MB)
 THUMB_PX = 64
 UPLOAD_DIR = "uploads"
+WATCH_INTERVAL_S = 0.5   # how often a session waiting for another's run redraws that run's progress
+RUNS_DIR = "runs"        # cache_dir/runs/<run key>.json: the RunSpec of every finished run (deep links)
+UPLOAD_SUFFIXES = (".csv", ".parquet", ".npz")
+UPLOAD_MAX_AGE_S = 7 * 24 * 3600   # an upload not uploaded again for a week is removed
 
 
 _CLIP = ENCODERS.get("open_clip").options
@@ -57,6 +66,16 @@ class RunSpec:
 
     def encoder_options(self) -> dict:
         return options_of(self.encoder, model=self.model, pretrained=self.pretrained, checkpoint=self.checkpoint)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunSpec":
+        """The spec `to_json` wrote; ValueError/TypeError/InputError when the text is not one."""
+        blob = json.loads(text)
+        config = pipeline.Config(**blob.pop("config"))
+        return cls(config=config, **blob)
 
 
 @dataclass(eq=False)
@@ -95,6 +114,7 @@ class _Registry:
         self.encoders: dict = {}
         self.datasets: dict = {}
         self.key_locks: dict[str, threading.Lock] = {}
+        self.progress: dict[str, tuple] = {}      # run key -> the (stage, done, total) its computing session last saw
 
     def lock_for(self, key: str) -> threading.Lock:
         with self.lock:
@@ -117,7 +137,8 @@ class _Registry:
 
 @st.cache_resource(show_spinner=False)
 def registry() -> _Registry:
-    """The one registry of this server process."""
+    """The one registry of this server process (made when the server starts serving: old uploads expire then)."""
+    expire_uploads()
     return _Registry()
 
 
@@ -159,22 +180,59 @@ def _open_encoder(spec: RunSpec, progress: Optional[Progress]):
 
 
 def run_pipeline(spec: RunSpec, progress: Optional[Progress] = None) -> Run:
-    """Open the source and encoder and run (or re-open) the pipeline; raises InputError/OfflineError."""
+    """Open the source and encoder and run (or re-open) the pipeline; raises InputError/OfflineError. Every
+    setting, path and encoder name is checked before any data is read."""
     spec.config.validate()
+    check_source(spec.source, path=spec.path, root=spec.root)
+    check_encoder(spec.encoder, spec.source, spec.name, **spec.encoder_options())
     t0 = time.perf_counter()
     with cache_problems() as problems:
         dataset = _open_dataset(spec)
         encoder = _open_encoder(spec, progress)
         key = pipeline.run_key(dataset, encoder, spec.config)
         reg = registry()
-        with reg.lock_for(key):
+        lock = reg.lock_for(key)
+        while not lock.acquire(timeout=WATCH_INTERVAL_S):    # another session is computing this run: show its progress
+            if progress is not None and key in reg.progress:
+                progress(*reg.progress[key])
+        try:
             run = reg.get_run(key)
             if run is None:
-                result = pipeline.load_or_run(dataset, encoder, spec.config, cache_dir=cache_dir(), progress=progress)
+                def shared(stage, done, total):           # what the sessions waiting for this run see
+                    reg.progress[key] = (stage, done, total)
+                    if progress is not None:
+                        progress(stage, done, total)
+                try:
+                    result = pipeline.load_or_run(dataset, encoder, spec.config, cache_dir=cache_dir(), progress=shared)
+                finally:
+                    reg.progress.pop(key, None)
                 run = Run(key=key, spec=spec, result=result, cache_dir=cache_dir(), seconds=time.perf_counter() - t0,
                           cache_warnings=tuple(problems))
                 reg.put_run(run)
+                _remember_spec(key, spec)
+        finally:
+            lock.release()
     return run
+
+
+def _remember_spec(key: str, spec: RunSpec) -> None:
+    try:
+        atomic_write_bytes(cache_dir() / RUNS_DIR / f"{key}.json", spec.to_json().encode("utf-8"))
+    except OSError as exc:          # a read-only cache only costs the deep link
+        log.warning("could not record run %s for deep links: %s", key, exc)
+
+
+def saved_spec(key: str) -> Optional[RunSpec]:
+    """The spec of a run this cache has finished before (what a link or a reload names), else None."""
+    if not key or not all(c in "0123456789abcdef" for c in key):
+        return None
+    path = cache_dir() / RUNS_DIR / f"{key}.json"
+    try:
+        return RunSpec.from_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, InputError) as exc:
+        if path.exists():
+            log.warning("ignoring unreadable run record %s: %s", path, exc)
+        return None
 
 
 def find_run(key: str) -> Optional[Run]:
@@ -182,31 +240,49 @@ def find_run(key: str) -> Optional[Run]:
 
 
 def save_upload(name: str, data: bytes) -> str:
-    """Store an uploaded file under the cache dir (content-addressed) and return its path."""
+    """Store an uploaded file under the cache dir (content-addressed) and return its path; uploads older than
+    UPLOAD_MAX_AGE_S are removed first, and uploading a file again makes it young again."""
     suffix = Path(name).suffix.lower()
-    if suffix not in (".csv", ".parquet", ".npz"):
+    if suffix not in UPLOAD_SUFFIXES:
         raise InputError(f"uploaded file {name!r} must be .csv, .parquet or .npz, got {suffix or 'no suffix'}.")
+    expire_uploads()
     path = cache_dir() / UPLOAD_DIR / f"{hashlib.sha1(data).hexdigest()[:16]}{suffix}"
-    if not path.exists():
-        try:
+    try:
+        if path.exists():
+            os.utime(path)
+        else:
             atomic_write_bytes(path, data)
-        except OSError as exc:
-            raise InputError(f"the uploaded file cannot be stored in {path.parent} ({exc.strerror or exc}): "
-                             "uploads need a writable cache folder with free space. Type the file's path "
-                             "instead.") from exc
+    except OSError as exc:
+        raise InputError(f"could not store the upload {name!r} under {path.parent} ({exc.strerror or exc}); free "
+                         "some space there or set SELECTOR_CACHE_DIR to a writable folder.") from exc
     return str(path)
+
+
+def expire_uploads(max_age_s: float = UPLOAD_MAX_AGE_S) -> list[Path]:
+    """Remove the uploads last stored more than max_age_s ago; returns the paths removed."""
+    folder, now, removed = cache_dir() / UPLOAD_DIR, time.time(), []
+    if not folder.is_dir():
+        return removed
+    for path in folder.iterdir():
+        try:
+            if path.suffix in UPLOAD_SUFFIXES and path.is_file() and now - path.stat().st_mtime > max_age_s:
+                path.unlink()
+                removed.append(path)
+        except OSError:   # gone already (another session), or not ours to remove: leave it
+            continue
+    return removed
 
 
 # ------------------------------------------------------------------------------------------ derived
 def coverage_space(run: Run):
     """The low-dimensional embedding copy + probe used to compare subsets (computed once per run)."""
-    from selector.ui.views import coverage_space as compute
+    from selector.ui.subsets import coverage_space as compute
     return run.derived("coverage_space", lambda: compute(run.result.F, seed=run.result.config.seed))
 
 
 def compare_with_random(run: Run, mask: np.ndarray):
     """The Selection page's subset-vs-random table; the random side is computed once per subset size."""
-    from selector.ui import views as sv
+    from selector.ui import subsets as sv
     labels, table = run.result.dataset.labels, run.table
     n_classes, seed = len(run.result.class_names), run.result.config.seed
     flagged = table["flagged"].to_numpy()
@@ -217,6 +293,50 @@ def compare_with_random(run: Run, mask: np.ndarray):
         labels, n_classes, sv.random_mask(len(table), k, seed), flagged=flagged, truth=truth, space=space))
     return sv.compare_with_random(labels, n_classes, mask, flagged=flagged, truth=truth, space=space, seed=seed,
                                   random_stats=rand)
+
+
+def label_codes(run: Run, selection) -> np.ndarray:
+    """(n,) int64 class index (class_names order) of each row's label after the selection's decisions and
+    corrections; the given and suggested codes are computed once per run, so a slider move does no string work."""
+    from selector.selection import relabelled
+    from selector.ui.views import class_codes
+    names = run.result.class_names
+    given = run.derived("given_codes", lambda: class_codes(run.table["label"], names))
+    moved = relabelled(run.table, selection)
+    if not moved.any():
+        return given
+    suggested = run.derived("suggested_codes", lambda: class_codes(run.table["suggested_label"], names))
+    return np.where(moved, suggested, given)
+
+
+def probe_comparison(run: Run, selection, mask: np.ndarray) -> tuple[list, float]:
+    """([(metric, subset, random subset)], seconds): linear-probe accuracy of the subset and of the same-size
+    random subset, both scored on the same held-out rows; cached per selection (the random side per size and
+    decisions), so the seconds are those of the first computation."""
+    from selector.ui import subsets as sv
+    from selector.ui.views import class_codes
+    table, names, seed = run.table, run.result.class_names, run.result.config.seed
+    k = int(np.count_nonzero(mask))
+
+    def compute():
+        t0 = time.perf_counter()
+        space = run.derived("probe_space", lambda: sv.probe_space(run.result.F, seed=seed))
+        reviewed = label_codes(run, selection.replace(correct_flagged=False))
+        targets = [("given labels, corrected where a suggestion was accepted", reviewed)]
+        if "original_label" in table:
+            truth = run.derived("true_codes", lambda: class_codes(table["original_label"], names))
+            targets.append(("true labels (known: the noise was injected)", truth))
+        train = label_codes(run, selection)
+        rand = sv.random_mask(len(table), k, seed)
+
+        def random_side(what, test):
+            return run.derived(("probe_random", k, selection.decisions, what), lambda: sv.probe_accuracy(
+                space, rand, reviewed, test, len(names)))
+        rows = [(f"linear-probe accuracy on {len(space.held_out):,} held-out rows vs {what}",
+                 sv.probe_accuracy(space, mask, train, test, len(names)), random_side(what, test))
+                for what, test in targets]
+        return rows, time.perf_counter() - t0
+    return run.derived(("probe", selection), compute)
 
 
 def has_images(run: Run) -> bool:

@@ -1,8 +1,7 @@
 """What the pages show, as plain functions over the engine's table (no streamlit; unit-tested).
 
 Everything here is cheap enough to run on every slider move on 60k rows: the subset itself comes from the
-engine (`selector.selection`); the comparison with a random subset uses a fixed probe sample and a
-low-dimensional copy of the embeddings computed once per run (`coverage_space`).
+engine (`selector.selection`); its comparison with a random subset is in `selector.ui.subsets`.
 """
 from __future__ import annotations
 
@@ -12,8 +11,6 @@ import numpy as np
 import pandas as pd
 
 from selector.errors import InputError
-from selector.linalg import l2_normalize, principal_axes
-from selector.runtime import blas_threads
 
 
 # ----------------------------------------------------------------------------------------- decisions
@@ -25,21 +22,77 @@ def decisions_table(table: pd.DataFrame) -> pd.DataFrame:
         drop=True)
 
 
-def flagged_order(table: pd.DataFrame, *, decisions: dict | None = None, show: str = "all",
-                  label: str | None = None) -> np.ndarray:
-    """Row indices of flagged samples, most suspicious (highest noise_score) first.
+def describe_event(event) -> str:
+    """One decision-log event in words: 'bad by ann, 2026-12-01 12:03 UTC (undo)'."""
+    what = event.decision or "cleared"
+    how = {"undo": " (undo)", "migrated": " (imported)"}.get(event.kind, "")
+    return f"{what} by {event.who}, {event.at[:10]} {event.at[11:16]} UTC{how}"
 
-    show: "all" flagged, "undecided" (no decision yet) or "decided"; label: only this given label.
+
+SORT_SCORES = {"noise_score": "noise score", "alignment": "alignment (SAS)", "diversity": "diversity (SDS)",
+               "given_prob": "probability of the given label", "suggested_prob": "probability of the suggestion",
+               "knn_agreement": "neighbours agreeing with the label", "ood_score": "out-of-distribution score"}
+
+
+def tie_break(ids) -> np.ndarray:
+    """(n,) uint64: a fixed hash of each sample id. Ties in a score are ordered by it, which mixes the classes
+    (row order groups them) and is the same on every run and machine."""
+    return pd.util.hash_pandas_object(pd.Series(np.asarray(ids, dtype=object)).astype(str), index=False).to_numpy()
+
+
+def flagged_order(table: pd.DataFrame, *, decisions: dict | None = None, show: str = "all",
+                  label: str | None = None, suggested: str | None = None, score: str = "noise_score",
+                  score_range: tuple | None = None, descending: bool = True) -> np.ndarray:
+    """Row indices of flagged samples sorted by `score` (a SORT_SCORES column; highest first unless descending is
+    False), ties in tie_break order. The default is most suspicious (highest noise_score) first.
+
+    show: "all" flagged, "undecided" (no decision yet) or "decided"; label / suggested: only this given /
+    suggested label; score_range: only rows with low <= score <= high.
     """
+    if score not in SORT_SCORES:
+        raise InputError(f"unknown score {score!r}; choose one of: {', '.join(SORT_SCORES)}.")
     keep = table["flagged"].to_numpy(dtype=bool).copy()
     if label:
         keep &= (table["label"] == label).to_numpy()
+    if suggested:
+        keep &= (table["suggested_label"] == suggested).to_numpy()
+    values = table[score].to_numpy(dtype=np.float64)
+    if score_range is not None:
+        keep &= (values >= score_range[0]) & (values <= score_range[1])
     if show != "all":
         decided = table["id"].astype(str).isin((decisions or {}).keys()).to_numpy()
         keep &= ~decided if show == "undecided" else decided
     rows = np.flatnonzero(keep)
-    order = np.argsort(-table["noise_score"].to_numpy()[rows], kind="stable")
+    key = values[rows]
+    order = np.lexsort((tie_break(table["id"].to_numpy()[rows]), -key if descending else key))
     return rows[order]
+
+
+def bulk_changes(table: pd.DataFrame, rows: np.ndarray, decision: str, decisions: dict | None) -> tuple[dict, dict]:
+    """What deciding `decision` on every one of `rows` would do: ({sample id: decision} for the rows it changes,
+    counts: shown, change, replace (changed rows that hold another decision now), same (already hold it) and
+    no_suggestion ("accepted" leaves out rows whose suggestion is their given label))."""
+    held = decisions or {}
+    ids = table["id"].to_numpy()[rows].astype(str)
+    useful = np.ones(len(rows), dtype=bool)
+    if decision == "accepted":
+        useful = table["suggested_label"].to_numpy()[rows] != table["label"].to_numpy()[rows]
+    changes = {i: decision for i, ok in zip(ids, useful) if ok and held.get(i) != decision}
+    counts = {"shown": len(rows), "change": len(changes), "replace": sum(i in held for i in changes),
+              "same": sum(held.get(i) == decision for i in ids), "no_suggestion": int((~useful).sum())}
+    return changes, counts
+
+
+def describe_bulk(counts: dict, label: str) -> str:
+    """The preview of a bulk decision (bulk_changes' counts) in words."""
+    parts = [f"'{label}' would be recorded for {counts['change']:,} of the {counts['shown']:,} samples in this view"]
+    if counts["replace"]:
+        parts.append(f"{counts['replace']:,} of them hold another decision now, which it replaces")
+    if counts["same"]:
+        parts.append(f"{counts['same']:,} already have it")
+    if counts["no_suggestion"]:
+        parts.append(f"{counts['no_suggestion']:,} are left out: their suggestion is their given label")
+    return "; ".join(parts) + ". It is one step: 'Undo my last step' reverts it."
 
 
 def page_rows(rows: np.ndarray, page: int, per_page: int) -> np.ndarray:
@@ -53,10 +106,35 @@ def n_pages(n: int, per_page: int) -> int:
     return max(1, -(-n // per_page))
 
 
+EXPERT_NAMES = {"zero_shot": "zero-shot class prompts", "cross_fit": "a cross-fitted classifier",
+                "knn": "neighbour votes"}
+
+
+def audit_description(manifest: dict) -> str:
+    """One sentence: which experts the label audit pooled, with their weights ("" for a run that predates it)."""
+    audit = manifest.get("audit") or {}
+    weights = audit.get("pool_weights") or {}
+    if not weights:
+        return ""
+    names = [EXPERT_NAMES.get(m, m) for m in weights]
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    text = f"Label audit by {listed} (pool weights {' / '.join(f'{w:.2f}' for w in weights.values())})."
+    if "zero_shot" not in weights:
+        text += (" These embeddings have no text tower, so no zero-shot expert ran; alignment and 'matches no "
+                 "class' use each class's mean image embedding instead of a class prompt.")
+    return text
+
+
 # ------------------------------------------------------------------------------------ class breakdown
 def class_codes(labels, class_names) -> np.ndarray:
-    """(n,) int64 index into class_names of each label name (-1 for a name not in class_names)."""
-    return pd.Index(list(class_names)).get_indexer(pd.Index(np.asarray(labels, dtype=object))).astype(np.int64)
+    """(n,) int64 index into class_names of each label name (-1 for a name not in class_names); a categorical
+    Series is looked up one category at a time, not one row at a time."""
+    index = pd.Index([str(c) for c in class_names])
+    if isinstance(getattr(labels, "dtype", None), pd.CategoricalDtype):
+        codes = labels.cat.codes.to_numpy()
+        of_category = index.get_indexer(labels.cat.categories.astype(str))
+        return np.where(codes >= 0, of_category[codes], -1).astype(np.int64)
+    return index.get_indexer(pd.Index(np.asarray(labels, dtype=object).astype(str))).astype(np.int64)
 
 
 def corrected_codes(codes: np.ndarray, table: pd.DataFrame, decisions: dict | None, class_names) -> np.ndarray:
@@ -90,116 +168,6 @@ def class_breakdown(codes_before: np.ndarray, mask: np.ndarray, class_names, cod
     out["kept_pct"] = np.round(100.0 * out["kept"] / out["before"].clip(lower=1), 1)
     out["share_before_pct"] = np.round(100.0 * out["before"] / n, 1)
     out["share_after_pct"] = np.round(100.0 * out["kept"] / k, 1)
-    return out
-
-
-# -------------------------------------------------------------------------- comparison with random
-def random_mask(n: int, k: int, seed: int = 0) -> np.ndarray:
-    """(n,) bool with exactly k True at seeded random rows: the baseline subset of the same size."""
-    if not 0 <= k <= n:
-        raise InputError(f"random subset size must be in [0, {n}], got {k}.")
-    mask = np.zeros(n, dtype=bool)
-    # A stream of its own: a plain default_rng(seed) would start with the same rows as the noise injection's
-    # draw at the same seed, and the "random" subset would then hold every injected flip.
-    mask[np.random.default_rng([seed, _RANDOM_BASELINE_STREAM]).choice(n, size=k, replace=False)] = True
-    return mask
-
-
-_RANDOM_BASELINE_STREAM = 0x5E1EC7
-
-
-@dataclass(frozen=True)
-class CoverageSpace:
-    """A low-dimensional copy of the embeddings and a fixed probe sample, computed once per run."""
-    Z: np.ndarray           # (n, dims) float32: unit-normalised embeddings projected on their top PCA axes
-    probe: np.ndarray       # (m,) int64 rows whose distance to the subset is measured
-
-
-def coverage_space(F: np.ndarray, *, dims: int = 32, n_probe: int = 500, seed: int = 0) -> CoverageSpace:
-    """Project unit-normalised F on its top `dims` principal axes (fit on <= 5,000 rows) and pick the probe."""
-    Fn = l2_normalize(F)
-    mean, axes = principal_axes(Fn, dims, sample=5000, seed=seed)
-    Z = ((Fn - mean) @ axes).astype(np.float32)
-    probe = np.sort(np.random.default_rng([seed, 1]).choice(len(F), size=min(len(F), n_probe), replace=False))
-    return CoverageSpace(Z=Z, probe=probe.astype(np.int64))
-
-
-def coverage_distance(space: CoverageSpace, mask: np.ndarray, *, chunk: int = 4096) -> float:
-    """Mean Euclidean distance from each probe point to its nearest selected point (lower = better coverage)."""
-    mask = np.asarray(mask, dtype=bool)
-    if not mask.any():
-        return float("nan")
-    Q = space.Z[space.probe]
-    S = space.Z[mask]
-    half = 0.5 * (S * S).sum(1)
-    best = np.full(len(Q), -np.inf, dtype=np.float32)
-    # ||q - s||^2 = ||q||^2 - 2 (q.s - ||s||^2 / 2): one matmul per chunk, then a running max.
-    # One BLAS thread: these small products only lose time to threading when sessions share the CPU.
-    with blas_threads(1):
-        for start in range(0, len(S), chunk):
-            G = Q @ S[start:start + chunk].T
-            G -= half[None, start:start + chunk]
-            np.maximum(best, G.max(1), out=best)
-    d2 = (Q * Q).sum(1) - 2.0 * best
-    return float(np.sqrt(np.maximum(d2, 0.0)).mean())
-
-
-def subset_stats(labels: np.ndarray, n_classes: int, mask: np.ndarray, *, flagged=None, truth=None,
-                 space: CoverageSpace | None = None) -> dict:
-    """How one subset looks: size, classes covered, balance, coverage distance, flagged / injected inside."""
-    mask = np.asarray(mask, dtype=bool)
-    labels = np.asarray(labels)
-    full = np.bincount(labels, minlength=n_classes).astype(float)
-    sub = np.bincount(labels[mask], minlength=n_classes).astype(float)
-    present = full > 0
-    share_full = full / max(full.sum(), 1)
-    share_sub = sub / max(sub.sum(), 1)
-    ratio = np.where(present, share_sub / np.where(present, share_full, 1), np.nan)
-    out = {
-        "size": int(mask.sum()),
-        "classes_covered": int(((sub > 0) & present).sum()),
-        "classes_total": int(present.sum()),
-        "smallest_class_share_vs_full": float(np.nanmin(ratio)) if present.any() else float("nan"),
-        "class_distribution_gap": float(0.5 * np.abs(share_sub - share_full).sum()),
-    }
-    if space is not None:
-        out["coverage_distance"] = coverage_distance(space, mask)
-    if flagged is not None:
-        out["flagged_in_subset"] = int((np.asarray(flagged, dtype=bool) & mask).sum())
-    if truth is not None:
-        out["injected_in_subset"] = int((np.asarray(truth, dtype=bool) & mask).sum())
-    return out
-
-
-COMPARISON_ROWS = {
-    "size": "samples",
-    "classes_covered": "classes covered",
-    "smallest_class_share_vs_full": "smallest class share vs full set (1 = as in full set)",
-    "class_distribution_gap": "class distribution gap vs full set (0 = same mix)",
-    "coverage_distance": "mean distance to nearest selected sample (lower = better embedding coverage)",
-    "flagged_in_subset": "flagged samples in subset",
-    "injected_in_subset": "injected label flips in subset",
-}
-
-
-def compare_with_random(labels, n_classes: int, mask, *, flagged=None, truth=None,
-                        space: CoverageSpace | None = None, seed: int = 0, random_stats: dict | None = None
-                        ) -> pd.DataFrame:
-    """Table metric | subset | random subset of the same size (seeded).
-
-    random_stats: subset_stats of random_mask(n, mask.sum(), seed) when the caller has them cached (they
-    depend only on the subset size).
-    """
-    mask = np.asarray(mask, dtype=bool)
-    a = subset_stats(labels, n_classes, mask, flagged=flagged, truth=truth, space=space)
-    b = random_stats
-    if b is None:
-        rand = random_mask(len(mask), int(mask.sum()), seed)
-        b = subset_stats(labels, n_classes, rand, flagged=flagged, truth=truth, space=space)
-    rows = [(COMPARISON_ROWS[k], a[k], b[k]) for k in a if k in COMPARISON_ROWS]
-    out = pd.DataFrame(rows, columns=["metric", "subset", "random subset"])
-    out["subset"] = out["subset"].astype(float).round(4)
-    out["random subset"] = out["random subset"].astype(float).round(4)
     return out
 
 
@@ -253,16 +221,67 @@ def selection_cut(score: np.ndarray, mask: np.ndarray) -> float | None:
     return float(np.min(np.asarray(score)[mask])) if mask.any() else None
 
 
+def class_cuts(score: np.ndarray, mask: np.ndarray, codes: np.ndarray, n_classes: int) -> np.ndarray:
+    """(n_classes,) float64: the lowest score kept in each class (NaN where the class keeps nothing): the
+    selection cut of each class when quotas are per class."""
+    score, mask, codes = np.asarray(score, np.float64), np.asarray(mask, bool), np.asarray(codes, np.int64)
+    out = np.full(n_classes, np.inf)
+    keep = mask & (codes >= 0)
+    np.minimum.at(out, codes[keep], score[keep])
+    out[~np.isfinite(out)] = np.nan
+    return out
+
+
+def rows_in_bins(values: np.ndarray, mask: np.ndarray, h: Histogram, picks) -> np.ndarray:
+    """Rows of the histogram bars picked in a plotly selection (points of trace 0 = selected, 1 = dropped,
+    as `charts.histogram_figure` draws them), given as (trace, bin) pairs."""
+    values, mask = np.asarray(values, np.float64), np.asarray(mask, bool)
+    index = np.clip(np.searchsorted(h.edges, values, side="right") - 1, 0, len(h.edges) - 2)
+    chosen = np.zeros(len(values), bool)
+    for trace, b in picks:
+        chosen |= (index == b) & (mask if trace == 0 else ~mask) & np.isfinite(values)
+    return np.flatnonzero(chosen)
+
+
+def bars_from_selection(selection) -> list[tuple[int, int]]:
+    """(trace, bin) pairs of the bars picked in a plotly selection event on a histogram_figure."""
+    out = []
+    for point in (selection or {}).get("points", []) or []:
+        trace = point.get("curve_number")
+        b = point.get("point_index", point.get("point_number"))
+        if isinstance(trace, int) and isinstance(b, int):
+            out.append((trace, b))
+    return sorted(set(out))
+
+
+# ----------------------------------------------------------------------------- duplicates, outliers
+def duplicate_groups(table: pd.DataFrame) -> list[np.ndarray]:
+    """Near-duplicate groups as row arrays, the kept row (the group's root: its lowest row) first, then the
+    copies; largest groups first, ties by root. `duplicate_of` already points every copy at its root."""
+    dup = table["duplicate_of"].to_numpy()
+    copies = np.flatnonzero(dup >= 0)
+    if not len(copies):
+        return []
+    roots = dup[copies]
+    order = np.lexsort((copies, roots))
+    copies, roots = copies[order], roots[order]
+    starts = np.flatnonzero(np.r_[True, roots[1:] != roots[:-1]])
+    groups = [np.r_[roots[s], copies[s:e]] for s, e in zip(starts, np.r_[starts[1:], len(copies)])]
+    return sorted(groups, key=lambda g: (-len(g), g[0]))
+
+
+def keep_one_per_group(table: pd.DataFrame, groups, decisions: dict) -> dict[str, str]:
+    """{sample id: "bad"} for every copy (not the kept root) of these groups that is not marked bad yet."""
+    ids = table["id"].astype(str).to_numpy()
+    return {ids[r]: "bad" for g in groups for r in g[1:] if decisions.get(ids[r]) != "bad"}
+
+
 # --------------------------------------------------------------------------------------------- map
-def map_rows(n: int, *, limit: int, always=None, seed: int = 0) -> np.ndarray:
-    """Rows to draw on the map: all when n <= limit, else a seeded sample that keeps every `always` row."""
+def map_rows(n: int, *, limit: int, seed: int = 0) -> np.ndarray:
+    """Rows the map sends as markers (hover and click): all when n <= limit, else a sorted seeded sample."""
     if n <= limit:
         return np.arange(n)
-    always = np.zeros(n, dtype=bool) if always is None else np.asarray(always, dtype=bool)
-    must = np.flatnonzero(always)[:limit]
-    rest = np.flatnonzero(~always)
-    extra = np.random.default_rng(seed).choice(rest, size=max(0, min(len(rest), limit - len(must))), replace=False)
-    return np.sort(np.concatenate([must, extra]))
+    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
 
 
 def rows_from_selection(selection) -> list[int]:

@@ -8,11 +8,13 @@ import numpy as np
 import streamlit as st
 
 from selector.ui import backend, state
-from selector.ui.views import n_pages, page_rows
+from selector.selection import DECISIONS
+from selector.ui.views import bulk_changes, describe_bulk, n_pages, page_rows
 
 
 def sidebar(run: backend.Run) -> None:
-    """What this page shows, in one glance: dataset, encoder, counts, current subset size."""
+    """What this page shows, in one glance: dataset, encoder, counts, current subset size; the reviewer's name.
+    A decisions database that cannot be read or written is reported on the page."""
     mask, error = state.current_selection(run)
     table = run.table
     with st.sidebar:
@@ -24,6 +26,9 @@ def sidebar(run: backend.Run) -> None:
                     f"{int(mask.sum()):,} ({state.settings().ratio:.0%})")
         if error:
             st.warning(error)
+        state.reviewer_input()
+    for message in state.decision_problems():
+        st.error(message)
 
 
 def pager(n: int, per_page: int, key: str) -> int:
@@ -99,3 +104,15 @@ class ProgressReporter:
             self.status.write(f"{self.stage}: done in {time.perf_counter() - self.stage_t0:.1f} s")
         self.bar.progress(1.0, text="done")
         self.status.update(label=label, state="complete", expanded=False)
+
+
+def bulk_decide(run: backend.Run, rows: np.ndarray, decisions: dict, *, key: str, what: str) -> None:
+    """An expander that records one decision for every one of `rows` as one undoable step, with a preview of
+    what it would change. what: how the rows are described ("samples of this view")."""
+    with st.expander(f"Decide all {len(rows):,} {what} at once"):
+        bulk = st.radio("Decision", DECISIONS.names(), format_func=DECISIONS.label, horizontal=True,
+                        key=f"{key}_decision")
+        changes, preview = bulk_changes(run.table, rows, bulk, decisions)
+        st.caption(describe_bulk(preview, DECISIONS.label(bulk)))
+        st.button(f"Apply to {len(changes):,} samples", key=f"{key}_apply", on_click=state.record_decisions,
+                  args=(run, changes, {s: decisions.get(s) for s in changes}), disabled=not changes, type="primary")

@@ -1,0 +1,52 @@
+"""Duplicates & outliers page (AppTest): planted exact copies shown as groups, the kept image first; "keep
+one per group" marks every copy bad in one step, and undo restores them; outliers ranked by score."""
+import numpy as np
+import pytest
+
+from tests import synthetic
+from tests.test_app_support import cache_env, goto, new_app, run_embeddings
+
+PAGE = "pages/6_Duplicates_and_outliers.py"
+COPIED = [3, 50, 100, 150, 200]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("dups")
+    with cache_env(tmp / "cache"):
+        src = synthetic.make_embeddings(tmp / "src.npz", n_per_class=60, d=16, seed=44, images=True)
+        z = dict(np.load(src))
+        n = len(z["labels"])
+        for key in ("image_embeddings", "labels", "paths"):
+            z[key] = np.concatenate([z[key], z[key][COPIED]])      # exact copies of five images, at the end
+        np.savez(tmp / "dups.npz", **z)
+        yield {"npz": tmp / "dups.npz", "n": n}
+
+
+def test_groups_keep_one_per_group_and_undo(env):
+    at = goto(run_embeddings(new_app(), env["npz"], noise="none"), PAGE)
+    assert any(c.value.startswith("5 groups of near-identical images (5 copies)") for c in at.caption)
+    groups = [img for img in at.image if img.captions and img.captions[0].endswith("(kept)")]
+    assert len(groups) == 5
+    kept = sorted(int(g.captions[0].split()[0][1:]) for g in groups)
+    assert kept == COPIED
+    copies = sorted(int(g.captions[1].split()[0][1:]) for g in groups)
+    assert copies == list(range(env["n"], env["n"] + 5))
+    assert all("cos 1.0000" in g.captions[1] for g in groups)
+    button = at.button(key="dups_keep_one")
+    assert button.label == "Keep one per group: mark 5 copies bad"
+    button.click().run()
+    assert not at.exception
+    assert any("Marked 5 copies bad in one step" in s.value for s in at.success)
+    assert at.button(key="dups_keep_one").disabled
+    assert sum(" - bad" in c for img in at.image for c in img.captions) == 5
+    at.button(key="dups_undo").click().run()
+    assert any("5 decision(s) restored" in s.value for s in at.success)
+    assert at.button(key="dups_keep_one").label == "Keep one per group: mark 5 copies bad"
+
+
+def test_outliers_are_ranked_by_score(env):
+    at = goto(run_embeddings(new_app(), env["npz"], noise="none"), PAGE)
+    (gallery,) = [img for img in at.image if len(img.captions) == 48]
+    scores = [float(c.split("(")[1].split(")")[0]) for c in gallery.captions]
+    assert scores == sorted(scores, reverse=True)
