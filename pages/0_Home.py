@@ -15,8 +15,9 @@ from selector.ui.views import audit_description, audit_quality
 
 CLIP = ENCODERS.get("open_clip").options
 FORM_KEYS = ("source", "path", "root", "tv_name", "tv_split", "clip_model", "clip_pretrained", "clip_checkpoint",
-             "noise_mode", "noise_rate", "noise_seed", "map", "seed", "k", *[f"encoder_{s}" for s in SOURCES.names()])
-DEFAULTS = {"clip_model": CLIP["model"], "clip_pretrained": CLIP["pretrained"], "seed": Config.seed, "k": 0}
+             "noise_mode", "noise_rate", "noise_seed", "map", "seed", "k", "verify_content", *[f"encoder_{s}" for s in SOURCES.names()])
+DEFAULTS = {"clip_model": CLIP["model"], "clip_pretrained": CLIP["pretrained"], "seed": Config.seed, "k": 0,
+            "verify_content": Config.verify_content}
 
 
 def default_noise(source: str) -> dict:
@@ -94,6 +95,9 @@ with st.expander("Advanced settings"):
     seed = st.number_input("Seed", min_value=0, step=1, key="seed")
     k = st.number_input("Diversity neighbours K (0 = about 10% of the class size)", min_value=0, step=1,
                         key="k")
+    verify_content = st.checkbox("Verify image contents", key="verify_content",
+                                 help="Re-read every image file, not only its size and modification time, so a "
+                                      "file replaced by another of the same size is embedded again.")
 state.remember_form("home", FORM_KEYS)
 
 # A fresh session on the built-in demo starts it at once, so the first screen shows the product at work.
@@ -107,7 +111,8 @@ if st.button("Run", type="primary", key="run") or autorun:
             if upload is not None:
                 path = backend.save_upload(upload.name, upload.getvalue())
             config = Config(k=int(k) or None, seed=int(seed), map=map_kind, noise_mode=noise_mode,
-                            noise_rate=float(noise_rate) if noise_mode != "none" else 0.0, noise_seed=int(noise_seed))
+                            noise_rate=float(noise_rate) if noise_mode != "none" else 0.0, noise_seed=int(noise_seed),
+                            verify_content=bool(verify_content))
             spec = backend.RunSpec(source=source, path=path.strip(), name=tv_name, split=tv_split,
                                    root=root.strip(), encoder=encoder, model=model.strip(),
                                    pretrained=pretrained.strip(), checkpoint=checkpoint.strip(), config=config)
@@ -131,6 +136,8 @@ if run is None:
 
 widgets.sidebar(run)
 result, table = run.result, run.table
+for warning in run.cache_warnings:
+    st.warning(warning)
 mask, selection_error = state.current_selection(run)
 
 st.divider()

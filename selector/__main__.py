@@ -62,6 +62,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--batch-size", type=int, default=256)
     run.add_argument("--cache-dir", help="default: $SELECTOR_CACHE_DIR or ~/.cache/selector")
+    run.add_argument("--verify-content", action="store_true",
+                     help="re-read every image file, not only its size and modification time, so a file replaced "
+                          "by another of the same size is embedded again")
     dist = p.add_argument_group("ray (embed on a Ray cluster: pip install 'selector[ray]')")
     dist.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
                       help="embed the images on Ray, then run the rest here from the embedding cache. ADDRESS: "
@@ -148,7 +151,8 @@ def settings(args) -> tuple:
             if noise["noise_mode"] == "none":
                 raise InputError(f"{flag} needs a noise mode: add --noise-mode uniform or confusable.")
             noise[key] = value
-    config = Config(k=args.k, seed=args.seed, map=args.map, batch_size=args.batch_size, **noise)
+    config = Config(k=args.k, seed=args.seed, map=args.map, batch_size=args.batch_size,
+                    verify_content=args.verify_content, **noise)
     selection = Selection(ratio=args.ratio, weights=parse_weights(args.weights), strategy=args.strategy,
                           exclude_flagged=args.exclude_flagged, exclude_duplicates=args.exclude_duplicates,
                           class_balance=args.class_balance, correct_flagged=args.correct_flagged,

@@ -103,6 +103,13 @@ class Dataset:
         return h.hexdigest()
 
     @cached_property
+    def file_digests(self) -> np.ndarray:
+        """(n, 16) uint8: blake2b of each row's image file contents (zeros where there is no file or it cannot
+        be read). Reads every file, so only runs that verify contents (Config.verify_content) ask for it."""
+        from selector.files import file_digests
+        return file_digests(self.table["path"].astype(str).tolist())
+
+    @cached_property
     def fingerprint(self) -> str:
         """sha1 over content_fingerprint, labels and class_names; stable across processes. Computed once per
         Dataset (hashing 60k images takes a noticeable fraction of a second); Datasets are not mutated in place."""

@@ -222,6 +222,9 @@ def embed_on_ray(dataset, encoder_name: str, encoder_options: dict | None = None
             raise InputError(f"Encoder {info['name']!r} {why}; embed without Ray.")
         cache = EmbeddingCache(cache_dir, dataset, encoder_name=info["name"], cache_key=info["cache_key"],
                                chunk_size=chunk_size)
+        if not cache.writable:
+            raise InputError(f"The embedding cache {cache.folder} cannot be written, and embedding on Ray hands its "
+                             "results over through it. Choose a writable cache folder (--cache-dir) with free space.")
         if cache.load_text() is None:
             progress("embedding class prompts", 0, 1)
             cache.save_text(info["text"])

@@ -2,16 +2,18 @@
 
 Image embeddings are cached in chunks under ``cache_dir/embeddings/<key>/``: every chunk is written
 atomically with its sha256 in the file name, so a killed run resumes from the chunks already on disk and a
-corrupted chunk is detected, logged and recomputed - never used. `EmbeddingCache` is the one definition of
+corrupted chunk is detected, logged and recomputed - never used. The folder's meta.json is sealed with a
+checksum and rebuilt (with a warning) when it fails its checks; a cache folder that cannot be written leaves
+the run uncached, with a warning, never failed. `EmbeddingCache` is the one definition of
 that layout; `embed_dataset` fills it on this machine and `selector.distributed.embed_on_ray` on a Ray
 cluster. The encoders themselves live in ``selector.encoders``; this module only calls their protocol.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
+import os
 import re
 import time
 from pathlib import Path
@@ -20,7 +22,8 @@ import numpy as np
 
 from selector.encoders.base import check_batch, class_prompts
 from selector.errors import InputError, describe_rows
-from selector.files import atomic_write_bytes, npy_bytes
+from selector.files import (CacheCorrupt, atomic_write_bytes, cache_problem, clear_way, entry_folder, file_digests,
+                            npy_bytes, read_sealed_json, remove_entry, sealed_json, unwritable)
 from selector.progress import Progress, ensure
 from selector.validate import check_int, finite_rows
 
@@ -29,80 +32,141 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 1
 
 # ------------------------------------------------------------------------------------------ caching
-_CHUNK_RE = re.compile(r"^chunk_(\d{6})_([0-9a-f]{16})\.npy$")
-_TEXT_RE = re.compile(r"^text_([0-9a-f]{16})_([0-9a-f]{16})\.npy$")
+# chunk_<c>_<sha256 of the file's bytes>[_<digest of the chunk's image file contents>].npy
+_CHUNK_RE = re.compile(r"^chunk_(\d{6})_([0-9a-f]{16})(?:_([0-9a-f]{16}))?\.npy$")
+_TEXT_RE = re.compile(r"^text_[0-9a-f]{16}_([0-9a-f]{16})\.npy$")
 
 
-def _save_checked(folder: Path, stem: str, arr: np.ndarray) -> Path:
-    """Write arr as folder/<stem>_<sha256[:16]>.npy atomically; drop older versions of the same stem."""
+def _save_checked(folder: Path, stem: str, arr: np.ndarray, tag: str | None = None) -> Path:
+    """Write arr as folder/<stem>_<sha256[:16]>[_<tag>].npy atomically; drop older versions of the same stem."""
     data = npy_bytes(np.ascontiguousarray(arr, dtype=np.float32))
-    path = folder / f"{stem}_{hashlib.sha256(data).hexdigest()[:16]}.npy"
+    name = f"{stem}_{hashlib.sha256(data).hexdigest()[:16]}" + (f"_{tag}" if tag else "")
+    path = clear_way(folder / f"{name}.npy")
     atomic_write_bytes(path, data)
     for old in folder.glob(f"{stem}_*.npy"):
         if old != path:
-            old.unlink(missing_ok=True)
+            remove_entry(old)
     return path
 
 
-def _load_checked(path: Path, shape: tuple) -> np.ndarray | None:
-    """The array in path when its checksum and shape (None = any) match; else None (logged, file removed)."""
+def _load_checked(path: Path, checksum: str, shape: tuple) -> np.ndarray | None:
+    """The array in path when its checksum and shape (None = any) match; else None (logged; a file that is
+    damaged or of another layout is removed, one that cannot be read is left alone)."""
     import io
+    if not path.is_file():          # a folder, a symlink loop or a pipe in the way: replaced when written
+        log.warning("Embedding cache entry %s is not a file; recomputing it.", path)
+        remove_entry(path)
+        return None
     try:
         data = path.read_bytes()
-        if hashlib.sha256(data).hexdigest()[:16] != path.stem.rsplit("_", 1)[1]:
+    except OSError as e:            # e.g. no read permission: left alone, recomputed
+        log.warning("Embedding cache file %s cannot be read (%s); recomputing it.", path, e.strerror or e)
+        return None
+    try:
+        if hashlib.sha256(data).hexdigest()[:16] != checksum:
             raise ValueError("checksum mismatch")
         arr = np.load(io.BytesIO(data), allow_pickle=False)
         if arr.dtype != np.float32 or arr.ndim != 2 or any(s is not None and s != a for s, a in zip(shape, arr.shape)):
             raise ValueError(f"shape/dtype {arr.shape} {arr.dtype}, expected {shape} float32")
         return arr
-    except (OSError, ValueError, EOFError) as e:
+    except (ValueError, EOFError) as e:
         log.warning("Embedding cache file %s is corrupt (%s); recomputing it.", path, e)
-        path.unlink(missing_ok=True)
+        remove_entry(path)
         return None
 
 
-def _read_meta(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+_META_TYPES = {"version": int, "n": int, "chunk_size": int, "encoder": str, "cache_key": str, "dataset": str,
+               "content_fingerprint": str}
+
+
+def _meta_problem(meta: dict, n: int, cache_key: str, content: str) -> str | None:
+    """Why a meta.json read back cannot be trusted, or None."""
+    for key, kind in _META_TYPES.items():
+        if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
+            return f"its {key!r} is {meta.get(key)!r}"
+    if meta["version"] != CACHE_VERSION or meta["cache_key"] != cache_key or meta["content_fingerprint"] != content:
+        return "it describes another version, encoder or dataset"
+    if meta["chunk_size"] < 1 or ("d" in meta and not (isinstance(meta["d"], int) and meta["d"] > 0)):
+        return f"its chunk_size {meta['chunk_size']!r} or d {meta.get('d')!r} is not a positive integer"
+    return None
 
 
 class EmbeddingCache:
     """The cached embeddings of one dataset's images under one encoder: the folder
     cache_dir/embeddings/<sha1(dataset content, cache_key)>/ with meta.json, text_<prompts sha1>_<sha>.npy (the
-    class-prompt embeddings) and chunk_<c:06d>_<sha>.npy (rows bounds[c] of the image embeddings).
+    class-prompt embeddings) and chunk_<c:06d>_<sha>[_<files>].npy (rows bounds[c] of the image embeddings;
+    <files> digests the contents of the chunk's image files when they were embedded).
 
     Opening it creates the folder, removes temporary files left by killed writers and records the layout in
-    meta.json; a layout already on disk for the same number of rows keeps its chunk size, so a resumed run
-    writes the chunks the killed one would have written. Labels are not part of the key.
+    meta.json (sealed with a checksum); a layout already on disk for the same number of rows keeps its chunk
+    size, so a resumed run writes the chunks the killed one would have written. A meta.json that fails its
+    checks is rebuilt with a warning (every chunk carries its own checksum). A folder that cannot be written
+    (read-only, full) is read where it can be and not written: the run goes on, warned once. Labels are not
+    part of the key.
     """
 
     def __init__(self, cache_dir, dataset, *, encoder_name: str, cache_key: str, chunk_size: int = 4096):
         chunk_size = check_int(chunk_size, "chunk_size", minimum=1)
-        self.encoder_name = encoder_name
+        self.encoder_name, self.dataset, self.writable = encoder_name, dataset, True
         self.n = n = len(dataset)
         self.prompts = class_prompts(dataset.class_names)
         content = getattr(dataset, "content_fingerprint", None) or dataset.fingerprint
         key = hashlib.sha1(f"{content}\0{cache_key}".encode()).hexdigest()
         self.folder = Path(cache_dir).expanduser() / "embeddings" / key
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.meta_path = self.folder / "meta.json"
+        try:
+            entry_folder(self.folder)
+        except OSError as exc:
+            self._cannot_write(exc)
         for tmp in self.folder.glob(".*.tmp"):  # left by a run killed mid-write; a live writer's are younger
             try:
                 if time.time() - tmp.stat().st_mtime > 600:
                     tmp.unlink()
             except OSError:
                 pass
-        self.meta_path = self.folder / "meta.json"
-        meta = _read_meta(self.meta_path) or {}
-        if meta.get("n") == n and isinstance(meta.get("chunk_size"), int) and meta["chunk_size"] > 0:
+        meta = self._read_meta(n, cache_key, content)
+        if meta.get("n") == n:
             chunk_size = meta["chunk_size"]  # resume with the layout already on disk
-        meta.update(version=CACHE_VERSION, n=n, chunk_size=int(chunk_size), encoder=encoder_name,
-                    cache_key=cache_key, dataset=getattr(dataset, "name", ""), content_fingerprint=content)
-        atomic_write_bytes(self.meta_path, json.dumps(meta, indent=1).encode())
-        self.meta, self.chunk_size = meta, int(chunk_size)
+        self.meta = dict(meta, version=CACHE_VERSION, n=n, chunk_size=int(chunk_size), encoder=encoder_name,
+                         cache_key=cache_key, dataset=getattr(dataset, "name", ""), content_fingerprint=content)
+        if self.meta != meta:
+            self._write_meta()
+        self.chunk_size = int(chunk_size)
         self.bounds = [(c * self.chunk_size, min(n, (c + 1) * self.chunk_size))
                        for c in range(math.ceil(n / self.chunk_size))]
+
+    def _read_meta(self, n, cache_key, content) -> dict:
+        if not os.path.lexists(self.meta_path):
+            return {}
+        try:
+            meta = read_sealed_json(self.meta_path)
+            problem = _meta_problem(meta, n, cache_key, content)
+        except CacheCorrupt as exc:
+            problem = str(exc)
+        if problem:
+            log.warning("Embedding cache %s: meta.json cannot be trusted (%s); rebuilding it (the chunks that "
+                        "pass their checksums are kept).", self.folder, problem)
+            return {}
+        return meta
+
+    def _write_meta(self) -> None:
+        if self.writable:
+            try:
+                atomic_write_bytes(clear_way(self.meta_path), sealed_json(self.meta))
+            except OSError as exc:
+                self._cannot_write(exc)
+
+    def _cannot_write(self, exc: OSError) -> None:
+        if self.writable:
+            self.writable = False
+            cache_problem(unwritable("embedding cache", self.folder, exc))
+
+    def _save(self, stem: str, arr, tag: str | None = None) -> None:
+        if self.writable:
+            try:
+                _save_checked(self.folder, stem, arr, tag)
+            except OSError as exc:
+                self._cannot_write(exc)
 
     @property
     def d(self) -> int | None:
@@ -113,7 +177,7 @@ class EmbeddingCache:
         """Record the embedding width in meta.json."""
         if self.meta.get("d") != d:
             self.meta["d"] = int(d)
-            atomic_write_bytes(self.meta_path, json.dumps(self.meta, indent=1).encode())
+            self._write_meta()
 
     def _text_stem(self) -> str:
         return f"text_{hashlib.sha1(chr(0x1f).join(self.prompts).encode()).hexdigest()[:16]}"
@@ -122,7 +186,9 @@ class EmbeddingCache:
         """The cached (C, d) class-prompt embeddings, or None."""
         T = None
         for p in self.folder.glob(f"{self._text_stem()}_*.npy"):
-            T = _load_checked(p, (len(self.prompts), self.d))
+            m = _TEXT_RE.match(p.name)
+            if m and T is None:
+                T = _load_checked(p, m.group(1), (len(self.prompts), None))
         return T
 
     def save_text(self, T) -> np.ndarray:
@@ -131,22 +197,37 @@ class EmbeddingCache:
         if T.ndim != 2 or T.shape[0] != len(self.prompts):
             raise InputError(f"{self.encoder_name} returned text embeddings of shape {T.shape} for "
                              f"{len(self.prompts)} class prompts, expected ({len(self.prompts)}, d).")
-        _save_checked(self.folder, self._text_stem(), T)
+        self._save(self._text_stem(), T)
         return T
 
-    def load_chunks(self, d: int, into: np.ndarray | None = None) -> list[int]:
+    def files_digest(self, c: int) -> str | None:
+        """A digest of the contents of chunk c's image files (None when the dataset has no files)."""
+        a, b = self.bounds[c]
+        paths = self.dataset.table["path"].iloc[a:b].astype(str).tolist()
+        if not any(paths):
+            return None
+        known = self.dataset.__dict__.get("file_digests")     # computed already for a verifying run key
+        digests = known[a:b] if known is not None else file_digests(paths)
+        return hashlib.sha1(digests.tobytes()).hexdigest()[:16]
+
+    def load_chunks(self, d: int, into: np.ndarray | None = None, *, verify_content: bool = False) -> list[int]:
         """Which chunks are not on disk in width d (a corrupt one is logged and removed): their indices, in
-        order. The chunks found are copied into `into` ((n, d)) when it is given."""
+        order. The chunks found are copied into `into` ((n, d)) when it is given. verify_content: a chunk whose
+        image files' contents changed since it was embedded (or that did not record them) counts as missing."""
         found = {}
         for p in self.folder.glob("chunk_*.npy"):
             m = _CHUNK_RE.match(p.name)
             if m and int(m.group(1)) < len(self.bounds):
-                found.setdefault(int(m.group(1)), []).append(p)
+                found.setdefault(int(m.group(1)), []).append((p, m.group(2), m.group(3)))
         missing = []
         for c, (a, b) in enumerate(self.bounds):
-            arr = None
-            for p in found.get(c, []):
-                arr = arr if arr is not None else _load_checked(p, (b - a, d))
+            arr, want = None, self.files_digest(c) if verify_content and c in found else None
+            for p, checksum, files in found.get(c, []):
+                if arr is None and want is not None and files != want:
+                    log.info("Embedding cache chunk %d: its image files changed since it was embedded; "
+                             "embedding it again.", c)
+                elif arr is None:
+                    arr = _load_checked(p, checksum, (b - a, d))
             if arr is None:
                 missing.append(c)
             elif into is not None:
@@ -158,13 +239,15 @@ class EmbeddingCache:
         return sum(self.bounds[c][1] - self.bounds[c][0] for c in chunks)
 
     def save_chunk(self, c: int, arr, d: int) -> np.ndarray:
-        """Cache chunk c ((rows in it, d) float32, checked); returns it as float32."""
+        """Cache chunk c ((rows in it, d) float32, checked) with the digest of its image files; returns it as
+        float32."""
         a, b = self.bounds[c]
         arr = np.asarray(arr, dtype=np.float32)
         if arr.shape != (b - a, d):
             raise InputError(f"Encoder {self.encoder_name!r} returned {arr.shape} for {b - a} images, expected "
                              f"({b - a}, {d}) to match its text embeddings.")
-        _save_checked(self.folder, f"chunk_{c:06d}", arr)
+        if self.writable:
+            self._save(f"chunk_{c:06d}", arr, self.files_digest(c))
         return arr
 
 
@@ -177,7 +260,8 @@ def check_embed_request(dataset, batch_size, chunk_size) -> tuple[int, int, int]
 
 
 def embed_dataset(dataset, encoder, *, cache_dir, batch_size: int = 256, chunk_size: int = 4096,
-                  progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  progress: Progress | None = None, verify_content: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Image and class-prompt embeddings, cached on disk.
 
     Returns X (n,d) float32, T (C,d) float32 (class_prompts(dataset.class_names); None for precomputed
@@ -185,6 +269,8 @@ def embed_dataset(dataset, encoder, *, cache_dir, batch_size: int = 256, chunk_s
     (False = image could not be decoded; its row of X is NaN). The cache lives in
     cache_dir/embeddings/<sha1(dataset content, encoder.cache_key)>/ - labels are not part of the key, so
     relabelling a dataset reuses its embeddings. Killed runs resume; corrupted chunks are recomputed.
+    The key sees each image file's size and modification time; verify_content also re-reads every file and
+    embeds again the chunks whose contents changed (a same-size file swapped in with its mtime restored).
     """
     progress = ensure(progress)
     n, batch_size, chunk_size = check_embed_request(dataset, batch_size, chunk_size)
@@ -199,10 +285,10 @@ def embed_dataset(dataset, encoder, *, cache_dir, batch_size: int = 256, chunk_s
         progress("embedding class prompts", 0, 1)
         T = cache.save_text(encoder.encode_classes(dataset))
         progress("embedding class prompts", 1, 1)
-    d = cache.d or int(T.shape[1])
+    d = int(T.shape[1])   # the prompts' width, checked when they were read: every chunk must have it
 
     X = np.empty((n, d), dtype=np.float32)
-    missing = cache.load_chunks(d, into=X)
+    missing = cache.load_chunks(d, into=X, verify_content=verify_content)
     done = n - cache.rows_in(missing)
     if missing:
         log.info("Embedding %d of %d images with %s (%d chunks cached)", n - done, n, encoder.name,

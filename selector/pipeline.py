@@ -20,12 +20,13 @@ from selector import results
 from selector.checkpoints import Checkpoints
 from selector.dataset import Dataset
 from selector.errors import InputError, describe_rows
-from selector.files import default_cache_dir
+from selector.files import cache_problems, default_cache_dir
 from selector.linalg import class_prototypes, l2_normalize
 from selector.noise import NOISE_MODES
 from selector.progress import Progress, ensure
 from selector.project import MAPS
 from selector.results import Result
+from selector.roots import check_cache_dir
 from selector.runtime import peak_rss_gb
 from selector.validate import check_int, check_number
 from selector.version import __version__
@@ -42,6 +43,8 @@ class Config:
     k: neighbours for the diversity score (None: about 10% of the class size, clamped to [2, 100]).
     map: a MAPS name. noise_mode (a NOISE_MODES name) / noise_rate / noise_seed: synthetic label noise
     injected into a copy of the labels before the audit, so the audit can be checked against a known truth.
+    verify_content: re-read every image file's contents (not only its size and modification time) so that a
+    changed file is embedded again and a cached result made from the old one is not used.
     """
     k: Optional[int] = None
     seed: int = 0
@@ -51,6 +54,7 @@ class Config:
     noise_mode: str = "none"
     noise_rate: float = 0.0
     noise_seed: int = 0
+    verify_content: bool = False
 
     def __post_init__(self):
         self.validate()
@@ -67,6 +71,8 @@ class Config:
         check_int(self.seed, "seed", minimum=0)
         check_int(self.noise_seed, "noise_seed", minimum=0)
         check_int(self.batch_size, "batch_size", minimum=1)
+        if not isinstance(self.verify_content, bool):
+            raise InputError(f"verify_content must be True or False, got {self.verify_content!r}")
         return self
 
     def key(self) -> str:
@@ -75,8 +81,12 @@ class Config:
 
 
 def run_key(dataset: Dataset, encoder, config: Config) -> str:
-    """The cache key of a run: what the data is (labels included), which encoder, which settings, which code."""
-    blob = f"{dataset.fingerprint}|{encoder.cache_key}|{config.key()}|{__version__}"
+    """The cache key of a run: what the data is (labels included), which encoder, which settings, which code.
+    With config.verify_content the image files' contents are part of it (every file is read)."""
+    content = dataset.fingerprint
+    if config.verify_content:
+        content += "|" + hashlib.sha1(dataset.file_digests.tobytes()).hexdigest()
+    blob = f"{content}|{encoder.cache_key}|{config.key()}|{__version__}"
     return hashlib.sha1(blob.encode()).hexdigest()[:20]
 
 
@@ -87,7 +97,16 @@ def run(dataset: Dataset, encoder, config: Config = Config(), *, cache_dir=None,
     zeros are skipped (listed in the manifest); embeddings that are all the same direction are refused.
     Rows are scaled to unit norm first, so any scale (1e-20 or 1e30) gives the same scores.
     checkpoints: a `selector.checkpoints.Checkpoints` that keeps the adapted embeddings and the kNN once
-    computed and hands them back to a rerun (load_or_run passes one)."""
+    computed and hands them back to a rerun (load_or_run passes one). A cache that cannot be written is
+    skipped with a warning (listed in the Result's cache_warnings)."""
+    config.validate()
+    with cache_problems() as problems:
+        result = _run(dataset, encoder, config, cache_dir, ensure(progress), checkpoints)
+    result.cache_warnings = list(problems)
+    return result
+
+
+def _run(dataset, encoder, config, cache_dir, progress, checkpoints) -> Result:
     from selector.adapt import Adapters
     from selector.embed import embed_dataset
     from selector.issues import find_issues
@@ -96,14 +115,13 @@ def run(dataset: Dataset, encoder, config: Config = Config(), *, cache_dir=None,
     from selector.score import alignment, default_k, diversity
     from selector.table import build_table, class_summary
 
-    config.validate()
-    progress = ensure(progress)
-    cache_dir = default_cache_dir() if cache_dir is None else cache_dir
+    cache_dir = default_cache_dir() if cache_dir is None else check_cache_dir(cache_dir)
     _check_dataset(dataset)
     timings, memory = {}, {}   # seconds, and the process's peak RSS (GB) at the end of each stage
 
     t0 = time.perf_counter()
-    X, T, ok = embed_dataset(dataset, encoder, cache_dir=cache_dir, batch_size=config.batch_size, progress=progress)
+    X, T, ok = embed_dataset(dataset, encoder, cache_dir=cache_dir, batch_size=config.batch_size, progress=progress,
+                             verify_content=config.verify_content)
     timings["embed_s"] = time.perf_counter() - t0
     memory["embed"] = peak_rss_gb()
     skipped = []
@@ -203,18 +221,21 @@ def load_or_run(dataset: Dataset, encoder, config: Config = Config(), *, cache_d
                 progress: Optional[Progress] = None) -> Result:
     """`run`, cached on disk under cache_dir/results/: a second call with the same inputs takes seconds.
 
-    The cache folder is written whole and renamed into place, so a killed run never leaves half a result;
-    a damaged one is rebuilt, never used. A killed run resumes after its last finished stage (the adapted
+    The cache folder is written whole beside the old one and swapped into place, so a killed run never leaves
+    half a result and a failed write (a full disk) leaves the old one as it was; a damaged one is rebuilt,
+    never used; a cache folder that cannot be written means the run goes on uncached, with a warning in the
+    log and in the Result's cache_warnings. A killed run resumes after its last finished stage (the adapted
     embeddings and the kNN are checkpointed beside the cache folder until the result is written)."""
-    cache_dir = default_cache_dir() if cache_dir is None else cache_dir
-    folder = results.folder(cache_dir, run_key(dataset, encoder, config))
-    cached = results.load(folder, dataset, encoder, config, cache_dir=cache_dir, progress=progress)
-    if cached is not None:
-        return cached
-    stages = Checkpoints(folder.with_name(folder.name + ".stages"))   # a killed run resumes after its last stage
-    result = run(dataset, encoder, config, cache_dir=cache_dir, progress=progress, checkpoints=stages)
-    results.save(result, folder, dataset)
-    stages.clear()
+    cache_dir = default_cache_dir() if cache_dir is None else check_cache_dir(cache_dir)
+    with cache_problems() as problems:
+        folder = results.folder(cache_dir, run_key(dataset, encoder, config))
+        result = results.load(folder, dataset, encoder, config, cache_dir=cache_dir, progress=progress)
+        if result is None:
+            stages = Checkpoints(folder.with_name(folder.name + ".stages"))   # a killed run resumes after its last stage
+            result = run(dataset, encoder, config, cache_dir=cache_dir, progress=progress, checkpoints=stages)
+            if results.save(result, folder, dataset):
+                stages.clear()
+    result.cache_warnings = list(problems)
     return result
 
 

@@ -1,17 +1,19 @@
-"""A run's `Result`, and the result cache: one folder per run key under cache_dir/results/, written whole and
-renamed into place.
+"""A run's `Result`, and the result cache: one folder per run key under cache_dir/results/, written whole
+beside it and swapped into place only when complete.
 
 A folder holds arrays.npz (row map, labels, G, noise truth), F.npy, D.npy and I.npy (the adapted embeddings
-and the kNN, memory-mapped when re-opened: a 1.28M-row re-open reads only what is used), table.parquet and
-meta.json. The frozen embeddings are not copied: they are re-read from the embedding cache. A folder that
-cannot be read back is removed with a warning and the run is recomputed.
+and the kNN, memory-mapped when re-opened), table.parquet and meta.json, which records every other file's
+size and CRC-32 and is sealed with its own checksum. Every file is checked when the folder is re-opened, while
+the frozen embeddings are read; a folder that fails a check is computed again, with a warning, and
+replaced once the new one is written. The frozen embeddings are not copied: they are re-read from the
+embedding cache.
 """
 from __future__ import annotations
 
-import json
+import errno
 import logging
 import os
-import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -20,6 +22,8 @@ import numpy as np
 import pandas as pd
 
 from selector.dataset import Dataset
+from selector.files import (CacheCorrupt, atomic_write, atomic_write_bytes, cache_problem, check_file, entry_folder,
+                            file_record, read_sealed_json, remove_entry, sealed_json, swap_in, unwritable)
 from selector.linalg import l2_normalize
 from selector.writer import jsonable
 
@@ -43,6 +47,7 @@ class Result:
     flag_threshold: float = 0.0
     noise_truth: Optional[np.ndarray] = None   # (n,) bool, True where noise was injected
     timings: dict = field(default_factory=dict)
+    cache_warnings: list = field(default_factory=list)   # caches this run could not write or read (see files.py)
 
     @property
     def class_names(self) -> tuple:
@@ -53,54 +58,93 @@ def folder(cache_dir, key: str) -> Path:
     return Path(cache_dir) / "results" / key
 
 
-def save(result, path: Path, source) -> None:
-    """Write `result` (of a run on `source`, before unreadable rows were dropped) into `path`."""
-    rows = pd.Index(source.table["id"].astype(str)).get_indexer(result.table["id"])
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    D, I = result.neighbors
-    arrays = {"rows": rows, "labels": result.dataset.labels, "G": result.G}
-    if result.noise_truth is not None:
-        arrays["noise_truth"] = result.noise_truth
-    np.savez(tmp / "arrays.npz", **arrays)
-    for name, big in (("F", result.F), ("D", D), ("I", I)):     # own files: memory-mapped when re-opened
-        np.save(tmp / f"{name}.npy", np.ascontiguousarray(big))
-    result.table.to_parquet(tmp / "table.parquet", index=False)
-    meta = {"manifest": result.manifest, "class_summary": result.class_summary.to_dict(orient="list"),
-            "flag_threshold": result.flag_threshold, "timings": result.timings}
-    (tmp / "meta.json").write_text(json.dumps(jsonable(meta)))
+FORMAT = 2
+_FILES = ("arrays.npz", "F.npy", "D.npy", "I.npy", "table.parquet")
+
+
+def save(result, path: Path, source) -> bool:
+    """Write `result` (of a run on `source`, before unreadable rows were dropped) into `path`: into a folder
+    beside it first, which replaces `path` only once complete. False (with a warning) when the cache folder
+    cannot be written: the result is then simply not cached, and what was at `path` is left as it was."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        os.replace(tmp, path)
-    except OSError:  # another process finished the same result first
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_entry(tmp)
+        entry_folder(tmp)
+        rows = pd.Index(source.table["id"].astype(str)).get_indexer(result.table["id"])
+        D, I = result.neighbors
+        arrays = {"rows": rows, "labels": result.dataset.labels, "G": result.G}
+        if result.noise_truth is not None:
+            arrays["noise_truth"] = result.noise_truth
+        atomic_write(tmp / "arrays.npz", lambda f: np.savez(f, **arrays))
+        for name, big in (("F", result.F), ("D", D), ("I", I)):     # own files: memory-mapped when re-opened
+            atomic_write(tmp / f"{name}.npy", lambda f, a=big: np.save(f, np.ascontiguousarray(a), allow_pickle=False))
+        atomic_write(tmp / "table.parquet", lambda f: result.table.to_parquet(f, index=False))
+        meta = {"format": FORMAT, "files": {name: file_record(tmp / name) for name in _FILES},
+                "manifest": result.manifest, "class_summary": result.class_summary.to_dict(orient="list"),
+                "flag_threshold": result.flag_threshold, "timings": result.timings}
+        atomic_write_bytes(tmp / "meta.json", sealed_json(jsonable(meta)))
+        swap_in(tmp, path)
+        return True
+    except OSError as exc:
+        remove_entry(tmp)
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST) and (path / "meta.json").is_file():
+            log.info("result cache %s was written by another process first", path)
+            return True
+        cache_problem(unwritable("result cache", path.parent, exc))
+        return False
 
 
 def load(path: Path, source, encoder, config, *, cache_dir, progress=None) -> Optional[Result]:
-    """The cached Result in `path`, or None when there is none or it cannot be read (then it is removed)."""
-    if not (path / "meta.json").exists():
+    """The cached Result in `path`, or None when there is none or it fails its checks (logged: it is then
+    recomputed, and replaced once the new one is written). The files are checked in a thread while the frozen
+    embeddings are read from their cache, so the check adds little to a re-open on a machine with 2 cores."""
+    from selector.embed import embed_dataset
+    if not os.path.lexists(path):
         return None
     try:
-        return _load(path, source, encoder, config, cache_dir, progress)
-    except Exception as exc:  # noqa: BLE001 - a damaged cache is rebuilt, never used
-        log.warning("result cache %s unreadable (%s); recomputing", path, exc)
-        shutil.rmtree(path, ignore_errors=True)
+        meta = _read_meta(path)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            checked = pool.submit(_read, path, meta)
+            X, T, _ = embed_dataset(source, encoder, cache_dir=cache_dir, batch_size=config.batch_size,
+                                    progress=progress, verify_content=config.verify_content)
+            arrays, table = checked.result()
+    except CacheCorrupt as exc:
+        log.warning("result cache %s is damaged (%s); computing the run again", path, exc)
         return None
+    return _assemble(meta, arrays, table, X, T, source, encoder, config, path)
 
 
-def _load(path: Path, source, encoder, config, cache_dir, progress):
-    from selector.embed import embed_dataset
-    meta = json.loads((path / "meta.json").read_text())
-    with np.load(path / "arrays.npz") as z:
-        arrays = {key: z[key] for key in z.files}
-    for name in ("F", "D", "I"):   # copy-on-write maps: pages are read when used, the files never change
-        arrays[name] = np.load(path / f"{name}.npy", mmap_mode="c", allow_pickle=False)
-    table = pd.read_parquet(path / "table.parquet")
-    X, T, _ = embed_dataset(source, encoder, cache_dir=cache_dir, batch_size=config.batch_size, progress=progress)
+def _read_meta(path: Path) -> dict:
+    meta = read_sealed_json(path / "meta.json")
+    if meta.get("format") != FORMAT or not isinstance(meta.get("files"), dict):
+        raise CacheCorrupt(f"meta.json is format {meta.get('format')!r}, expected {FORMAT}")
+    for key in ("manifest", "class_summary", "flag_threshold", "timings"):
+        if key not in meta:
+            raise CacheCorrupt(f"meta.json has no {key!r}")
+    return meta
+
+
+def _read(path: Path, meta: dict):
+    """arrays and table of a result folder, every file checked against the checksums in its meta.json."""
+    for name in _FILES:
+        check_file(path / name, meta["files"].get(name))
+    try:
+        with np.load(path / "arrays.npz", allow_pickle=False) as z:
+            arrays = {key: z[key] for key in z.files}
+        for name in ("F", "D", "I"):   # copy-on-write maps: pages are read when used, the files never change
+            arrays[name] = np.load(path / f"{name}.npy", mmap_mode="c", allow_pickle=False)
+        table = pd.read_parquet(path / "table.parquet")
+    except (OSError, ValueError, KeyError, EOFError) as exc:
+        raise CacheCorrupt(f"{type(exc).__name__}: {exc}") from exc
+    return arrays, table
+
+
+def _assemble(meta, arrays, table, X, T, source, encoder, config, path):
     rows = arrays["rows"]
+    if rows.ndim != 1 or len(table) != len(rows) or (len(rows) and not 0 <= rows.min() <= rows.max() < len(source)):
+        log.warning("result cache %s does not fit the dataset; computing the run again", path)
+        return None
     dataset = source.subset(rows).with_labels(arrays["labels"])
-    if len(table) != len(dataset):
-        raise ValueError("cached table does not match the dataset")
     if not (len(rows) == len(X) and np.array_equal(rows, np.arange(len(X)))):   # all rows: no copy (2.6 GB at 1.28M)
         X = X[rows]
     X = l2_normalize(X)

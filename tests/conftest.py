@@ -5,6 +5,8 @@ helpers are plain functions in tests/synthetic.py).
 - `@pytest.mark.fashion_mnist` tests need Fashion-MNIST's files (Debian's dataset-fashion-mnist or the data
   cache); they are skipped, with the reason, where the files are absent.
 - `@pytest.mark.slow` tests take more than a few seconds; `-m "not slow"` leaves them out.
+- `@pytest.mark.faults` tests inject real faults (tests/faults.py: damaged files, read-only folders, a full
+  tmpfs, kill -9); those that need root to mount skip, with the reason, where mounting is refused.
 """
 import os
 from pathlib import Path

@@ -7,6 +7,7 @@ which sources it can embed. Adding an encoder means one file and one entry here.
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -17,6 +18,7 @@ from selector.errors import InputError
 from selector.files import default_cache_dir
 from selector.progress import Progress
 from selector.registry import Choice, Registry
+from selector.roots import check_cache_dir, check_path
 
 
 @dataclass(frozen=True)
@@ -80,8 +82,21 @@ def open_encoder(kind: str, *, cache_dir=None, progress: Optional[Progress] = No
     """The encoder called `kind` (see ENCODERS) with its options (defaults from the registry entry); the demo
     encoder trains once into cache_dir (default `default_cache_dir()`), then loads from it."""
     kwargs = encoder_options(kind, **options)
-    cache_dir = default_cache_dir() if cache_dir is None else cache_dir
+    cache_dir = default_cache_dir() if cache_dir is None else check_cache_dir(cache_dir)
+    _check_model_paths(kwargs)
     return ENCODERS.get(kind).value(cache_dir=cache_dir, progress=progress, **kwargs)
+
+
+def _check_model_paths(kwargs: dict) -> None:
+    """The weights files and folders among an encoder's options must lie inside the allowed roots (roots.py)."""
+    if kwargs.get("checkpoint"):
+        check_path(kwargs["checkpoint"], "checkpoint file")
+    pretrained = str(kwargs.get("pretrained") or "")
+    if os.sep in pretrained or os.path.isfile(os.path.expanduser(pretrained)):   # a weights file given as the tag
+        check_path(pretrained, "weights file")
+    model = str(kwargs.get("model") or "")
+    if model.startswith("local-dir:"):
+        check_path(model.split(":", 1)[1], "model folder")
 
 
 def encoder_options(kind: str, **options) -> dict:
@@ -97,13 +112,15 @@ def encoder_options(kind: str, **options) -> dict:
 
 def check_encoder(kind: str, source: str, dataset_name: str = "fashion-mnist", **options) -> None:
     """InputError, before any data is loaded, when the encoder called `kind` cannot embed this source or its
-    options cannot work (an unknown model or tag, a missing checkpoint file)."""
+    options cannot work (an unknown model or tag, a missing checkpoint file, or one outside the allowed roots)."""
     choice: EncoderChoice = ENCODERS.get(kind)
     if not choice.embeds(source, dataset_name):
         what = f"{source} ({dataset_name})" if source == "torchvision" else source
         able = [c.name for c in ENCODERS if c.embeds(source, dataset_name)]   # (the default may import torch)
         raise InputError(f"the {kind} encoder cannot embed the {what} source; choose one of {', '.join(able)}.")
-    choice.check(**encoder_options(kind, **options))
+    kwargs = encoder_options(kind, **options)
+    _check_model_paths(kwargs)
+    choice.check(**kwargs)
 
 
 def options_of(kind: str, **given) -> dict:

@@ -27,7 +27,7 @@ import numpy as np
 
 from selector.encoders.base import PromptTower, check_batch, check_prompts, class_prompts, encode_image_rows
 from selector.errors import InputError, describe_rows
-from selector.files import atomic_write_bytes
+from selector.files import atomic_write_bytes, cache_problem, clear_way, unwritable
 from selector.progress import Progress, ensure
 from selector.runtime import n_threads, torch_threads
 from selector.sources.torchvision_sets import FASHION_MNIST_CLASSES, load_fashion_mnist
@@ -245,7 +245,7 @@ def _load_cached(weights: Path, meta: Path) -> DemoEncoder | None:
     if not (weights.is_file() and meta.is_file()):
         return None
     try:
-        info = json.loads(meta.read_text())
+        info = json.loads(meta.read_text())      # the weights' sha1 in it checks them
         data = weights.read_bytes()
         sha = hashlib.sha1(data).hexdigest()
         if info.get("weights_sha1") != sha:
@@ -287,7 +287,6 @@ def train_demo_encoder(*, cache_dir, seed: int = 0, epochs: int | None = None, n
     if not isinstance(seed, int):
         raise InputError(f"seed must be an integer, got {seed!r}.")
     folder = Path(cache_dir).expanduser() / "demo_encoder"
-    folder.mkdir(parents=True, exist_ok=True)
     if n_eval is not None and (not isinstance(n_eval, int) or n_eval < 1):
         raise InputError(f"n_eval must be a positive integer (or None for all of half B), got {n_eval!r}.")
     stem = f"demo_v{ARCH_VERSION}_seed{seed}_e{epochs}_n{n_train or 'all'}" + (f"_eval{n_eval}" if n_eval else "")
@@ -323,8 +322,11 @@ def train_demo_encoder(*, cache_dir, seed: int = 0, epochs: int | None = None, n
             "training_time_s": round(wall, 1), "training_cpu_s": round(cpu, 1),
             "torch_threads": threads, "torch": torch.__version__,
             "weights_sha1": hashlib.sha1(data).hexdigest(), "created": time.strftime("%Y-%m-%d %H:%M:%S")}
-    atomic_write_bytes(weights, data)
-    atomic_write_bytes(meta, json.dumps(info, indent=1).encode())
+    try:
+        atomic_write_bytes(clear_way(weights), data)
+        atomic_write_bytes(clear_way(meta), json.dumps(info, indent=1).encode())
+    except OSError as exc:
+        cache_problem(unwritable("demo encoder", folder, exc))
     log.info("Trained the offline demo encoder in %.1f s: accuracy %.3f on Fashion-MNIST test half B", wall, acc)
     return DemoEncoder(net, info, info["weights_sha1"])
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from selector.encoders.base import PromptTower, check_batch, check_prompts, encode_image_rows
 from selector.errors import InputError, OfflineError
-from selector.network import host_reachable
+from selector.network import downloads_off, host_reachable
 from selector.progress import Progress
 from selector.runtime import loader_workers
 
@@ -256,7 +256,9 @@ class OpenCLIPEncoder(PromptTower):
 
     def _offline_message(self, model, tag, cfg, host, cache_dir) -> str:
         return (f"open_clip weights for {model} ({tag}) are not in the local cache "
-                f"({cache_dir or 'default Hugging Face cache'}) and {host} cannot be reached (offline?). "
+                f"({cache_dir or 'default Hugging Face cache'}) and "
+                + ("downloads are turned off on this server (SELECTOR_OFFLINE). " if downloads_off() else
+                   f"{host} cannot be reached (offline?). ")
                 + self._fixes(model, tag, cfg))
 
     def _autocast(self):

@@ -11,6 +11,7 @@ from pathlib import Path
 from selector.dataset import Dataset
 from selector.errors import InputError
 from selector.registry import Choice, Registry
+from selector.roots import check_files, check_path
 from selector.sources.embeddings import load_embeddings
 from selector.sources.folders import IMAGE_EXTENSIONS, load_image_folder, load_manifest
 from selector.sources.torchvision_sets import (FASHION_MNIST_CLASSES, TORCHVISION_SETS, load_fashion_mnist,
@@ -54,22 +55,30 @@ def list_sources() -> list[str]:
 
 def open_source(kind: str, **options) -> Dataset:
     """A Dataset from the source called `kind` (see SOURCES). Options it does not take are ignored
-    (path, root, name, split, download); a source that takes a path needs an existing one."""
+    (path, root, name, split, download); a source that takes a path needs an existing one. With
+    SELECTOR_ALLOWED_ROOTS set, the path, the root and every image file must lie inside those folders."""
     choice: SourceChoice = SOURCES.get(kind)
     kwargs = {k: v for k, v in options.items() if k in choice.options and v not in (None, "")}
     check_source(kind, path=kwargs.get("path"), root=kwargs.get("root"))
     if "path" in choice.options:
-        return choice.value(kwargs.pop("path"), **kwargs)
-    return choice.value(**kwargs)
+        dataset = choice.value(kwargs.pop("path"), **kwargs)
+    else:
+        dataset = choice.value(**kwargs)
+    check_files(dataset.table["path"].astype(str).tolist(), dataset.name)
+    return dataset
 
 
 def check_source(kind: str, *, path=None, root=None) -> None:
     """InputError, before anything is read, when the source called `kind` lacks its path, or its path (or a
-    manifest's image root) does not exist. A torchvision root may be missing: the files are downloaded there."""
+    manifest's image root) does not exist, or (SELECTOR_ALLOWED_ROOTS) either lies outside the allowed folders.
+    A torchvision root may be missing: the files are downloaded there."""
     choice: SourceChoice = SOURCES.get(kind)
+    if root and "root" in choice.options:
+        check_path(root, "data folder")
     if "path" in choice.options:
         if not path:
             raise InputError(f"the {kind} source needs a path; none was given.")
+        check_path(path, "the data path")
         if not Path(path).expanduser().exists():
             raise InputError(f"{path!r} does not exist. Give the full path to an existing "
                              f"{'folder' if kind == 'image-folder' else 'file'}.")

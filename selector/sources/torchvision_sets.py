@@ -88,7 +88,7 @@ def load_fashion_mnist(*, split="train", root=None, download=True) -> Dataset:
     if found is None:
         target = Path(root).expanduser() if root else cache
         how = ("download disabled" if not download else
-               f"download failed: {FASHION_MNIST_URL} unreachable (offline?)")
+               f"download failed: {FASHION_MNIST_URL} unreachable (offline, or downloads turned off by SELECTOR_OFFLINE?)")
         fix = (f"Fashion-MNIST {split} files ({stems[0]}[.gz], {stems[1]}[.gz]) not found in: "
                f"{', '.join(map(str, dirs))}; {how}. Fix: `apt-get install dataset-fashion-mnist` (puts them "
                f"in {DEBIAN_FASHION_MNIST}), or pass root= a folder holding the 4 idx files, or retry with network.")
@@ -128,7 +128,7 @@ def load_torchvision(name: str = "fashion-mnist", *, split="train", root=None, d
     _check_split(split)
     folder = Path(root or DATA_CACHE).expanduser()
     fix = (f"{key} not found in {folder}; " + ("download disabled" if not download else
-           f"{CIFAR_URL} unreachable (offline?)") + f". Fix: put the extracted "
+           f"{CIFAR_URL} unreachable (offline, or downloads turned off by SELECTOR_OFFLINE?)") + f". Fix: put the extracted "
            f"{folder_name}/ folder (from {CIFAR_URL}) in {folder}, or retry with network.")
     if not (folder / folder_name).is_dir() and (not download or not _reachable(CIFAR_URL)):
         raise OfflineError(fix)  # checked before importing torchvision: fails in milliseconds

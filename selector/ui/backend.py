@@ -29,7 +29,7 @@ import streamlit as st
 from selector import pipeline
 from selector.encoders import ENCODERS, check_encoder, open_encoder, options_of
 from selector.errors import InputError
-from selector.files import atomic_write_bytes, default_cache_dir
+from selector.files import atomic_write_bytes, cache_problems, default_cache_dir
 from selector.progress import Progress
 from selector.sources import check_source, open_source
 
@@ -86,6 +86,7 @@ class Run:
     result: pipeline.Result
     cache_dir: Path
     seconds: float
+    cache_warnings: tuple = ()       # caches the run could not write or read: it went on without them
     _derived: dict = field(default_factory=dict, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
@@ -185,30 +186,32 @@ def run_pipeline(spec: RunSpec, progress: Optional[Progress] = None) -> Run:
     check_source(spec.source, path=spec.path, root=spec.root)
     check_encoder(spec.encoder, spec.source, spec.name, **spec.encoder_options())
     t0 = time.perf_counter()
-    dataset = _open_dataset(spec)
-    encoder = _open_encoder(spec, progress)
-    key = pipeline.run_key(dataset, encoder, spec.config)
-    reg = registry()
-    lock = reg.lock_for(key)
-    while not lock.acquire(timeout=WATCH_INTERVAL_S):    # another session is computing this run: show its progress
-        if progress is not None and key in reg.progress:
-            progress(*reg.progress[key])
-    try:
-        run = reg.get_run(key)
-        if run is None:
-            def shared(stage, done, total):           # what the sessions waiting for this run see
-                reg.progress[key] = (stage, done, total)
-                if progress is not None:
-                    progress(stage, done, total)
-            try:
-                result = pipeline.load_or_run(dataset, encoder, spec.config, cache_dir=cache_dir(), progress=shared)
-            finally:
-                reg.progress.pop(key, None)
-            run = Run(key=key, spec=spec, result=result, cache_dir=cache_dir(), seconds=time.perf_counter() - t0)
-            reg.put_run(run)
-            _remember_spec(key, spec)
-    finally:
-        lock.release()
+    with cache_problems() as problems:
+        dataset = _open_dataset(spec)
+        encoder = _open_encoder(spec, progress)
+        key = pipeline.run_key(dataset, encoder, spec.config)
+        reg = registry()
+        lock = reg.lock_for(key)
+        while not lock.acquire(timeout=WATCH_INTERVAL_S):    # another session is computing this run: show its progress
+            if progress is not None and key in reg.progress:
+                progress(*reg.progress[key])
+        try:
+            run = reg.get_run(key)
+            if run is None:
+                def shared(stage, done, total):           # what the sessions waiting for this run see
+                    reg.progress[key] = (stage, done, total)
+                    if progress is not None:
+                        progress(stage, done, total)
+                try:
+                    result = pipeline.load_or_run(dataset, encoder, spec.config, cache_dir=cache_dir(), progress=shared)
+                finally:
+                    reg.progress.pop(key, None)
+                run = Run(key=key, spec=spec, result=result, cache_dir=cache_dir(), seconds=time.perf_counter() - t0,
+                          cache_warnings=tuple(problems))
+                reg.put_run(run)
+                _remember_spec(key, spec)
+        finally:
+            lock.release()
     return run
 
 
