@@ -74,7 +74,8 @@ st.subheader("Kept and dropped per class")
 codes = run.result.dataset.labels
 breakdown = class_breakdown(codes, mask, run.result.class_names, codes_after=codes_after)
 chart_col, table_col = st.columns([1, 1])
-chart_col.bar_chart(breakdown.set_index("class")[["kept", "dropped"]], stack=True, color=["#2b6cb0", "#b0b8c4"])
+chart_col.bar_chart(breakdown.set_index("class")[["kept", "dropped"]], stack=True, color=["#2b6cb0", "#b0b8c4"],
+                    sort=False)            # class order, as in the table beside it
 table_col.dataframe(breakdown, hide_index=True, key="sel_breakdown")
 
 st.subheader("Compared with a random subset of the same size")

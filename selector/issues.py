@@ -55,7 +55,7 @@ def reasons(names, y, audit: LabelAudit, ood, duplicate_of) -> np.ndarray:
         parts = []
         if audit.flagged[i]:
             s, g = audit.suggested_label[i], y[i]
-            parts.append(f"image matches '{names[s]}' ({audit.suggested_prob[i]:.2f}) far better than its label "
+            parts.append(f"image matches '{names[s]}' ({audit.suggested_prob[i]:.2f}) rather than its label "
                          f"'{names[g]}' ({audit.given_prob[i]:.2f}); {int(audit.knn_support[i])}/"
                          f"{int(audit.n_neighbors[i])} neighbours say {names[s]}")
         if ood[i]:
