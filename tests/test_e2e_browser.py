@@ -576,3 +576,28 @@ def test_sessions_are_independent(new_app, dataset):
     ratio_one = move(one, "ArrowRight")                         # one's next rerun keeps one's own ratio
     assert ratio_one > start and one.metric_int("Selected") == subset_size(n, ratio_one)
     assert two.metric_int("Selected") == subset_size(n, ratio_two)
+
+
+def test_a_reload_and_a_shared_link_open_the_same_run(new_app, dataset, browser):
+    """The Selection page's address names its run: reloading it, or opening it in another browser (a
+    colleague's), shows the run instead of 'Run the pipeline on the Home page first'."""
+    app = new_app()
+    run_pipeline(app, dataset)
+    n = app.metric_int("Samples")
+    app.goto("Selection")
+    app.page.wait_for_function("() => new URL(location.href).searchParams.get('run')")
+    link = app.page.url
+    assert "/selection" in link and "run=" in link
+    app.page.reload(wait_until="domcontentloaded")
+    app.page.get_by_role("heading", level=1, name="Selection", exact=True).wait_for()
+    app.wait_metric("Selected", subset_size(n, 0.5))
+    other = browser.new_context(viewport=VIEWPORT)
+    try:
+        page = other.new_page()
+        page.goto(link, wait_until="domcontentloaded")
+        colleague = App(page, link)
+        page.get_by_role("heading", level=1, name="Selection", exact=True).wait_for(timeout=STEP_TIMEOUT_S * 1000)
+        colleague.wait_metric("Selected", subset_size(n, 0.5))
+        expect(page.get_by_text("Run the pipeline on the Home page first.")).to_have_count(0)
+    finally:
+        other.close()
