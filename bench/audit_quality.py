@@ -1,6 +1,7 @@
 """Label-audit quality: does `selector.audit.audit_labels` find injected label errors better than the
 baselines?  Settings: 20% and 40% uniform flips, 30% flips between confusable class pairs (pairs from the
-zero-shot confusion matrix); 3 seeds each; medians reported.
+zero-shot confusion matrix), 20% instance-dependent flips (where the encoder hesitates, to its nearest other
+class: `selector.noise.hesitation`); 3 seeds each; medians reported.
 
 Methods (score ranks rows by "mislabelled"; flag set = each method's own natural rule):
   audit            selector.audit.audit_labels (noise_score, flagged)
@@ -35,11 +36,11 @@ from selector.adapt import Adapters  # noqa: E402
 from selector.audit import audit_labels  # noqa: E402
 from selector.experts import fit_temperature  # noqa: E402
 from selector.linalg import l2_normalize, softmax  # noqa: E402
-from selector.noise import audit_metrics, inject_noise  # noqa: E402
+from selector.noise import audit_metrics, hesitation, inject_noise  # noqa: E402
 from selector.runtime import blas_threads  # noqa: E402
 from selector.score import alignment, zero_shot_logits  # noqa: E402
 
-SETTINGS = (("uniform", 0.2), ("uniform", 0.4), ("confusable", 0.3))
+SETTINGS = (("uniform", 0.2), ("uniform", 0.4), ("confusable", 0.3), ("instance", 0.2))
 METHODS = ("audit", "zero-shot", "knn-disagree", "SAS-paper", "SAS-robust", "cleanlab-CL")
 
 
@@ -129,6 +130,7 @@ def main(argv=None):
     _, I = knn(X, 10, metric="cosine", exclude_self=True)   # label-independent: shared by every run
     knn_s = time.perf_counter() - t
     confusion = zero_shot_confusion(X, T, y)
+    hesitant = hesitation(X, T, y)          # instance-dependent flips: where the encoder hesitates
     print(f"features {args.features}: n={len(y)} d={X.shape[1]} C={T.shape[0]}; zero-shot accuracy "
           f"{(confusion.trace() / confusion.sum()):.3f}", flush=True)
 
@@ -137,7 +139,7 @@ def main(argv=None):
     for mode, rate in SETTINGS:
         for seed in seeds:
             yn, truth = inject_noise(y, rate=rate, mode=mode, n_classes=T.shape[0], confusion=confusion,
-                                     seed=seed)
+                                     hesitation=hesitant, seed=seed)
             for m, (score, flagged, secs) in run_methods(X, T, yn, names, I, seed).items():
                 met = audit_metrics(np.asarray(score, np.float64), flagged, truth)
                 met["seconds"] = secs

@@ -13,6 +13,10 @@ NOISE_MODES = Registry(
     Choice("uniform", "uniform flips", help="Each flipped label moves to another class, uniformly at random."),
     Choice("confusable", "flips between confusable classes",
            help="Classes are paired with the class the encoder confuses them with most; flips stay in pairs."),
+    Choice("instance", "flips where the encoder hesitates",
+           help="Instance-dependent, as annotators err: the closer an image's best other class comes to its own "
+                "(by the encoder's class-prompt similarity), the likelier its label flips, and it flips to that "
+                "class."),
 )
 
 
@@ -34,13 +38,34 @@ def confusable_pairs(confusion) -> list[tuple[int, int]]:
     return pairs
 
 
+def hesitation(X, T, labels, *, block: int = 65_536) -> tuple[np.ndarray, np.ndarray]:
+    """(rival (n,) int64, gap (n,) float32): each row's most similar class other than its label, and how much
+    closer its label's class embedding is (cosine of the label minus cosine of the rival; small or negative =
+    the encoder hesitates). X (n, d) image and T (C, d) class embeddings; computed in row blocks."""
+    from selector.linalg import l2_normalize
+    Tn = l2_normalize(T)
+    y = np.asarray(labels, np.int64)
+    rival, gap = np.empty(len(y), np.int64), np.empty(len(y), np.float32)
+    for s in range(0, len(y), block):
+        S = l2_normalize(X[s:s + block]) @ Tn.T
+        rows = np.arange(len(S))
+        own = S[rows, y[s:s + block]].copy()
+        S[rows, y[s:s + block]] = -np.inf
+        rival[s:s + block] = S.argmax(1)
+        gap[s:s + block] = own - S[rows, rival[s:s + block]]
+    return rival, gap
+
+
 def inject_noise(labels, *, rate: float, mode: str = "uniform", n_classes: int, confusion=None,
-                 seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                 hesitation=None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Flip exactly round(rate * n) labels -> (noisy_labels (n,) int64, flipped_mask (n,) bool).
 
-    mode is a NOISE_MODES name. none: nothing flips. uniform: each flipped row gets a different class, uniformly. confusable: classes are paired with
-    their most-confused partner (greedy matching on confusion + confusion.T; e.g. the zero-shot
-    confusion matrix), and flipped rows (drawn from the paired classes) move to the partner."""
+    mode is a NOISE_MODES name. none: nothing flips. uniform: each flipped row gets a different class,
+    uniformly. confusable: classes are paired with their most-confused partner (greedy matching on
+    confusion + confusion.T; e.g. the zero-shot confusion matrix), and flipped rows (drawn from the paired
+    classes) move to the partner. instance: hesitation=(rival, gap) from `hesitation`; rows are drawn without
+    replacement with weight exp(-gap / sd(gap)) (a row whose rival is as close as its own class is e times
+    likelier to flip than one a standard deviation clearer), and each moves to its rival."""
     NOISE_MODES.check(mode)
     if not (isinstance(n_classes, (int, np.integer)) and n_classes >= 2):
         raise InputError(f"n_classes must be an integer >= 2; got {n_classes!r}.")
@@ -60,6 +85,19 @@ def inject_noise(labels, *, rate: float, mode: str = "uniform", n_classes: int, 
         rows = rng.choice(n, size=m, replace=False)
         shift = rng.integers(1, n_classes, size=m)
         noisy[rows] = (y[rows] + shift) % n_classes
+    elif mode == "instance":
+        if hesitation is None:
+            raise InputError("mode='instance' needs hesitation=(rival, gap), e.g. from selector.noise.hesitation.")
+        rival, gap = (np.asarray(a) for a in hesitation)
+        if rival.shape != (n,) or gap.shape != (n,) or not np.isfinite(gap).all():
+            raise InputError(f"hesitation must be two finite arrays of one entry per row ({n}); got "
+                             f"{rival.shape} and {gap.shape}.")
+        if ((rival < 0) | (rival >= n_classes) | (rival == y)).any():
+            raise InputError("each row's rival class must be another class in [0, n_classes).")
+        weight = -gap.astype(np.float64) / max(float(gap.std()), 1e-12)
+        keys = np.log(rng.random(n)) / np.exp(weight - weight.max())     # weighted draw without replacement
+        rows = np.argsort(-keys, kind="stable")[:m]                       # (Efraimidis-Spirakis): the m largest
+        noisy[rows] = rival[rows]
     else:
         if confusion is None:
             raise InputError("mode='confusable' needs confusion=(C,C) matrix (e.g. the zero-shot "

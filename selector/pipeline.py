@@ -304,15 +304,17 @@ def _check_memory(X, n_classes: int, config: Config) -> None:
 
 def _inject(dataset: Dataset, X, T, config: Config):
     """The dataset with config's synthetic noise in its labels, and the (n,) mask of flipped rows."""
-    from selector.noise import inject_noise
+    from selector.noise import hesitation, inject_noise
     from selector.score import zero_shot_best
     C = len(dataset.class_names)
-    confusion = None
+    confusion = hesitant = None
     if config.noise_mode == "confusable":   # pair classes by the frozen encoder's zero-shot confusion
         pred, _ = zero_shot_best(X, T)
         confusion = np.bincount(dataset.labels * C + pred, minlength=C * C).reshape(C, C)
+    elif config.noise_mode == "instance":   # flip where the frozen encoder hesitates between two classes
+        hesitant = hesitation(X, T, dataset.labels)
     noisy, truth = inject_noise(dataset.labels, rate=config.noise_rate, mode=config.noise_mode, n_classes=C,
-                                confusion=confusion, seed=config.noise_seed)
+                                confusion=confusion, hesitation=hesitant, seed=config.noise_seed)
     return dataset.with_labels(noisy), truth
 
 

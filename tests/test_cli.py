@@ -46,6 +46,21 @@ def test_cli_audits_image_only_embeddings(tmp_path):
     assert audit["class_embeddings"].startswith("image prototypes")
 
 
+def test_cli_plants_instance_dependent_noise(tmp_path):
+    """--noise-mode instance: the flips land where the encoder hesitates, and the audit still finds them."""
+    npz = make_embeddings(tmp_path / "emb.npz", n_per_class=80)
+    out = tmp_path / "sel.csv"
+    code = main(["--source", "embeddings", "--path", str(npz), "--map", "pca", "--noise-mode", "instance",
+                 "--noise-rate", "0.2", "--cache-dir", str(tmp_path / "cache"), "--out", str(out)])
+    assert code == 0
+    table = pd.read_csv(out, keep_default_na=False)
+    planted, flagged = table["noise_injected"].astype(bool), table["flagged"].astype(bool)
+    assert planted.sum() == 64 and (table.loc[planted, "label"] != table.loc[planted, "original_label"]).all()
+    assert (flagged & planted).sum() >= 0.5 * planted.sum()
+    manifest = json.loads((tmp_path / "sel.manifest.json").read_text())
+    assert manifest["config"]["noise_mode"] == "instance"
+
+
 def test_cli_applies_a_decisions_file_and_id_lists(tmp_path):
     npz = make_embeddings(tmp_path / "emb.npz", n_per_class=30)
     args = ["--source", "embeddings", "--path", str(npz), "--map", "none", "--cache-dir", str(tmp_path / "c")]

@@ -118,7 +118,30 @@ def test_mode_none_flips_nothing_and_modes_come_from_the_registry():
     noisy, flipped = inject_noise(y, rate=0.3, mode="none", n_classes=C)
     np.testing.assert_array_equal(noisy, y)
     assert not flipped.any()
-    assert NOISE_MODES.names() == ["none", "uniform", "confusable"]
-    with pytest.raises(InputError, match="choose one of: none, uniform, confusable"):
+    assert NOISE_MODES.names() == ["none", "uniform", "confusable", "instance"]
+    with pytest.raises(InputError, match="choose one of: none, uniform, confusable, instance"):
         inject_noise(y, rate=0.3, mode="pairs", n_classes=C)
 
+
+
+def test_instance_noise_flips_where_the_encoder_hesitates():
+    from selector.noise import hesitation
+    from tests.synthetic import clusters
+    X, T, y = clusters(n=3000, seed=4)
+    rival, gap = hesitation(X, T, y, block=700)                      # several blocks
+    S = (X / np.linalg.norm(X, axis=1, keepdims=True)) @ (T / np.linalg.norm(T, axis=1, keepdims=True)).T
+    brute = S.copy()
+    brute[np.arange(len(y)), y] = -np.inf
+    assert (rival == brute.argmax(1)).all() and (rival != y).all()
+    np.testing.assert_allclose(gap, S[np.arange(len(y)), y] - brute.max(1), atol=1e-5)
+    noisy, flipped = inject_noise(y, rate=0.2, mode="instance", n_classes=6, hesitation=(rival, gap), seed=1)
+    assert flipped.sum() == 600 and (noisy[flipped] == rival[flipped]).all() and (noisy[~flipped] == y[~flipped]).all()
+    assert np.median(gap[flipped]) < np.median(gap[~flipped])         # ambiguous rows flip more often
+    hardest = gap <= np.quantile(gap, 0.2)
+    assert flipped[hardest].mean() > 2 * flipped[~hardest].mean()
+    again, _ = inject_noise(y, rate=0.2, mode="instance", n_classes=6, hesitation=(rival, gap), seed=1)
+    assert (again == noisy).all()
+    with pytest.raises(InputError, match="hesitation"):
+        inject_noise(y, rate=0.2, mode="instance", n_classes=6)
+    with pytest.raises(InputError, match="another class"):
+        inject_noise(y, rate=0.2, mode="instance", n_classes=6, hesitation=(y, gap))
