@@ -79,7 +79,8 @@ def map_image(table: pd.DataFrame, selected: np.ndarray, colour: str, *, classes
 
 def map_figure(table: pd.DataFrame, image: MapImage, rows: np.ndarray, *, revision: str = "") -> go.Figure:
     """The density image of every point under one invisible WebGL trace of `rows`, which carries the hover
-    text and each row's table index as customdata[0] (click, box and lasso; picked points turn dark)."""
+    text and each row's table index as customdata[0] (click, box and lasso). Picked points stay unmarked, so
+    the image's colours stay readable (dense picks would stack into a dark blot); the drawn outline shows them."""
     rows = np.asarray(rows, dtype=np.int64)
     fig = go.Figure()
     if image.scale:
@@ -100,7 +101,7 @@ def map_figure(table: pd.DataFrame, image: MapImage, rows: np.ndarray, *, revisi
         text=table["label"].iloc[rows].astype(str).to_numpy(), customdata=custom,
         hovertemplate=_HOVER.replace("%{fullData.name}", ""),
         marker=dict(size=5, color="#111111", opacity=0.0),
-        selected=dict(marker=dict(opacity=0.9)), unselected=dict(marker=dict(opacity=0.0))))
+        selected=dict(marker=dict(opacity=0.0)), unselected=dict(marker=dict(opacity=0.0))))
     e = image.extent
     fig.add_layout_image(source=image.source, xref="x", yref="y", x=e.x0, y=e.y1, sizex=e.x1 - e.x0,
                          sizey=e.y1 - e.y0, sizing="stretch", layer="below")
