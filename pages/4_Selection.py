@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from selector.optimize import OBJECTIVES, STRATEGIES
-from selector.selection import CONFIDENT, selection_warnings
+from selector.selection import CONFIDENT, relabelled, selection_warnings
 from selector.ui import backend, state, widgets
 from selector.ui.subsets import COVERAGE_POOL, PROBE_MAX_TRAIN
 from selector.ui.views import class_breakdown
@@ -57,7 +57,7 @@ if error:
 decisions = state.decisions(run)
 chosen = state.selection(run)
 codes_after = backend.label_codes(run, chosen)
-relabelled = codes_after != backend.label_codes(run, chosen.replace(decisions={}, correct_flagged=False))
+moved = relabelled(table, chosen)
 truth = table["noise_injected"].to_numpy() if "noise_injected" in table else None
 cols = st.columns(5)
 cols[0].metric("Selected", f"{int(mask.sum()):,}", help=f"of {len(table):,} samples")
@@ -65,7 +65,7 @@ cols[1].metric("Flagged in subset", f"{int((table['flagged'].to_numpy() & mask).
 if truth is not None:
     cols[2].metric("Injected flips in subset", f"{int((truth & mask).sum()):,}", help=f"of {int(truth.sum()):,}")
 cols[3].metric("Decisions applied", f"{len(decisions):,}")
-cols[4].metric("Corrected in subset", f"{int((relabelled & mask).sum()):,}",
+cols[4].metric("Corrected in subset", f"{int((moved & mask).sum()):,}",
                help="samples that carry the suggested label instead of the given one (accepted or corrected)")
 for warning in selection_warnings(table, chosen, mask):
     st.warning(warning)

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from selector.errors import InputError
+from selector.selection import Selection
 from selector.ui import charts
 from selector.ui.subsets import compare_with_random, coverage_distance, coverage_space, random_mask, subset_stats
 from selector.ui.views import (audit_quality, bulk_changes, class_breakdown, class_codes, corrected_codes,
@@ -32,10 +33,11 @@ def test_class_breakdown_counts(table):
     assert moved["kept"].tolist() == [0, 10, 0]
     # accepting a suggestion moves that sample to the suggested class
     row = int(np.flatnonzero(table["flagged"])[0])
-    after = corrected_codes(codes, table, {table["id"][row]: "accepted", "s0": "kept"}, CLASSES)
+    accept = Selection(decisions={table["id"][row]: "accepted", "s0": "kept"})
+    after = corrected_codes(codes, table, accept, CLASSES)
     assert after[row] == CLASSES.index(table["suggested_label"][row]) and after[0] == codes[0]
     assert (np.delete(after, row) == np.delete(codes, row)).all()
-    assert corrected_codes(codes, table, {}, CLASSES) is codes
+    assert corrected_codes(codes, table, Selection(), CLASSES) is codes
 
 
 # ------------------------------------------------------------------------------ random comparison

@@ -297,16 +297,13 @@ def compare_with_random(run: Run, mask: np.ndarray):
 
 def label_codes(run: Run, selection) -> np.ndarray:
     """(n,) int64 class index (class_names order) of each row's label after the selection's decisions and
-    corrections; the given and suggested codes are computed once per run, so a slider move does no string work."""
-    from selector.selection import relabelled
-    from selector.ui.views import class_codes
+    corrections (views.corrected_codes); the given and suggested codes are computed once per run, so a slider
+    move does no string work."""
+    from selector.ui.views import class_codes, corrected_codes
     names = run.result.class_names
     given = run.derived("given_codes", lambda: class_codes(run.table["label"], names))
-    moved = relabelled(run.table, selection)
-    if not moved.any():
-        return given
     suggested = run.derived("suggested_codes", lambda: class_codes(run.table["suggested_label"], names))
-    return np.where(moved, suggested, given)
+    return corrected_codes(given, run.table, selection, names, suggested=suggested)
 
 
 def probe_comparison(run: Run, selection, mask: np.ndarray) -> tuple[list, float]:

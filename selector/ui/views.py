@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from selector.errors import InputError
+from selector.selection import relabelled
 
 
 # ----------------------------------------------------------------------------------------- decisions
@@ -137,14 +138,17 @@ def class_codes(labels, class_names) -> np.ndarray:
     return index.get_indexer(pd.Index(np.asarray(labels, dtype=object).astype(str))).astype(np.int64)
 
 
-def corrected_codes(codes: np.ndarray, table: pd.DataFrame, decisions: dict | None, class_names) -> np.ndarray:
-    """Label codes after the user's decisions: the suggested class where a suggestion was accepted."""
-    accepted = [i for i, d in (decisions or {}).items() if d == "accepted"]
-    if not accepted:
+def corrected_codes(codes: np.ndarray, table: pd.DataFrame, selection, class_names, *,
+                    suggested: np.ndarray | None = None) -> np.ndarray:
+    """Label codes after the selection's decisions and corrections: the suggested class where a row carries
+    its suggestion (accepted, or corrected by correct_flagged); `codes` itself when no row does. suggested:
+    every row's suggested-class code when already known (the app computes it once per run)."""
+    moved = np.flatnonzero(relabelled(table, selection))
+    if not len(moved):
         return codes
-    rows = np.flatnonzero(table["id"].astype(str).isin(accepted).to_numpy())
     out = codes.copy()
-    out[rows] = class_codes(table["suggested_label"].to_numpy()[rows], class_names)
+    out[moved] = (suggested[moved] if suggested is not None
+                  else class_codes(table["suggested_label"].to_numpy()[moved], class_names))
     return out
 
 
