@@ -29,35 +29,34 @@ def test_cli_writes_table_and_manifest(tmp_path, capsys):
     assert "60 selected" in capsys.readouterr().out
 
 
+def _noisy_run(tmp_path, mode: str, *, text: bool = True) -> tuple[pd.DataFrame, dict]:
+    """The CLI on 320 synthetic rows with 20% planted flips of `mode`: (the written table, its manifest)."""
+    npz = make_embeddings(tmp_path / "emb.npz", n_per_class=80, text=text)
+    out = tmp_path / "sel.csv"
+    code = main(["--source", "embeddings", "--path", str(npz), "--map", "pca", "--noise-mode", mode,
+                 "--noise-rate", "0.2", "--cache-dir", str(tmp_path / "cache"), "--out", str(out)])
+    assert code == 0
+    return pd.read_csv(out, keep_default_na=False), json.loads((tmp_path / "sel.manifest.json").read_text())
+
+
 def test_cli_audits_image_only_embeddings(tmp_path):
     """An .npz without text_embeddings (an encoder with no text tower): the audit runs on its label-based
     experts, class prototypes stand in for the prompts, and the manifest says so."""
-    npz = make_embeddings(tmp_path / "emb.npz", n_per_class=80, text=False)
-    out = tmp_path / "sel.csv"
-    code = main(["--source", "embeddings", "--path", str(npz), "--map", "pca", "--noise-mode", "uniform",
-                 "--noise-rate", "0.2", "--cache-dir", str(tmp_path / "cache"), "--out", str(out)])
-    assert code == 0
-    table = pd.read_csv(out, keep_default_na=False)
+    table, manifest = _noisy_run(tmp_path, "uniform", text=False)
     planted, flagged = table["noise_injected"].astype(bool), table["flagged"].astype(bool)
     assert planted.sum() == 64 and (flagged & planted).sum() >= 0.8 * planted.sum()
     assert (flagged & ~planted).sum() <= 0.2 * planted.sum()
-    audit = json.loads((tmp_path / "sel.manifest.json").read_text())["audit"]
+    audit = manifest["audit"]
     assert audit["experts"] == ["cross_fit", "knn"] and set(audit["pool_weights"]) == {"cross_fit", "knn"}
     assert audit["class_embeddings"].startswith("image prototypes")
 
 
 def test_cli_plants_instance_dependent_noise(tmp_path):
     """--noise-mode instance: the flips land where the encoder hesitates, and the audit still finds them."""
-    npz = make_embeddings(tmp_path / "emb.npz", n_per_class=80)
-    out = tmp_path / "sel.csv"
-    code = main(["--source", "embeddings", "--path", str(npz), "--map", "pca", "--noise-mode", "instance",
-                 "--noise-rate", "0.2", "--cache-dir", str(tmp_path / "cache"), "--out", str(out)])
-    assert code == 0
-    table = pd.read_csv(out, keep_default_na=False)
+    table, manifest = _noisy_run(tmp_path, "instance")
     planted, flagged = table["noise_injected"].astype(bool), table["flagged"].astype(bool)
     assert planted.sum() == 64 and (table.loc[planted, "label"] != table.loc[planted, "original_label"]).all()
     assert (flagged & planted).sum() >= 0.5 * planted.sum()
-    manifest = json.loads((tmp_path / "sel.manifest.json").read_text())
     assert manifest["config"]["noise_mode"] == "instance"
 
 
