@@ -42,12 +42,11 @@ def hesitation(X, T, labels, *, block: int = 65_536) -> tuple[np.ndarray, np.nda
     """(rival (n,) int64, gap (n,) float32): each row's most similar class other than its label, and how much
     closer its label's class embedding is (cosine of the label minus cosine of the rival; small or negative =
     the encoder hesitates). X (n, d) image and T (C, d) class embeddings; computed in row blocks."""
-    from selector.linalg import l2_normalize
-    Tn = l2_normalize(T)
+    from selector.score import zero_shot_logits
     y = np.asarray(labels, np.int64)
     rival, gap = np.empty(len(y), np.int64), np.empty(len(y), np.float32)
     for s in range(0, len(y), block):
-        S = l2_normalize(X[s:s + block]) @ Tn.T
+        S = zero_shot_logits(X[s:s + block], T)
         rows = np.arange(len(S))
         own = S[rows, y[s:s + block]].copy()
         S[rows, y[s:s + block]] = -np.inf
