@@ -147,13 +147,14 @@ def _run(dataset, encoder, config, cache_dir, progress, checkpoints) -> Result:
     text_tower = T is not None     # image-only embeddings: class prototypes stand in for the class prompts
     _check_memory(X, C, config)
     original_labels = dataset.labels
+    if not text_tower:
+        T = class_prototypes(X, original_labels, C)
     noise_truth = None
     if config.noise_mode != "none":
-        dataset, noise_truth = _inject(dataset, X, T if text_tower else class_prototypes(X, original_labels, C),
-                                       config)
+        dataset, noise_truth = _inject(dataset, X, T, config)
+        if not text_tower:         # from the labels the audit sees
+            T = class_prototypes(X, dataset.labels, C)
     labels = dataset.labels
-    if not text_tower:             # from the labels the audit sees (after any injected noise)
-        T = class_prototypes(X, labels, C)
 
     resumed = []
     t0 = time.perf_counter()
