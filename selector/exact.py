@@ -58,3 +58,17 @@ def inverse_norms(X) -> np.ndarray:
     """(n,) float32 1 / |x_i| (0 for all-zero rows)."""
     norms = row_norms(X)
     return np.where(norms > 1e-12, 1.0 / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
+
+
+def graph_recall(X, I, *, metric: str = "cosine", scale: Optional[np.ndarray] = None, queries: int = 10_000,
+                 seed: int = 0) -> tuple[float, int]:
+    """(recall@k, queries used) of a kNN graph I (n, k) of X's rows among themselves (self excluded, I = -1 for
+    missing), against exact search on a seeded sample of `queries` rows: the share of each sampled row's true
+    k nearest neighbours that I holds. X's rows are scaled by `scale` (1 / |x_i| for cosine) when given."""
+    n, k = I.shape
+    rows = np.sort(np.random.default_rng([seed, 10]).choice(n, min(n, queries), replace=False))
+    Q = X[rows] if scale is None else X[rows] * scale[rows, None]
+    _, found = TorchFlat(X, metric, scale=scale).search(Q, min(k + 1, n))
+    truth = np.array([np.resize(np.append(t[t != r], [-1] * k), k) for t, r in zip(found, rows)], np.int64)
+    hit = (I[rows][:, :, None] == truth[:, None, :]) & (truth[:, None, :] >= 0)
+    return float(hit.any(-1).sum() / max(int((truth >= 0).sum()), 1)), len(rows)

@@ -200,7 +200,7 @@ class Neighbors:
         _, truth = TorchFlat(X, self.metric, scale=self._scale).search(self._unit(X, rows), min(11, self.n))
         truth = self._finish(np.zeros(truth.shape, np.float32), truth, 10, rows)[1]
         top = min(self.nlist, GPU_MAX_K) if gpu else self.nlist
-        tries = [int(nprobe)] if nprobe else sorted({min(top, 8 << j) for j in range(16) if (8 << j) // 2 < top})
+        tries = [int(nprobe)] if nprobe else sorted({min(top, 8 << j) for j in range(16) if (8 << j) // 2 < top}) or [top]
         for p in tries:
             faiss.ParameterSpace().set_index_parameter(self._index, "nprobe", p)
             self.nprobe = p

@@ -34,6 +34,7 @@ from selector.version import __version__
 log = logging.getLogger(__name__)
 
 GLOBAL_K = 10  # neighbours kept per sample for the audit, the galleries and the map
+RECALL_REPORT_QUERIES = 10_000  # rows an approximate kNN graph is checked on against exact search (manifest)
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ def _run(dataset, encoder, config, cache_dir, progress, checkpoints) -> Result:
     from selector.adapt import Adapters
     from selector.embed import embed_dataset
     from selector.issues import find_issues
+    from selector.exact import graph_recall, inverse_norms
     from selector.neighbors import Neighbors
     from selector.project import draw_map
     from selector.score import alignment, default_k, diversity
@@ -183,7 +185,15 @@ def _run(dataset, encoder, config, cache_dir, progress, checkpoints) -> Result:
                             progress=lambda _s, done, total: progress("finding neighbours", done, total))
         knn_info = {"index": f"{index.backend} {index.kind}", "k": GLOBAL_K, "nlist": index.nlist, "nprobe":
                     index.nprobe, "recall_at_10": round(index.recall, 4), "recall_queries": index.recall_queries}
+        approximate = index.kind != "flat"
         del index                   # its copy of the vectors is not needed past this point
+        if approximate:             # the graph itself against exact search: what the audit and the map read
+            progress("checking the neighbours against exact search", 0, 1)
+            recall, queries = graph_recall(F, I, scale=inverse_norms(F), queries=RECALL_REPORT_QUERIES,
+                                           seed=config.seed)
+            knn_info.update(tuning_recall_at_10=knn_info["recall_at_10"], tuning_queries=knn_info["recall_queries"],
+                            recall_at_10=round(recall, 4), recall_queries=queries)
+            progress("checking the neighbours against exact search", 1, 1)
         if checkpoints:
             checkpoints.save("neighbors", knn_info, D=D, I=I)
     timings["neighbors_s"] = time.perf_counter() - t0

@@ -132,6 +132,26 @@ def test_ivf_path_has_high_recall():
     assert (I2[:, :, None] == Ib2[:500, None, :]).any(-1).mean() > 0.95
 
 
+def test_an_inverted_file_with_very_few_lists_still_tunes_nprobe():
+    X, _ = clustered(n=120, d=8, c=3, seed=3)
+    index = Neighbors(X, metric="cosine", exact_limit=50)           # 120 rows: 3 lists, fewer than any nprobe tried
+    assert index.kind == "ivf" and index.nlist == 3 and index.nprobe == 3 and index.recall > 0.9
+
+
+def test_graph_recall_counts_the_true_neighbours_a_graph_holds():
+    from selector.exact import graph_recall, inverse_norms
+    X, _ = clustered(n=3000, d=16, c=6, seed=2)
+    X = X * np.random.default_rng(0).uniform(0.5, 3.0, (len(X), 1)).astype(np.float32)   # any norm: scaled rows
+    _, I = knn(X, 10, metric="cosine", exclude_self=True)
+    assert graph_recall(X, I, scale=inverse_norms(X), queries=500) == (1.0, 500)
+    broken = I.copy()
+    broken[:, 5:] = -1                                        # half of every row's neighbours lost
+    recall, used = graph_recall(X, broken, scale=inverse_norms(X), queries=10_000)
+    assert used == len(X) and recall == pytest.approx(0.5, abs=0.01)
+    shuffled = I[np.random.default_rng(1).permutation(len(X))]   # someone else's neighbours
+    assert graph_recall(X, shuffled, scale=inverse_norms(X), queries=500)[0] < 0.1
+
+
 def test_search_with_rows_and_backend():
     X, _ = clustered(n=400)
     index = Neighbors(X, metric="l2")

@@ -200,3 +200,15 @@ def test_degenerate_embeddings_are_scored_or_refused_by_one_rule(tmp_path):
         run(_with_embeddings(tmp_path, "zeros", lambda X, y: np.zeros_like(X)))
     with pytest.raises(InputError, match="point the same way"):
         run(_with_embeddings(tmp_path, "same", lambda X, y: X[:1] * np.arange(1, len(X) + 1)[:, None]))
+
+
+def test_an_approximate_neighbour_graph_reports_its_recall_against_exact_search(tmp_path, monkeypatch):
+    import selector.neighbors
+    monkeypatch.setattr(selector.neighbors, "CPU_EXACT_LIMIT", 100)    # 480 rows: an inverted-file index
+    dataset = load_embeddings(make_embeddings(tmp_path / "emb.npz"))
+    result = pipeline.run(dataset, PrecomputedEncoder(), pipeline.Config(map="pca"), cache_dir=tmp_path / "cache")
+    info = result.manifest["neighbors"]
+    assert info["index"].endswith("ivf") and info["recall_queries"] == 480 and info["tuning_queries"] == 480
+    from selector.exact import graph_recall, inverse_norms
+    recall, _ = graph_recall(result.F, result.neighbors[1], scale=inverse_norms(result.F), queries=480)
+    assert info["recall_at_10"] == pytest.approx(recall, abs=1e-4) and 0.5 < recall <= 1.0
