@@ -23,7 +23,9 @@ log = logging.getLogger(__name__)
 class Dataset:
     """A labelled image set. table: id (unique str), path (str, "" in-memory), label (class name)
     [+ caption, split]; labels (n,) int64 into class_names; pixels (n,H,W[,3]) uint8 or None;
-    embeddings (n,d) / text_embeddings (C,d) float32 or None; problems: notes on rows skipped at load."""
+    embeddings (n,d) / text_embeddings (C,d) float32 or None; problems: notes on rows skipped at load;
+    embeddings_digest: a checksum of the embeddings' bytes that their loader computed while reading them (then
+    the fingerprint uses it instead of hashing gigabytes again), None to hash them."""
     name: str
     table: pd.DataFrame
     class_names: tuple[str, ...]
@@ -32,6 +34,7 @@ class Dataset:
     embeddings: np.ndarray | None = None
     text_embeddings: np.ndarray | None = None
     problems: list[str] = field(default_factory=list)
+    embeddings_digest: str | None = None
 
     def __post_init__(self):
         self.class_names = tuple(str(c) for c in self.class_names)
@@ -66,7 +69,8 @@ class Dataset:
             return replace(self, problems=list(self.problems))
         take = lambda a: None if a is None else a[rows]  # noqa: E731
         return replace(self, table=self.table.iloc[rows].reset_index(drop=True), labels=self.labels[rows],
-                       pixels=take(self.pixels), embeddings=take(self.embeddings), problems=list(self.problems))
+                       pixels=take(self.pixels), embeddings=take(self.embeddings), problems=list(self.problems),
+                       embeddings_digest=None)
 
     def with_labels(self, labels: np.ndarray) -> "Dataset":
         """Copy with other given labels ((n,) ints in [0, C)), e.g. after noise injection."""
@@ -92,14 +96,15 @@ class Dataset:
         h = hashlib.sha1(b"selector-content-v1")
         for col in ("id", "path"):
             h.update("\x1f".join(self.table[col].astype(str).tolist()).encode() + b"\x1e")
-        paths = [p for p in self.table["path"] if p]
-        if paths:   # files: what they hold, and how they are decoded into pixels
-            h.update(np.array([_stat(p) for p in paths], dtype="<i8").tobytes())
+        path = self.table["path"]
+        if (path != "").any():   # files: what they hold, and how they are decoded into pixels
+            h.update(np.array([_stat(p) for p in path if p], dtype="<i8").tobytes())
             h.update(f"decoder-v{DECODER_VERSION}".encode())
-        for arr in (self.pixels, self.embeddings, self.text_embeddings):
+        for arr, digest in ((self.pixels, None), (self.embeddings, self.embeddings_digest),
+                            (self.text_embeddings, None)):
             if arr is not None:
                 h.update(f"{arr.shape}{arr.dtype.str}".encode())
-                h.update(np.ascontiguousarray(arr).data)
+                h.update(digest.encode() if digest else np.ascontiguousarray(arr).data)
         return h.hexdigest()
 
     @cached_property

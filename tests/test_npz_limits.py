@@ -133,3 +133,37 @@ def test_only_the_used_keys_are_read(tmp_path):
     arrays, found = read_npz(path)
     assert sorted(arrays) == ["class_names", "image_embeddings", "labels", "text_embeddings"]
     assert "extra" in found and len(load_embeddings(path)) == 20
+
+
+def test_members_are_read_exactly_checked_and_fingerprinted_by_their_checksum(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(4000, 6)).astype(np.float32)
+    arrays = {"image_embeddings": np.asfortranarray(X), "labels": np.arange(4000) % 4,
+              "class_names": np.array(["a", "bb", "c", "dé"]), "text_embeddings": rng.normal(size=(4, 6))}
+    np.savez(tmp_path / "e.npz", **arrays)
+    np.savez_compressed(tmp_path / "z.npz", **arrays)
+    digests = {}
+    stored, _ = read_npz(tmp_path / "e.npz", digests=digests)
+    deflated, _ = read_npz(tmp_path / "z.npz", digests=(same_bytes := {}))
+    assert sorted(digests) == sorted(arrays) and same_bytes == digests    # the checksum of the arrays' bytes
+    for key, value in arrays.items():
+        np.testing.assert_array_equal(stored[key], value)
+        np.testing.assert_array_equal(deflated[key], value)
+        assert stored[key].dtype == value.dtype
+    same = load_embeddings(tmp_path / "e.npz")
+    np.savez(tmp_path / "copy.npz", **arrays)
+    assert load_embeddings(tmp_path / "copy.npz").content_fingerprint != same.content_fingerprint   # other ids
+    np.savez(tmp_path / "e.npz", **arrays)                                                       # rewritten, same
+    assert load_embeddings(tmp_path / "e.npz").fingerprint == same.fingerprint
+    np.savez(tmp_path / "e.npz", **{**arrays, "image_embeddings": X + np.float32(1e-3)})
+    changed = load_embeddings(tmp_path / "e.npz")
+    assert changed.embeddings_digest != same.embeddings_digest and changed.fingerprint != same.fingerprint
+    half = same.subset(np.arange(2000))
+    assert half.embeddings_digest is None and half.content_fingerprint != same.content_fingerprint
+
+    data = bytearray((tmp_path / "e.npz").read_bytes())
+    at = data.find(npy(X + np.float32(1e-3))[20_000:20_040])          # inside the embeddings' bytes
+    data[at] ^= 0x10
+    (tmp_path / "flipped.npz").write_bytes(bytes(data))
+    with pytest.raises(InputError, match="flipped.npz.*Bad CRC-32 for file 'image_embeddings.npy'"):
+        load_embeddings(tmp_path / "flipped.npz")

@@ -34,12 +34,15 @@ def max_array_bytes() -> int:
     return int(gb * 1e9)
 
 
-def read_npz(path, keys=KEYS) -> tuple[dict, list[str]]:
+def read_npz(path, keys=KEYS, digests: dict | None = None) -> tuple[dict, list[str]]:
     """({key: array} for the `keys` the .npz at path holds, every member name): nothing else is inflated, and
     a member larger than max_array_bytes(), an object (pickled) array or a member whose .npy header does not
-    match its size is refused with InputError before it is read."""
+    match its size is refused with InputError before it is read. Every member read is checked against the
+    CRC-32 in the zip directory; `digests`, when given, receives that checksum and size per key, an identity of
+    the array's bytes that costs nothing more to know."""
     path = Path(path)
     limit, arrays = max_array_bytes(), {}
+    digests = {} if digests is None else digests
     try:
         with zipfile.ZipFile(path) as zf:
             members = {info.filename.removesuffix(".npy"): info for info in zf.infolist()}
@@ -51,8 +54,12 @@ def read_npz(path, keys=KEYS) -> tuple[dict, list[str]]:
                                      "it is genuine and the machine has the memory.")
                 with zf.open(info) as f:
                     _check_header(f, info.file_size, f"{path.name}: `{key}`")
-                with zf.open(info) as f:
+                with zf.open(info) as f:                  # read to its end, so zipfile checks its CRC-32
                     arrays[key] = np.lib.format.read_array(f, allow_pickle=False)
+                    if f.read(1):
+                        raise InputError(f"{path.name}: `{key}` holds bytes past its array: the file is damaged. "
+                                         "Write it again with np.savez.")
+                digests[key] = f"crc32 {info.CRC:08x} size {info.file_size}"
     except InputError:
         raise
     except ValueError as e:
@@ -86,7 +93,8 @@ def load_embeddings(path) -> Dataset:
     with open(path, "rb") as f:
         if f.read(2) != b"PK":
             raise InputError(f"{path.name} is not an .npz archive; write it with np.savez(path, **arrays).")
-    arrs, found = read_npz(path)
+    digests = {}
+    arrs, found = read_npz(path, digests=digests)
     need = [k for k in ("image_embeddings", "labels", "class_names") if k not in arrs]
     if need:
         raise InputError(f"{path.name} lacks {need}; found {found}. Needed: image_embeddings (N,d), "
@@ -132,4 +140,4 @@ def load_embeddings(path) -> Dataset:
     stem = path.stem
     ids = [f"{stem}/{k:0{width}d}" for k in range(n)]
     return build_dataset(f"embeddings/{path.stem}", ids, paths, [class_names[k] for k in y], class_names=class_names,
-                         embeddings=X, text_embeddings=T)
+                         embeddings=X, text_embeddings=T, embeddings_digest=digests.get("image_embeddings"))
