@@ -64,6 +64,16 @@ def test_coverage_distance_matches_brute_force():
     Q, S = pooled.Z[pooled.probe], pooled.Z[mask[pooled.pool]]
     brute = np.sqrt(((Q[:, None, :] - S[None, :, :]) ** 2).sum(-1)).min(1).mean()
     assert coverage_distance(pooled, mask) == pytest.approx(brute, rel=1e-4)
+    # each probe point keeps its 20 nearest rows: a dense subset holds one of them for every probe point, a
+    # sparse or a lopsided one leaves some probe points to be measured against the whole subset
+    few = coverage_space(F, dims=8, n_probe=100, seed=1, nearest=20)
+    assert few.near.shape == (100, 20) and (np.diff(few.near_d, axis=1) >= 0).all()
+    lopsided = space.Z[:, 0] > 0.5
+    for m in (rng.random(500) < 0.6, rng.random(500) < 0.02, lopsided, mask):
+        Q, S = few.Z[few.probe], few.Z[m]
+        brute = np.sqrt(((Q[:, None, :] - S[None, :, :]) ** 2).sum(-1)).min(1).mean()
+        assert coverage_distance(few, m) == pytest.approx(brute, rel=1e-4)
+        assert coverage_distance(few, m) == pytest.approx(coverage_distance(space, m), rel=1e-4)
 
 
 def test_subset_stats_and_comparison():
@@ -271,6 +281,10 @@ def test_linear_probe_scores_subsets_on_the_same_held_out_rows():
     assert probe_accuracy(space, first_pair, y, y, 6) < 0.45
     assert np.isnan(probe_accuracy(space, ~space.trainable, y, y, 6))    # held-out rows never train
     assert probe_accuracy(space, everything, np.where(y == 5, -1, y), y, 6) < clean   # unknown labels skipped
+    wrong = np.where(y == 0, 1, y)                           # one probe, scored against several label sets
+    half_unknown = np.where(y >= 3, -1, y)
+    assert probe_accuracy(space, everything, y, [y, wrong, half_unknown], 6) == [
+        probe_accuracy(space, everything, y, t, 6) for t in (y, wrong, half_unknown)]
 
 
 def test_a_large_subset_trains_the_probe_on_a_seeded_sample():

@@ -323,15 +323,13 @@ def probe_comparison(run: Run, selection, mask: np.ndarray) -> tuple[list, float
         if "original_label" in table:
             truth = run.derived("true_codes", lambda: class_codes(table["original_label"], names))
             targets.append(("true labels (known: the noise was injected)", truth))
-        train = label_codes(run, selection)
-        rand = sv.random_mask(len(table), k, seed)
-
-        def random_side(what, test):
-            return run.derived(("probe_random", k, selection.decisions, what), lambda: sv.probe_accuracy(
-                space, rand, reviewed, test, len(names)))
-        rows = [(f"linear-probe accuracy on {len(space.held_out):,} held-out rows vs {what}",
-                 sv.probe_accuracy(space, mask, train, test, len(names)), random_side(what, test))
-                for what, test in targets]
+        train = label_codes(run, selection) if selection.correct_flagged else reviewed
+        tests = [test for _, test in targets]
+        ours = sv.probe_accuracy(space, mask, train, tests, len(names))      # one probe, scored per target
+        theirs = run.derived(("probe_random", k, selection.decisions, len(tests)), lambda: sv.probe_accuracy(
+            space, sv.random_mask(len(table), k, seed), reviewed, tests, len(names)))
+        rows = [(f"linear-probe accuracy on {len(space.held_out):,} held-out rows vs {what}", a, b)
+                for (what, _), a, b in zip(targets, ours, theirs)]
         return rows, time.perf_counter() - t0
     return run.derived(("probe", selection), compute)
 

@@ -32,20 +32,25 @@ _RANDOM_BASELINE_STREAM = 0x5E1EC7
 
 @dataclass(frozen=True)
 class CoverageSpace:
-    """A low-dimensional copy of the embeddings and a fixed probe sample, computed once per run."""
+    """A low-dimensional copy of the embeddings and a fixed probe sample, computed once per run, with each
+    probe point's nearest rows in order: a subset's distance to a probe point is then that of the first of
+    them it holds, and only a probe point none of whose nearest rows is selected is measured against the
+    whole subset."""
     Z: np.ndarray           # (m, dims) float32: the pool's unit-normalised embeddings on their top PCA axes
     probe: np.ndarray       # (p,) int64 rows of Z whose distance to the subset is measured
     pool: np.ndarray | None = None   # (m,) int64 dataset rows Z holds; None: every row, in order
+    near: np.ndarray | None = None   # (p, L) int64 rows of Z nearest each probe point, nearest first
+    near_d: np.ndarray | None = None  # (p, L) float32 their distances
 
 
 COVERAGE_POOL = 100_000     # past this many rows, coverage is measured among a fixed seeded sample of them
 
 
 def coverage_space(F: np.ndarray, *, dims: int = 32, n_probe: int = 500, seed: int = 0,
-                   pool: int = COVERAGE_POOL) -> CoverageSpace:
+                   pool: int = COVERAGE_POOL, nearest: int = None) -> CoverageSpace:
     """Project unit-normalised F on its top `dims` principal axes (fit on <= 5,000 rows) and pick the probe.
     Above `pool` rows only a fixed seeded sample of `pool` rows takes part (probe and subset alike), so a
-    slider move costs the same at 1.28M rows as at 100k."""
+    slider move costs the same at 1.28M rows as at 100k. nearest: rows kept per probe point (NEAREST_KEPT)."""
     rows = None
     if len(F) > pool:
         rows = np.sort(np.random.default_rng([seed, 3]).choice(len(F), size=pool, replace=False)).astype(np.int64)
@@ -53,7 +58,27 @@ def coverage_space(F: np.ndarray, *, dims: int = 32, n_probe: int = 500, seed: i
     mean, axes = principal_axes(Fn, dims, sample=5000, seed=seed)
     Z = ((Fn - mean) @ axes).astype(np.float32)
     probe = np.sort(np.random.default_rng([seed, 1]).choice(len(Z), size=min(len(Z), n_probe), replace=False))
-    return CoverageSpace(Z=Z, probe=probe.astype(np.int64), pool=rows)
+    near, near_d = _nearest(Z, Z[probe], min(len(Z), nearest or NEAREST_KEPT))
+    return CoverageSpace(Z=Z, probe=probe.astype(np.int64), pool=rows, near=near, near_d=near_d)
+
+
+NEAREST_KEPT = 1024         # nearest rows kept per probe point (a random 1% subset misses all: odds 0.99^1024, 3e-5)
+
+
+def _nearest(Z: np.ndarray, Q: np.ndarray, L: int, *, chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """((q, L) int64 rows of Z nearest each row of Q, nearest first; (q, L) float32 their distances)."""
+    half = 0.5 * (Z * Z).sum(1)
+    near = np.empty((len(Q), L), np.int64)
+    near_d = np.empty((len(Q), L), np.float32)
+    for s in range(0, len(Q), chunk):
+        q = Q[s:s + chunk]
+        G = half[None, :] - q @ Z.T                      # lower = closer: |z|^2 / 2 - q.z
+        top = np.argpartition(G, L - 1, axis=1)[:, :L] if L < len(Z) else np.tile(np.arange(len(Z)), (len(q), 1))
+        d = np.linalg.norm(Z[top] - q[:, None, :], axis=2)       # directly: exact near 0 too
+        order = np.argsort(d, axis=1, kind="stable")
+        near[s:s + chunk] = np.take_along_axis(top, order, 1)
+        near_d[s:s + chunk] = np.take_along_axis(d, order, 1)
+    return near, near_d
 
 
 def coverage_distance(space: CoverageSpace, mask: np.ndarray, *, chunk: int = 4096) -> float:
@@ -64,6 +89,14 @@ def coverage_distance(space: CoverageSpace, mask: np.ndarray, *, chunk: int = 40
     if not mask.any():
         return float("nan")
     Q = space.Z[space.probe]
+    dist = np.full(len(Q), np.nan, np.float32)
+    if space.near is not None:                         # the first of each probe point's nearest rows selected
+        hit = mask[space.near]
+        found = hit.any(1)
+        dist[found] = space.near_d[found, hit[found].argmax(1)]
+        if found.all():
+            return float(dist.mean())
+        Q = Q[~found]
     S = space.Z[mask]
     half = 0.5 * (S * S).sum(1)
     best = np.full(len(Q), -np.inf, dtype=np.float32)
@@ -75,7 +108,8 @@ def coverage_distance(space: CoverageSpace, mask: np.ndarray, *, chunk: int = 40
             G -= half[None, start:start + chunk]
             np.maximum(best, G.max(1), out=best)
     d2 = (Q * Q).sum(1) - 2.0 * best
-    return float(np.sqrt(np.maximum(d2, 0.0)).mean())
+    dist[np.isnan(dist)] = np.sqrt(np.maximum(d2, 0.0))
+    return float(dist.mean())
 
 
 def subset_stats(labels: np.ndarray, n_classes: int, mask: np.ndarray, *, flagged=None, truth=None,
@@ -163,19 +197,31 @@ def probe_space(F: np.ndarray, *, dims: int = 64, n_held_out: int = 5000, seed: 
 PROBE_MAX_TRAIN = 100_000    # a larger subset trains the probe on a seeded sample of this many of its rows
 
 
-def probe_accuracy(space: ProbeSpace, mask: np.ndarray, train_codes: np.ndarray, test_codes: np.ndarray,
-                   n_classes: int, *, ridge: float = 1e-3, max_train: int = PROBE_MAX_TRAIN) -> float:
+def probe_accuracy(space: ProbeSpace, mask: np.ndarray, train_codes: np.ndarray, test_codes, n_classes: int, *,
+                   ridge: float = 1e-3, max_train: int = PROBE_MAX_TRAIN):
     """Accuracy on the held-out rows (against test_codes) of a ridge least-squares linear classifier trained
     on the subset's rows that are not held out (with train_codes; a seeded sample of max_train of them when
     there are more); NaN when it has no such row. Codes < 0 (labels outside the class list) are left out of
-    training and scoring."""
-    train_codes, test_codes = np.asarray(train_codes, np.int64), np.asarray(test_codes, np.int64)
+    training and scoring. test_codes may be a list of code arrays: one probe is trained, and a list of
+    accuracies returned, one per array."""
+    many = isinstance(test_codes, (list, tuple))
+    tests = [np.asarray(t, np.int64) for t in (test_codes if many else [test_codes])]
+    train_codes = np.asarray(train_codes, np.int64)
     rows = np.flatnonzero(np.asarray(mask, dtype=bool) & space.trainable & (train_codes >= 0))
     if len(rows) > max_train:    # a 65-parameter-per-class probe is settled long before this many rows
         rows = np.sort(np.random.default_rng(0).choice(rows, size=max_train, replace=False))
-    scored = space.held_out[test_codes[space.held_out] >= 0]
-    if not len(rows) or not len(scored):
-        return float("nan")
+    pred = _probe_predictions(space, rows, train_codes, n_classes, ridge) if len(rows) else None
+    out = []
+    for test in tests:
+        scored = test[space.held_out] >= 0
+        out.append(float((pred[scored] == test[space.held_out][scored]).mean())
+                   if pred is not None and scored.any() else float("nan"))
+    return out if many else out[0]
+
+
+def _probe_predictions(space: ProbeSpace, rows: np.ndarray, train_codes: np.ndarray, n_classes: int,
+                       ridge: float) -> np.ndarray:
+    """(m,) the classes the probe trained on `rows` predicts for the held-out rows."""
     from scipy import sparse
     with blas_threads(1):
         Z = space.Z[rows]
@@ -186,5 +232,4 @@ def probe_accuracy(space: ProbeSpace, mask: np.ndarray, train_codes: np.ndarray,
         gram = (Z.T @ Z).astype(np.float64)
         gram[np.diag_indices_from(gram)] += ridge * len(rows)
         W = np.linalg.solve(gram, np.asarray(onehot @ Z, np.float64).T).astype(np.float32)
-        pred = (space.Z[scored] @ W).argmax(1)
-    return float((pred == test_codes[scored]).mean())
+        return (space.Z[space.held_out] @ W).argmax(1)
