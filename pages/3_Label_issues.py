@@ -2,12 +2,13 @@
 suggested label, keeps the given one, or marks the sample bad, one sample at a time or for every sample of the
 current view at once. Each decision is stored as it is made (with who made it), every session sees the others'
 on its next rerun, a page drawn before someone else's decision never overwrites it, and a reviewer can undo
-their last step (a bulk action is one step)."""
+their last step (a bulk action is one step). The grid view shows 40 samples a page and is driven from the
+keyboard (selector.ui.grid)."""
 from collections import Counter
 
 import streamlit as st
 
-from selector.ui import state, widgets
+from selector.ui import grid, state, widgets
 from selector.selection import DECISIONS
 from selector.ui.views import SORT_SCORES, describe_event, flagged_order, page_rows
 
@@ -15,14 +16,14 @@ PER_PAGE = 10
 N_NEIGHBOURS = 6
 SHOW = {"all": "all flagged", "undecided": "not decided yet", "decided": "decided"}
 ORDER = {"high": "highest first", "low": "lowest first"}
+VIEWS = {"cards": "cards", "grid": "grid"}
 ALL = "All classes"
-FORM = ["issues_show", "issues_class", "issues_suggested", "issues_score", "issues_order", "issues_page"]
+FORM = ["issues_view", "issues_show", "issues_class", "issues_suggested", "issues_score", "issues_order", "issues_page"]
 
 run = state.require_run()
 widgets.sidebar(run)
 table = run.table
 decisions = state.decisions(run)
-D, I = run.result.neighbors
 
 st.title("Label issues")
 counts = Counter(decisions.values())
@@ -42,7 +43,7 @@ if undone:
                + (f"; {undone.skipped} changed by someone since were left as they are." if undone.skipped else "."))
 last = state.last_step(run)
 st.button(f"Undo my last step ({last.size:,} decision(s), {last.at[11:19]} UTC)" if last else "Undo my last step",
-          key="undo_last_step", on_click=state.undo_last_step, args=(run,), disabled=last is None,
+          key="undo_last_step", on_click=grid.undo, args=(run,), disabled=last is None, shortcut="U",
           help=f"Reverts the last decision step of {state.reviewer()} on this dataset.")
 
 state.restore_form("issues")
@@ -50,7 +51,10 @@ c1, c2, c3 = st.columns(3)
 show = c1.radio("Show", list(SHOW), format_func=SHOW.get, horizontal=True, key="issues_show")
 class_name = c2.selectbox("Given label", [ALL, *run.result.class_names], key="issues_class")
 suggested = c3.selectbox("Suggested label", [ALL, *run.result.class_names], key="issues_suggested")
-c1, c2, c3 = st.columns(3)
+c1, c2, c3, c4 = st.columns([3, 2, 2, 3])
+view = c3.radio("View", list(VIEWS), format_func=VIEWS.get, horizontal=True, key="issues_view",
+                help=f"cards: {PER_PAGE} samples a page with their neighbours; grid: {grid.PER_PAGE} a page, one in "
+                     "focus, decided from the keyboard.")
 score = c1.selectbox("Sort by", list(SORT_SCORES), format_func=SORT_SCORES.get, key="issues_score")
 order = c2.radio("Order", list(ORDER), format_func=ORDER.get, horizontal=True, key="issues_order")
 values = table.loc[table["flagged"], score]
@@ -59,7 +63,7 @@ score_range, range_key = None, f"issues_range_{score}"
 if high > low:
     held = st.session_state.get(range_key, (low, high))
     st.session_state[range_key] = (min(max(held[0], low), high), max(min(held[1], high), low))
-    score_range = c3.slider("Score range", min_value=low, max_value=high, step=(high - low) / 100, format="%.3f",
+    score_range = c4.slider("Score range", min_value=low, max_value=high, step=(high - low) / 100, format="%.3f",
                             key=range_key)
 state.remember_form("issues", FORM + [range_key])
 rows = flagged_order(table, decisions=decisions, show=show, label=None if class_name == ALL else class_name,
@@ -71,9 +75,17 @@ if len(rows) == 0:
 
 widgets.bulk_decide(run, rows, decisions, key="bulk", what="samples of this view")
 
-page = widgets.pager(len(rows), PER_PAGE, key="issues_page")
+if view == "grid":
+    ids = table["id"].to_numpy()[rows].astype(str)
+    grid.follow_focus(ids)
+    page = widgets.pager(len(rows), grid.PER_PAGE, key=grid.PAGE_KEY)
+    state.remember_form("issues", FORM + [range_key])
+    st.caption(grid.KEYS_HELP + f" Under each image: its {SORT_SCORES[score]}, and its decision.")
+    grid.show(run, rows, ids, page, decisions, score, SORT_SCORES[score])
+    st.stop()
+
+page = widgets.pager(len(rows), PER_PAGE, key=grid.PAGE_KEY)
 state.remember_form("issues", FORM + [range_key])
-labels = table["label"].to_numpy()
 shown = page_rows(rows, page, PER_PAGE)
 history = state.history(run, table["id"].iloc[shown].astype(str))
 for row in shown:
@@ -94,10 +106,10 @@ for row in shown:
             info_col.markdown(f"**decision:** {decided}")
         if sid in history:
             info_col.caption("History: " + "; ".join(describe_event(e) for e in history[sid]))
-        nn = [int(j) for j in I[row, :N_NEIGHBOURS] if j >= 0]
         with nn_col:
-            st.caption("Nearest neighbours (label, cosine similarity)")
-            widgets.image_grid(run, nn, [f"{labels[j]} ({s:.2f})" for j, s in zip(nn, D[row, :len(nn)])], width=64)
+            st.caption("Nearest neighbours (label, pNN: the similarity is higher than NN% of the dataset's "
+                       "nearest-neighbour similarities)")
+            grid.neighbour_strip(run, row, N_NEIGHBOURS, width=64)
         with act_col:
             for choice in DECISIONS:
                 pointless = choice.name == "accepted" and sample["suggested_label"] == sample["label"]

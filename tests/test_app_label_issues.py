@@ -84,3 +84,47 @@ def test_the_gallery_is_paged(env):
     goto(at, PAGE)                                  # filters and page survive a trip to another page
     assert at.number_input(key="issues_page").value == 2
     assert [b.key for b in buttons(at, "Keep label")] == second
+
+
+def test_the_grid_decides_the_sample_in_focus_and_moves_on(env, tmp_path):
+    """The grid's decision buttons (keys A/K/B in a browser) decide the sample in focus, one step each, and put
+    the next one in focus; undo (U) reverts the step and brings its sample back; N turns the page."""
+    with cache_env(tmp_path / "cache") as cache:         # no decisions yet
+        _grid_walk(env["npz"], DecisionStore.for_cache(cache))
+
+
+def _grid_walk(npz, store):
+    at = goto(started(npz), PAGE)
+    at.radio(key="issues_view").set_value("grid").run()
+    assert not at.exception
+
+    def cells():
+        return [b for b in at.button if b.key.startswith("focus_")]
+
+    def in_focus():
+        return next(m.value for m in at.markdown if m.value.startswith("**In focus:"))
+
+    first_page = [b.key for b in cells()]
+    assert 1 < len(first_page) <= 40 and len(first_page) == len(set(first_page))
+    assert in_focus().startswith("**In focus: 1 of ")
+    at.button(key="grid_bad").click().run()
+    assert not at.exception
+    assert in_focus().startswith("**In focus: 2 of ")
+    (dataset,) = {e.dataset for e in store.events()}
+    first_id = store.events()[-1].sample
+    assert store.current(dataset)[first_id] == "bad"
+    assert store.last_batch(dataset, store.events()[-1].who).size == 1   # one step per key
+    at.button(key="grid_kept").click().run()
+    assert in_focus().startswith("**In focus: 3 of ")
+    at.button(key="undo_last_step").click().run()       # the 'kept' step: its sample comes back into focus
+    assert in_focus().startswith("**In focus: 2 of ")
+    assert store.current(dataset).get(first_id) == "bad" and len(store.current(dataset)) == 1
+    at.button(key="grid_prev").click().run()
+    assert in_focus().startswith("**In focus: 1 of ")
+    at.button(key="undo_last_step").click().run()
+    assert first_id not in store.current(dataset)
+    assert len(first_page) == 40 and at.number_input(key="issues_page").max >= 2
+    at.button(key="grid_next_page").click().run()
+    assert at.number_input(key="issues_page").value == 2
+    assert in_focus().startswith("**In focus: 41 of ")
+    assert not set(b.key for b in cells()) & set(first_page)

@@ -297,3 +297,11 @@ def test_a_large_subset_trains_the_probe_on_a_seeded_sample():
     capped = probe_accuracy(space, mask, y, y, 4, max_train=200)
     assert capped == probe_accuracy(space, mask, y, y, 4, max_train=200)            # seeded: the same sample
     assert capped > 0.8 and abs(capped - probe_accuracy(space, mask, y, y, 4)) < 0.1
+
+
+def test_similarity_percentile_places_a_pair_among_the_nearest_pairs():
+    from selector.ui.views import similarity_percentile
+    ref = np.sort(np.linspace(0.96, 1.0, 101))                 # a tight encoder: every cosine reads 0.96-1.00
+    assert similarity_percentile(ref, np.array([0.96, 0.98, 0.9999, 1.5])).tolist() == [0, 49, 99, 100]
+    assert similarity_percentile(ref, np.array([0.5])).tolist() == [0]
+    assert similarity_percentile(np.array([]), np.array([0.9, 0.1])).tolist() == [0, 0]
