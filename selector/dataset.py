@@ -17,12 +17,14 @@ from selector.images import DECODER_VERSION, array_rgb, open_rgb
 from selector.validate import check_indices
 
 log = logging.getLogger(__name__)
+ORIGIN = "origin"
+"""An optional table column: where an in-memory sample's pixels were read from (`<file>#<record>`)."""
 
 
 @dataclass(eq=False)
 class Dataset:
     """A labelled image set. table: id (unique str), path (str, "" in-memory), label (class name)
-    [+ caption, split]; labels (n,) int64 into class_names; pixels (n,H,W[,3]) uint8 or None;
+    [+ caption, split, origin (ORIGIN)]; labels (n,) int64 into class_names; pixels (n,H,W[,3]) uint8 or None;
     embeddings (n,d) / text_embeddings (C,d) float32 or None; problems: notes on rows skipped at load;
     embeddings_digest: a checksum of the embeddings' bytes that their loader computed while reading them (then
     the fingerprint uses it instead of hashing gigabytes again), None to hash them."""
@@ -88,6 +90,14 @@ class Dataset:
     def has_images(self) -> bool:
         """Whether samples can be shown as images (pixels in memory or files on disk)."""
         return self.pixels is not None or bool((self.table["path"].astype(str) != "").any())
+
+    def locations(self) -> np.ndarray:
+        """(n,) str: where each sample can be found: its image file, else where its in-memory pixels were read
+        from (the ORIGIN column, `<file>#<record>`), else "" (embeddings-only data)."""
+        paths = self.table["path"].astype(str).to_numpy()
+        if ORIGIN not in self.table:
+            return paths
+        return np.where(paths != "", paths, self.table[ORIGIN].astype(str).to_numpy())
 
     @cached_property
     def content_fingerprint(self) -> str:

@@ -145,6 +145,7 @@ def _assemble(meta, arrays, table, X, T, source, encoder, config, path):
         log.warning("result cache %s does not fit the dataset; computing the run again", path)
         return None
     dataset = source.subset(rows).with_labels(arrays["labels"])
+    table["path"] = dataset.locations()          # where each sample is: the same for every run of this dataset
     if not (len(rows) == len(X) and np.array_equal(rows, np.arange(len(X)))):   # all rows: no copy (2.6 GB at 1.28M)
         X = X[rows]
     X = l2_normalize(X)

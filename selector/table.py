@@ -12,7 +12,8 @@ from selector.score import minmax
 
 COLUMNS = {
     "id": "the sample's unique id",
-    "path": "its image file (empty for in-memory pixels or embeddings-only data)",
+    "path": "its image file; for in-memory pixels the file and record they were read from (`<file>#<record>`); "
+            "empty for embeddings-only data",
     "label": "its given label",
     "noise_score": "0..1, higher = more likely mislabelled",
     "flagged": "the audit calls the label wrong",
@@ -55,7 +56,7 @@ def build_table(dataset, sas, sds, issues, xy, *, original_labels=None, noise_tr
     audit = issues.labels
     table = pd.DataFrame({
         "id": dataset.table["id"].astype(str).to_numpy(),
-        "path": dataset.table["path"].astype(str).to_numpy(),
+        "path": dataset.locations(),
         "label": names[dataset.labels],
         "noise_score": audit.noise_score.astype(np.float32),
         "flagged": audit.flagged.astype(bool),

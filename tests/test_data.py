@@ -193,6 +193,11 @@ def test_root_wins_over_debian(tmp_path):
     pixels, labels = write_fake_fmnist(tmp_path / "mine", gz=False)
     ds = tvs.load_fashion_mnist(split="train", root=tmp_path / "mine", download=False)
     assert len(ds) == 20 and np.array_equal(ds.pixels, pixels) and np.array_equal(ds.labels, labels)
+    # each in-memory sample names the file and record its pixels came from; that record holds them
+    file, record = ds.locations()[13].split("#")
+    assert Path(file) == tmp_path / "mine" / "train-images-idx3-ubyte" and record == "13"
+    assert np.array_equal(tvs._read_idx(Path(file))[int(record)], ds.pixels[13])
+    assert ds.table["path"][13] == ""                       # not an image file: nothing opens it as one
 
 
 def test_search_order_without_debian(no_fmnist):

@@ -94,6 +94,24 @@ def test_load_or_run_reuses_the_cached_result(tmp_path):
     pd.testing.assert_frame_equal(first.table, third.table)
 
 
+def test_in_memory_pixels_are_exported_with_where_they_came_from(tmp_path):
+    from selector.dataset import ORIGIN, build_dataset
+    base = load_embeddings(make_embeddings(tmp_path / "emb.npz", n_per_class=30))
+    n = len(base)
+    origin = [f"/data/images.idx#{k}" for k in range(n)]
+    dataset = build_dataset("pixels", base.table["id"].tolist(), [""] * n, base.table["label"].tolist(),
+                            class_names=base.class_names, extra={ORIGIN: origin},
+                            pixels=np.zeros((n, 8, 8), np.uint8), embeddings=base.embeddings,
+                            text_embeddings=base.text_embeddings)
+    config = pipeline.Config(map="pca")
+    first = pipeline.load_or_run(dataset, PrecomputedEncoder(), config, cache_dir=tmp_path / "c")
+    again = pipeline.load_or_run(dataset, PrecomputedEncoder(), config, cache_dir=tmp_path / "c")   # from the cache
+    assert again.timings == first.timings
+    assert first.table["path"].tolist() == again.table["path"].tolist() == origin
+    out = export(again, Selection(), tmp_path / "out.csv").table_path
+    assert pd.read_csv(out, keep_default_na=False)["path"].tolist() == origin
+
+
 def test_config_rejects_bad_settings():
     with pytest.raises(InputError, match="noise_rate"):
         pipeline.Config(noise_mode="uniform", noise_rate=1.5).validate()

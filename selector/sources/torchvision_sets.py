@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from selector.dataset import Dataset, build_dataset
+from selector.dataset import ORIGIN, Dataset, build_dataset
 from selector.errors import InputError, OfflineError
 from selector.network import url_reachable
 from selector.registry import Choice, Registry
@@ -106,15 +106,23 @@ def load_fashion_mnist(*, split="train", root=None, download=True) -> Dataset:
         raise InputError(f"{found[0]} / {found[1]} are not a Fashion-MNIST pair: images {pixels.shape} "
                          f"{pixels.dtype}, labels {labels.shape} in [{labels.min()}, {labels.max()}].")
     log.info("Fashion-MNIST %s: %d images from %s", split, len(labels), found[0].parent)
-    return _array_dataset("fashion-mnist", split, pixels, labels, FASHION_MNIST_CLASSES)
+    return _array_dataset("fashion-mnist", split, pixels, labels, FASHION_MNIST_CLASSES,
+                          origin=record_locators([found[0]], len(labels)))
 
 
-def _array_dataset(name, split, pixels, labels, class_names) -> Dataset:
+def record_locators(files, n: int) -> list[str]:
+    """Where each of n in-memory samples was read from: `<file>#<record>`, the records split evenly over
+    `files` in order (CIFAR-10's five training batches hold 10,000 each)."""
+    per = -(-n // max(len(files), 1))
+    return [f"{files[k // per]}#{k % per}" for k in range(n)]
+
+
+def _array_dataset(name, split, pixels, labels, class_names, *, origin) -> Dataset:
     n = len(labels)
     ids = [f"{name}/{split}/{k:05d}" for k in range(n)]
     names = np.asarray(class_names, dtype=object)[labels]
     return build_dataset(f"{name}/{split}", ids, [""] * n, list(names), class_names=class_names,
-                         extra={"split": [split] * n}, pixels=pixels)
+                         extra={"split": [split] * n, ORIGIN: origin}, pixels=pixels)
 
 
 def load_torchvision(name: str = "fashion-mnist", *, split="train", root=None, download=True) -> Dataset:
@@ -142,5 +150,6 @@ def load_torchvision(name: str = "fashion-mnist", *, split="train", root=None, d
     except Exception as e:  # noqa: BLE001 - corrupt files or a failed download: say how to provide them
         raise OfflineError(f"{key} in {folder} is unreadable or its download failed ({type(e).__name__}: {e}). "
                            f"Fix: put the extracted {folder_name}/ folder there, or retry with network.") from e
-    return _array_dataset(key, split, np.asarray(ds.data, dtype=np.uint8),
-                          np.asarray(ds.targets, dtype=np.int64), tuple(ds.classes))
+    files = [str(Path(ds.root) / ds.base_folder / f) for f, _ in (ds.train_list if split == "train" else ds.test_list)]
+    return _array_dataset(key, split, np.asarray(ds.data, dtype=np.uint8), np.asarray(ds.targets, dtype=np.int64),
+                          tuple(ds.classes), origin=record_locators(files, len(ds.targets)))
