@@ -20,8 +20,8 @@ if run.result.config.map == "none":
     st.stop()
 st.caption(f"{run.result.config.map.upper()} of the adapted image embeddings; nearby points look alike to the "
            "encoder. Every sample is drawn: a pixel's colour mixes its samples' colours, and its strength grows with "
-           "how many it holds. Click a point, or draw a lasso or box (toolbar at the top right), to see the images "
-           "below.")
+           "how many it holds. Hover a point for its label and scores; click it to see its image and decide on it "
+           "beside the map; draw a lasso or box (toolbar at the top right) to see and act on every image inside.")
 
 state.restore_form("map")
 colour = st.selectbox("Colour by", charts.colour_options(table), key="map_colour")
@@ -38,7 +38,10 @@ if len(hover) < len(table):
 if colour == "label" and len(classes) > len(image.legend):
     st.caption(f"{len(classes):,} classes share {len(charts.PALETTE)} colours; the legend lists the first "
                f"{len(image.legend)}.")
-fig = charts.map_figure(table, image, hover, revision=run.key)
+if colour == "selected":
+    fig = charts.map_figure(table, image, hover, revision=run.key)
+else:                                              # a click redraws the page: the figure is made once per colouring
+    fig = run.derived(f"map_figure/{colour}", lambda: charts.map_figure(table, image, hover, revision=run.key))
 
 chart_col, detail_col = st.columns([3, 1])
 with chart_col:
@@ -52,19 +55,18 @@ if len(picked_now):
 picked = np.asarray(st.session_state.get(state.MAP_ROWS_KEY, []), dtype=np.int64)
 picked = picked[(picked >= 0) & (picked < len(table))]
 
+decisions = state.decisions(run)
+recorded = state.pop_recorded()
+if recorded and recorded.conflicts:
+    st.warning(f"{recorded.conflicts} sample(s) had been decided by someone else meanwhile and were left as they "
+               "are; they now show that decision.")
 with detail_col:
     if not len(picked):
-        st.caption("Click a point to see its image and scores here.")
+        st.caption("Click a point to see its image, scores and decision here.")
     else:
-        row = picked[0]
-        sample = table.iloc[row]
-        widgets.image_grid(run, [row], [f"row {row}: {sample['label']}"], width=160, size=160)
-        st.markdown(f"**given** {sample['label']}  \n**suggested** {sample['suggested_label']}  \n"
-                    f"**noise score** {sample['noise_score']:.3f}{' (flagged)' if sample['flagged'] else ''}  \n"
-                    f"**alignment** {sample['alignment']:.3f}  \n**diversity** {sample['diversity']:.3f}  \n"
-                    f"**selected** {'yes' if mask[row] else 'no'}")
-        if sample["reason"]:
-            st.caption(sample["reason"])
+        row = int(picked[0]) if len(picked) == 1 else int(picked[np.argmax(table["noise_score"].to_numpy()[picked])])
+        widgets.sample_card(run, row, decisions, selected=bool(mask[row]), key="map_card",
+                            title="Clicked sample" if len(picked) == 1 else "Most suspicious picked sample")
 
 if len(picked):
     st.subheader(f"Picked on the map: {len(picked):,} sample{'' if len(picked) == 1 else 's'}")
@@ -79,7 +81,7 @@ if len(picked):
         rows = rows[(table["label"].iloc[rows].astype(str) == only).to_numpy()]
     rows = rows[np.argsort(-table["noise_score"].to_numpy()[rows], kind="stable")]
     what = "picked samples" + ("" if only == "all" else f" labelled {only}")
-    widgets.bulk_decide(run, rows, state.decisions(run), key="map_bulk", what=what)
+    widgets.bulk_decide(run, rows, decisions, key="map_bulk", what=what)
     settings, ids = state.settings(), table["id"].iloc[rows].astype(str).tolist()
     act = st.columns(3)
     if act[0].button(f"Always select these {len(rows):,}", key="map_keep",

@@ -57,9 +57,10 @@ def test_picked_points_open_in_the_detail_panel_and_gallery(env):
     at.run()
     assert not at.exception
     assert any(s.value == "Picked on the map: 3 samples" for s in at.subheader)
-    assert any("row 5" in c for img in at.image for c in img.captions)
     gallery = [img for img in at.image if len(img.captions) == 3]
     assert gallery and gallery[0].captions[0].startswith("#5 ")
+    top = int(gallery[0].captions[0].split()[0][1:])                  # the gallery is most suspicious first
+    assert any(m.value.startswith(f"**Most suspicious picked sample** (row {top})") for m in at.markdown)
     at.button(key="map_clear").click().run()
     assert not any(s.value.startswith("Picked on the map") for s in at.subheader)
 
@@ -78,3 +79,23 @@ def test_picked_samples_can_be_decided_listed_and_exported(env):
     assert any("keeps 3 and never selects 0" in c.value for c in at.caption)
     at.button(key="map_never").click().run()
     assert any("keeps 0 and never selects 3" in c.value for c in at.caption)
+
+
+def test_a_clicked_point_opens_in_a_card_beside_the_map_and_is_decided_there(env):
+    at = goto(started(env["npz"]), PAGE)
+    at.session_state["map_rows"] = [100]                # what a click on one point leaves
+    at.run()
+    assert any(m.value.startswith("**Clicked sample** (row 100)") for m in at.markdown)
+    (card,) = [m.value for m in at.markdown if m.value.startswith("**given**")]
+    assert "**suggested**" in card and "**noise score**" in card and "**decision** none" in card
+    sample_id = next(img.captions[0] for img in at.image if len(img.captions) == 1)
+    at.button(key="map_card_bad").click().run()
+    assert not at.exception
+    assert any("**decision** bad" in m.value for m in at.markdown)
+    assert at.button(key="map_card_bad").disabled
+    from selector.decision_store import DecisionStore
+    from selector.ui.backend import cache_dir
+    store = DecisionStore.for_cache(cache_dir())
+    assert store.events()[-1].sample == sample_id and store.events()[-1].decision == "bad"
+    at.button(key="map_card_clear").click().run()
+    assert any("**decision** none" in m.value for m in at.markdown)

@@ -106,6 +106,32 @@ class ProgressReporter:
         self.status.update(label=label, state="complete", expanded=False)
 
 
+def sample_card(run: backend.Run, row: int, decisions: dict, *, selected: bool, key: str, title: str) -> None:
+    """One sample at a glance: its image, given and suggested label, scores, reason, decision, and the decision
+    buttons (each one step of this reviewer, like the Label issues page's)."""
+    sample = run.table.iloc[row]
+    sid = str(sample["id"])
+    decided = decisions.get(sid) or None
+    with st.container(border=True, key=key):
+        st.markdown(f"**{title}** (row {row})")
+        image_grid(run, [row], [sid], width=160, size=160)
+        st.markdown(f"**given** {sample['label']} ({sample['given_prob']:.2f})  \n"
+                    f"**suggested** {sample['suggested_label']} ({sample['suggested_prob']:.2f})  \n"
+                    f"**noise score** {sample['noise_score']:.3f}{' (flagged)' if sample['flagged'] else ''}  \n"
+                    f"**alignment** {sample['alignment']:.3f}  \n**diversity** {sample['diversity']:.3f}  \n"
+                    f"**selected** {'yes' if selected else 'no'}  \n**decision** {decided or 'none'}")
+        if sample["reason"]:
+            st.caption(sample["reason"])
+        for choice in DECISIONS:
+            pointless = choice.name == "accepted" and sample["suggested_label"] == sample["label"]
+            st.button(choice.label, key=f"{key}_{choice.name}", on_click=state.record_decision,
+                      args=(run, sid, choice.name, decided), disabled=decided == choice.name or pointless,
+                      help=choice.help, width="stretch")
+        if decided:
+            st.button("Clear", key=f"{key}_clear", on_click=state.record_decision, args=(run, sid, None, decided),
+                      help="Remove the decision on this sample.", width="stretch")
+
+
 def bulk_decide(run: backend.Run, rows: np.ndarray, decisions: dict, *, key: str, what: str) -> None:
     """An expander that records one decision for every one of `rows` as one undoable step, with a preview of
     what it would change. what: how the rows are described ("samples of this view")."""
