@@ -60,6 +60,7 @@ STEP_TIMEOUT_S = 120 if DEMO else 60                    # one rerun / page switc
 MAX_SHOT_BYTES = 290_000
 MAX_SHOT_HEIGHT = 2600
 N_CLASSES, N_PER_CLASS = 4, 60
+COPIES = {7: 6, 8: 6, 70: 69}                            # synthetic data: row -> the row it is an exact copy of
 expect.set_options(timeout=STEP_TIMEOUT_S * 1000)       # Streamlit reruns on slow shared cores
 
 
@@ -87,7 +88,8 @@ def _shape_image(cls: int, rng: np.random.Generator, size: int = 48):
 
 def make_dataset(folder: Path, *, seed: int = 7, d: int = 32) -> Path:
     """A precomputed-embeddings .npz (N = 240, 4 classes) whose `paths` point at generated PNGs: embeddings
-    are Gaussian clusters around the class text vectors, so the pipeline's audit finds injected flips."""
+    are Gaussian clusters around the class text vectors, so the pipeline's audit finds injected flips. The rows
+    of COPIES repeat another row's image and embedding: two groups of near-duplicates (3 copies)."""
     rng = np.random.default_rng(seed)
     names = np.array(["disc", "square", "triangle", "stripes"])
     text = rng.normal(size=(N_CLASSES, d)).astype(np.float32)
@@ -95,11 +97,14 @@ def make_dataset(folder: Path, *, seed: int = 7, d: int = 32) -> Path:
     emb = text[labels] + 0.6 * rng.normal(size=(len(labels), d)).astype(np.float32)
     images = folder / "images"
     images.mkdir(parents=True, exist_ok=True)
-    paths = []
+    paths, drawn = [], {}
     for i, c in enumerate(labels):
         file = images / f"{names[c]}_{i:04d}.png"
-        _shape_image(int(c), rng).save(file)
+        drawn[i] = drawn[COPIES[i]] if i in COPIES else _shape_image(int(c), rng)
+        drawn[i].save(file)
         paths.append(str(file))
+    for copy, of in COPIES.items():
+        emb[copy] = emb[of]
     npz = folder / "shapes.npz"
     np.savez(npz, image_embeddings=emb, labels=labels, class_names=names, text_embeddings=text,
              paths=np.asarray(paths))
@@ -467,8 +472,10 @@ def test_a_user_runs_tunes_audits_and_exports(new_app, dataset, workdir, cache_d
     first.locator("img").nth(2).wait_for()                        # the sample + at least 2 neighbours
     n_imgs = first.locator("img").count()
     assert n_imgs >= 3, f"expected the sample and its neighbours as thumbnails, found {n_imgs} images"
-    sims = re.findall(r"\((-?\d\.\d\d)\)", first.inner_text())
-    assert len(sims) >= 2 + 2, first.inner_text()                 # given/suggested probs + neighbour similarities
+    probs = re.findall(r"\((-?\d\.\d\d)\)", first.inner_text())
+    closeness = re.findall(r"\(p(\d{1,3})\)", first.inner_text())  # each neighbour: its similarity's percentile
+    assert len(probs) >= 2 and len(closeness) >= 2, first.inner_text()
+    assert all(0 <= int(p) <= 100 for p in closeness)
     page.wait_for_function("""(el) => [...el.querySelectorAll('img')].every(i => i.complete && i.naturalWidth > 0)""",
                            arg=first.element_handle())
     app.screenshot("label_issues")
@@ -601,3 +608,139 @@ def test_a_reload_and_a_shared_link_open_the_same_run(new_app, dataset, browser)
         expect(page.get_by_text("Run the pipeline on the Home page first.")).to_have_count(0)
     finally:
         other.close()
+
+
+# ------------------------------------------------------------------------------------ review workflows
+def decided_so_far(app: App) -> dict:
+    """The Label issues page's counts: {"accepted": a, "kept": k, "bad": b}."""
+    text = app.page.get_by_text(re.compile(r"Decided so far:")).first.inner_text()
+    a, k, b = re.search(r"(\d+) suggestion accepted, (\d+) label kept, (\d+) marked bad", text).groups()
+    return {"accepted": int(a), "kept": int(k), "bad": int(b)}
+
+
+def stored(cache_dir: Path) -> dict:
+    """Every decision in the app's decisions database, {(dataset, sample id): decision}."""
+    from selector.decision_store import DecisionStore
+    db = DecisionStore.for_cache(cache_dir)
+    return {(d, i): v for d in {e.dataset for e in db.events()} for i, v in db.current(d).items()}
+
+
+def test_a_bulk_accept_on_a_filtered_view_is_undone_in_one_step(new_app, dataset, cache_dir):
+    app = new_app()
+    run_pipeline(app, dataset)
+    app.goto("Label issues")
+    page = app.page
+    first = page.locator('[class*="st-key-issue_"]').first
+    suggestion = re.search(r"suggested:\s*(.+?) \(", first.inner_text()).group(1)
+    app.choose("issues_suggested", suggestion)              # the view: flagged samples the audit would relabel so
+    before, db_before = decided_so_far(app), stored(cache_dir)
+    page.get_by_text(re.compile(r"^Decide all")).first.click()
+    app.key("bulk_decision").get_by_text("Accept suggestion", exact=True).click()
+    app.idle()
+    preview = page.get_by_text(re.compile(r"'Accept suggestion' would be recorded for")).first.inner_text()
+    change, shown = (int(x.replace(",", "")) for x in re.search(r"recorded for ([\d,]+) of the ([\d,]+)", preview)
+                     .groups())
+    expect(page.get_by_text(re.compile(r"^Decide all")).first).to_contain_text(f"Decide all {shown:,} samples")
+    n_flagged = int(re.search(r"([\d,]+) flagged samples", page.get_by_text(re.compile(r"flagged samples, most"))
+                              .first.inner_text()).group(1).replace(",", ""))
+    assert 0 < change <= shown < n_flagged, preview          # the filtered view, not every flagged sample
+    for sample in page.locator('[class*="st-key-issue_"]').all():
+        expect(sample).to_contain_text(f"suggested: {suggestion} (")
+    app.step(f"bulk accept {change} of {shown}")
+    app.key("bulk_apply").locator("button").click()
+    expect(page.get_by_text(f"Applied: {change:,} decisions in one step")).to_be_visible()
+    app.idle()
+    after = decided_so_far(app)
+    assert after["accepted"] - before["accepted"] == change
+    db_after = stored(cache_dir)
+    new = {k: v for k, v in db_after.items() if db_before.get(k) != v}
+    assert len(new) == change and set(new.values()) == {"accepted"}
+    app.key("undo_last_step").locator("button").first.click()   # one step back: every one of them at once
+    expect(page.get_by_text(re.compile(rf"^Undone: {change:,} decision\(s\) restored"))).to_be_visible()
+    app.idle()
+    assert decided_so_far(app) == before and stored(cache_dir) == db_before
+
+
+def test_a_duplicate_group_is_resolved_keeping_one_per_group(new_app, dataset, cache_dir):
+    app = new_app()
+    run_pipeline(app, dataset)
+    app.goto("Duplicates & outliers")
+    page = app.page
+    summary = page.get_by_text(re.compile(r"^[\d,]+ groups of near-identical images \([\d,]+ copies\)")).first
+    groups, copies = (int(x.replace(",", "")) for x in re.search(r"([\d,]+) groups .*?\(([\d,]+) copies",
+                                                                   summary.inner_text()).groups())
+    if not DEMO:
+        assert (groups, copies) == (2, len(COPIES))          # the planted copies, and nothing else
+        expect(page.get_by_text(re.compile(r"^#6 .*\(kept\)$"))).to_be_visible()
+    db_before = stored(cache_dir)
+    button = app.key("dups_keep_one").locator("button")
+    pending = int(re.search(r"mark ([\d,]+) copies bad", button.inner_text()).group(1).replace(",", ""))
+    assert 0 < pending <= copies
+    button.click()
+    expect(page.get_by_text(f"Marked {pending:,} copies bad in one step")).to_be_visible()
+    app.idle()
+    expect(button).to_be_disabled()                         # nothing left to mark
+    expect(button).to_contain_text("mark 0 copies bad")
+    marked = {k: v for k, v in stored(cache_dir).items() if db_before.get(k) != v}
+    assert len(marked) == pending and set(marked.values()) == {"bad"}
+    if not DEMO:
+        assert sorted(int(i.rsplit("/", 1)[1]) for _, i in marked) == sorted(COPIES)
+        for row in COPIES:
+            expect(page.get_by_text(re.compile(rf"^#{row} .* - bad$"))).to_be_visible()
+    app.key("dups_undo").locator("button").first.click()          # leave the decisions as they were
+    expect(page.get_by_text(f"Undone: {pending:,} decision(s) restored")).to_be_visible()
+    app.idle()
+    assert stored(cache_dir) == db_before
+
+
+def test_the_grid_view_is_driven_from_the_keyboard(new_app, dataset, cache_dir):
+    """Label issues' grid: B marks the sample in focus bad and moves on, K keeps, U undoes (back to that
+    sample), the arrows move the focus, N and P turn the page."""
+    app = new_app()
+    run_pipeline(app, dataset)
+    app.goto("Label issues")
+    page = app.page
+    app.key("issues_show").get_by_text("not decided yet", exact=True).click()
+    app.idle()
+    app.key("issues_view").get_by_text("grid", exact=True).click()
+    card = app.key("grid_focus")
+    expect(card).to_contain_text("In focus: 1 of ")
+    app.idle()
+    app.screenshot("label_issues_grid")
+    n = int(re.search(r"In focus: 1 of ([\d,]+)", card.inner_text()).group(1).replace(",", ""))
+    cells = page.locator('[class*="st-key-cell_"]')
+    assert min(n, 40) == cells.count() and cells.first.locator("img").count() == 1
+
+    def focused_row() -> int:
+        return int(re.search(r"\(row (\d+)\)", card.inner_text()).group(1))
+
+    def press(key: str, expect_text: str) -> None:
+        page.evaluate("() => document.activeElement && document.activeElement.blur()")   # keys go to the page
+        page.keyboard.press(key)
+        # while the rerun draws, the card drawn before may still be on the page (a message above it moved it)
+        expect(page.locator(".st-key-grid_focus", has_text=expect_text)).to_have_count(1)
+        app.idle()
+        expect(card).to_have_count(1)
+
+    before, db_before = decided_so_far(app), stored(cache_dir)
+    first = focused_row()
+    app.step("keyboard: B")
+    press("b", f"of {n - 1:,}")                              # decided: it leaves the 'not decided yet' view
+    expect(card).to_contain_text("In focus: 1 of ")
+    second = focused_row()
+    assert second != first and decided_so_far(app) == dict(before, bad=before["bad"] + 1)
+    changed = {k: v for k, v in stored(cache_dir).items() if db_before.get(k) != v}
+    assert list(changed.values()) == ["bad"]
+    press("k", f"of {n - 2:,}")
+    assert decided_so_far(app) == dict(before, bad=before["bad"] + 1, kept=before["kept"] + 1)
+    press("u", f"of {n - 1:,}")                              # the keep is undone; its sample is in focus again
+    assert focused_row() == second and decided_so_far(app) == dict(before, bad=before["bad"] + 1)
+    press("ArrowRight", "In focus: 2 of ")
+    press("ArrowLeft", "In focus: 1 of ")
+    press("u", f"of {n:,}")                                  # the first sample is back, undecided, in focus
+    assert focused_row() == first and decided_so_far(app) == before and stored(cache_dir) == db_before
+    if n > 40:
+        press("n", "In focus: 41 of ")
+        expect(app.key("issues_page").locator("input")).to_have_value("2")
+        press("p", "In focus: 1 of ")
+    app.step("keyboard done")
