@@ -42,29 +42,30 @@ if undone:
     st.success(f"Undone: {undone.restored:,} decision(s) restored to their previous value"
                + (f"; {undone.skipped} changed by someone since were left as they are." if undone.skipped else "."))
 last = state.last_step(run)
-st.button(f"Undo my last step ({last.size:,} decision(s), {last.at[11:19]} UTC)" if last else "Undo my last step",
-          key="undo_last_step", on_click=grid.undo, args=(run,), disabled=last is None, shortcut="U",
-          help=f"Reverts the last decision step of {state.reviewer()} on this dataset.")
-
 state.restore_form("issues")
-c1, c2, c3 = st.columns(3)
-show = c1.radio("Show", list(SHOW), format_func=SHOW.get, horizontal=True, key="issues_show")
-class_name = c2.selectbox("Given label", [ALL, *run.result.class_names], key="issues_class")
-suggested = c3.selectbox("Suggested label", [ALL, *run.result.class_names], key="issues_suggested")
-c1, c2, c3, c4 = st.columns([3, 2, 2, 3])
-view = c3.radio("View", list(VIEWS), format_func=VIEWS.get, horizontal=True, key="issues_view",
-                help=f"cards: {PER_PAGE} samples a page with their neighbours; grid: {grid.PER_PAGE} a page, one in "
-                     "focus, decided from the keyboard.")
-score = c1.selectbox("Sort by", list(SORT_SCORES), format_func=SORT_SCORES.get, key="issues_score")
-order = c2.radio("Order", list(ORDER), format_func=ORDER.get, horizontal=True, key="issues_order")
-values = table.loc[table["flagged"], score]
-low, high = (float(values.min()), float(values.max())) if len(values) else (0.0, 0.0)
-score_range, range_key = None, f"issues_range_{score}"
-if high > low:
-    held = st.session_state.get(range_key, (low, high))
-    st.session_state[range_key] = (min(max(held[0], low), high), max(min(held[1], high), low))
-    score_range = c4.slider("Score range", min_value=low, max_value=high, step=(high - low) / 100, format="%.3f",
-                            key=range_key)
+undo_col, view_col, page_col = st.columns([3, 2, 2], vertical_alignment="bottom")
+undo_col.button(f"Undo my last step ({last.size:,} decision(s), {last.at[11:19]} UTC)" if last else "Undo my last step",
+                key="undo_last_step", on_click=grid.undo, args=(run,), disabled=last is None, shortcut="U",
+                help=f"Reverts the last decision step of {state.reviewer()} on this dataset.")
+view = view_col.radio("View", list(VIEWS), format_func=VIEWS.get, horizontal=True, key="issues_view",
+                      help=f"cards: {PER_PAGE} samples a page with their neighbours; grid: {grid.PER_PAGE} a page, "
+                           "one in focus, decided from the keyboard.")
+with st.expander("Filters and sort") if view == "grid" else st.container():   # the grid starts near the top
+    c1, c2, c3 = st.columns(3)
+    show = c1.radio("Show", list(SHOW), format_func=SHOW.get, horizontal=True, key="issues_show")
+    class_name = c2.selectbox("Given label", [ALL, *run.result.class_names], key="issues_class")
+    suggested = c3.selectbox("Suggested label", [ALL, *run.result.class_names], key="issues_suggested")
+    c1, c2, c3 = st.columns(3)
+    score = c1.selectbox("Sort by", list(SORT_SCORES), format_func=SORT_SCORES.get, key="issues_score")
+    order = c2.radio("Order", list(ORDER), format_func=ORDER.get, horizontal=True, key="issues_order")
+    values = table.loc[table["flagged"], score]
+    low, high = (float(values.min()), float(values.max())) if len(values) else (0.0, 0.0)
+    score_range, range_key = None, f"issues_range_{score}"
+    if high > low:
+        held = st.session_state.get(range_key, (low, high))
+        st.session_state[range_key] = (min(max(held[0], low), high), max(min(held[1], high), low))
+        score_range = c3.slider("Score range", min_value=low, max_value=high, step=(high - low) / 100,
+                                format="%.3f", key=range_key)
 state.remember_form("issues", FORM + [range_key])
 rows = flagged_order(table, decisions=decisions, show=show, label=None if class_name == ALL else class_name,
                      suggested=None if suggested == ALL else suggested, score=score, score_range=score_range,
@@ -78,9 +79,9 @@ widgets.bulk_decide(run, rows, decisions, key="bulk", what="samples of this view
 if view == "grid":
     ids = table["id"].to_numpy()[rows].astype(str)
     grid.follow_focus(ids)
-    page = widgets.pager(len(rows), grid.PER_PAGE, key=grid.PAGE_KEY)
+    with page_col:                                 # beside the view switch: the grid starts near the top
+        page = widgets.pager(len(rows), grid.PER_PAGE, key=grid.PAGE_KEY)
     state.remember_form("issues", FORM + [range_key])
-    st.caption(grid.KEYS_HELP + f" Under each image: its {SORT_SCORES[score]}, and its decision.")
     grid.show(run, rows, ids, page, decisions, score, SORT_SCORES[score])
     st.stop()
 

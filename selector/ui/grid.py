@@ -101,11 +101,13 @@ def show(run: backend.Run, rows: np.ndarray, ids: np.ndarray, page: int, decisio
             cells = st.columns(COLUMNS)
             for cell, row, sid in zip(cells, shown[r0:r0 + COLUMNS], shown_ids[r0:r0 + COLUMNS]):
                 decided = decisions.get(sid, "")
-                with cell.container(key=f"cell_{row}"):
-                    widgets.image_grid(run, [row], [f"{labels[row]} → {suggested[row]}"], width=72)
-                    st.button(f"{values[row]:.2f}" + (f" · {decided}" if decided else ""), key=f"focus_{row}",
-                              type="primary" if sid == focus else "secondary", on_click=_focus_on, args=(sid,),
-                              width="stretch", help=f"{score_name}; click to put this sample in focus")
+                with cell.container(key=f"cell_{row}", gap="small"):
+                    widgets.image_grid(run, [row], [], width=64)
+                    text = "in focus" if sid == focus else f"{labels[row]} → {suggested[row]}"  # the card has it
+                    st.button((f"{decided}: " if decided else "") + text,
+                              key=f"focus_{row}", type="primary" if sid == focus else "tertiary",
+                              on_click=_focus_on, args=(sid,), width="stretch",
+                              help=f"{score_name} {values[row]:.3f}. Click to put this sample in focus.")
     with card_col:
         _card(run, int(rows[at]), focus, decisions.get(focus) or None,
               then=ids[at + 1] if at + 1 < len(ids) else None, before=ids[at - 1] if at else None,
@@ -117,13 +119,11 @@ def _card(run: backend.Run, row: int, sid: str, decided, *, then, before, positi
     sample = run.table.iloc[row]
     with st.container(border=True, key="grid_focus"):
         st.markdown(f"**In focus: {at + 1:,} of {n:,}** (row {row})")
-        widgets.image_grid(run, [row], [str(sid)], width=128, size=128)
+        widgets.image_grid(run, [row], [str(sid)], width=96, size=128)
         st.markdown(f"**given:** {sample['label']} ({sample['given_prob']:.2f})  \n"
                     f"**suggested:** {sample['suggested_label']} ({sample['suggested_prob']:.2f})  \n"
                     f"**noise score:** {sample['noise_score']:.3f}"
                     + (f"  \n**decision:** {decided}" if decided else ""))
-        if sample["reason"]:
-            st.caption(sample["reason"])
         for choice in DECISIONS:
             pointless = choice.name == "accepted" and sample["suggested_label"] == sample["label"]
             st.button(choice.label, key=f"grid_{choice.name}", shortcut=SHORTCUTS[choice.name], width="stretch",
@@ -141,5 +141,8 @@ def _card(run: backend.Run, row: int, sid: str, decided, *, then, before, positi
                     disabled=page <= 1, width="stretch")
         right.button("Next page", key="grid_next_page", shortcut="N", on_click=_turn, args=(page + 1, pages),
                      disabled=page >= pages, width="stretch")
+        if sample["reason"]:
+            st.caption(sample["reason"])
         st.caption("Nearest neighbours (label, pNN: closer than NN% of the dataset's nearest pairs)")
         neighbour_strip(run, row, 4, width=56)
+        st.caption(KEYS_HELP)

@@ -58,7 +58,7 @@ def image_grid(run: backend.Run, rows: Sequence[int], captions: Sequence[str], *
     if not backend.has_images(run):          # embeddings-only dataset: captions without grey squares
         st.caption(" | ".join(captions))
         return
-    st.image(thumbs(run, rows, size), caption=list(captions), width=width)
+    st.image(thumbs(run, rows, size), caption=list(captions) or None, width=width)
 
 
 def paged_gallery(run: backend.Run, rows: np.ndarray, *, key: str, per_page: int = 48) -> np.ndarray:
