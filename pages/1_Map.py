@@ -21,7 +21,8 @@ if run.result.config.map == "none":
 st.caption(f"{run.result.config.map.upper()} of the adapted image embeddings; nearby points look alike to the "
            "encoder. Every sample is drawn: a pixel's colour mixes its samples' colours, and its strength grows with "
            "how many it holds. Hover a point for its label and scores; click it to see its image and decide on it "
-           "beside the map; draw a lasso or box (toolbar at the top right) to see and act on every image inside.")
+           "beside the map. Dragging pans; choose the lasso or box in the toolbar at the top right to pick every "
+           "sample inside a region and act on them below.")
 
 state.restore_form("map")
 colour = st.selectbox("Colour by", charts.colour_options(table), key="map_colour")

@@ -309,6 +309,29 @@ def save_png(data: bytes, path: Path) -> None:
     path.write_bytes(buf.getvalue())
 
 
+def lasso_tool(page: Page) -> None:
+    """Choose the map's lasso in the Plotly toolbar (a drag pans the map until then, so a click picks a point)."""
+    chart = page.locator('[data-testid="stPlotlyChart"]').first
+    chart.hover()
+    chart.locator('.modebar-btn[data-title="Lasso Select"]').click()
+    expect(chart.locator('.modebar-btn.active[data-title="Lasso Select"]')).to_have_count(1)
+
+
+_POINT_JS = """(i) => {
+  const gd = document.querySelector('[data-testid="stPlotlyChart"] .js-plotly-plot');
+  const t = gd._fullData.find(d => d.name === 'samples');
+  const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, box = gd.getBoundingClientRect();
+  const k = Math.floor(i * (t.x.length - 1));
+  return {x: box.left + xa._offset + xa.l2p(t.x[k]), y: box.top + ya._offset + ya.l2p(t.y[k])};
+}"""
+
+
+def point_on_map(page: Page, where: float) -> tuple[float, float]:
+    """Screen position of the map's sample at fraction `where` of its points (as the chart draws it)."""
+    xy = page.evaluate(_POINT_JS, where)
+    return xy["x"], xy["y"]
+
+
 def run_pipeline(app: App, npz: Path | None) -> None:
     """Home: on the demo, wait for the run it starts by itself; else choose the .npz, 20% uniform noise and a PCA
     map and press Run. Then wait for the dataset summary."""
@@ -526,7 +549,8 @@ def test_a_user_runs_tunes_audits_and_exports(new_app, dataset, workdir, cache_d
     app.goto("Map")
     expect(page.locator('[data-testid="stPlotlyChart"]').first).to_be_visible()
     page.locator('[data-testid="stPlotlyChart"] .main-svg').first.wait_for(state="attached")
-    # a lasso over the middle of the map picks every sample inside it, shown most suspicious first
+    # a lasso over the middle of the map (the toolbar's lasso tool) picks every sample inside it, most suspicious first
+    lasso_tool(page)
     box = page.locator('[data-testid="stPlotlyChart"] .nsewdrag').first.bounding_box()
     cx, cy, rx, ry = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, box["width"] / 3, box["height"] / 3
     page.mouse.move(cx - rx, cy - ry)
@@ -744,3 +768,45 @@ def test_the_grid_view_is_driven_from_the_keyboard(new_app, dataset, cache_dir):
         expect(app.key("issues_page").locator("input")).to_have_value("2")
         press("p", "In focus: 1 of ")
     app.step("keyboard done")
+
+
+def test_a_clicked_point_opens_in_a_card_beside_the_map_and_is_decided_there(new_app, dataset, cache_dir):
+    app = new_app()
+    run_pipeline(app, dataset)
+    app.goto("Map")
+    page = app.page
+    page.locator('[data-testid="stPlotlyChart"] .main-svg').first.wait_for(state="attached")
+    app.wait_rendered()
+    card = app.key("map_card")
+    for where in (0.5, 0.25, 0.75, 0.1, 0.9):               # a point with no neighbour drawn on top of it
+        x, y = point_on_map(page, where)
+        page.mouse.move(x - 4, y)
+        page.mouse.move(x, y, steps=2)
+        hover = page.locator(".hoverlayer .hovertext")
+        try:
+            hover.first.wait_for(timeout=3000)
+        except Exception:  # noqa: BLE001 - no hover label here: try another point
+            continue
+        row = int(re.search(r"row (\d+)", hover.first.text_content()).group(1))
+        t0 = time.monotonic()
+        page.mouse.down()
+        page.mouse.up()
+        expect(card).to_contain_text(f"Clicked sample (row {row})")
+        app.idle()
+        app.step(f"click -> card in {time.monotonic() - t0:.2f} s")
+        break
+    else:
+        raise AssertionError("no map point showed a hover label")
+    for what in ("given", "suggested", "noise score", "decision none"):
+        expect(card).to_contain_text(what)
+    expect(card.locator("img")).to_have_count(1)
+    db_before = stored(cache_dir)
+    card.get_by_role("button", name="Mark bad").first.click()
+    expect(card).to_contain_text("decision bad")
+    app.idle()
+    changed = {k: v for k, v in stored(cache_dir).items() if db_before.get(k) != v}
+    assert list(changed.values()) == ["bad"]
+    card.get_by_role("button", name="Clear").first.click()  # leave the decisions as they were
+    expect(card).to_contain_text("decision none")
+    app.idle()
+    assert stored(cache_dir) == db_before

@@ -80,7 +80,9 @@ def map_image(table: pd.DataFrame, selected: np.ndarray, colour: str, *, classes
 def map_figure(table: pd.DataFrame, image: MapImage, rows: np.ndarray, *, revision: str = "") -> go.Figure:
     """The density image of every point under one invisible WebGL trace of `rows`, which carries the hover
     text and each row's table index as customdata[0] (click, box and lasso). Picked points stay unmarked, so
-    the image's colours stay readable (dense picks would stack into a dark blot); the drawn outline shows them."""
+    the image's colours stay readable (dense picks would stack into a dark blot); the drawn outline shows them.
+    A drag pans: in Plotly's lasso or box mode a click clears the selection instead of picking the point under
+    it, so those tools are one toolbar click away."""
     rows = np.asarray(rows, dtype=np.int64)
     fig = go.Figure()
     if image.scale:
@@ -107,7 +109,7 @@ def map_figure(table: pd.DataFrame, image: MapImage, rows: np.ndarray, *, revisi
                          sizey=e.y1 - e.y0, sizing="stretch", layer="below")
     axis = dict(showticklabels=False, title=None, showgrid=False, zeroline=False)
     fig.update_layout(height=620, margin=dict(l=10, r=10, t=30, b=10), uirevision=revision,
-                      plot_bgcolor="white", legend=dict(itemsizing="constant"), dragmode="lasso",
+                      plot_bgcolor="white", legend=dict(itemsizing="constant"), dragmode="pan",
                       xaxis=dict(axis, range=[e.x0, e.x1]), yaxis=dict(axis, range=[e.y0, e.y1]))
     return fig
 
