@@ -133,16 +133,16 @@ def _card(run: backend.Run, row: int, sid: str, decided, *, then, before, positi
             st.button("Clear", key="grid_clear", on_click=_decide, args=(run, sid, None, decided, None),
                       width="stretch", help="Remove the decision on this sample.")
         left, right = st.columns(2)
-        left.button("Previous", key="grid_prev", shortcut="Left", on_click=_focus_on, args=(before,),
-                    disabled=before is None, width="stretch")
+        left.button("Back", key="grid_prev", shortcut="Left", on_click=_focus_on, args=(before,),
+                    disabled=before is None, width="stretch", help="The previous sample.")
         right.button("Next", key="grid_next", shortcut="Right", on_click=_focus_on, args=(then,),
-                     disabled=then is None, width="stretch")
-        left.button("Prev page", key="grid_prev_page", shortcut="P", on_click=_turn, args=(page - 1, pages),
-                    disabled=page <= 1, width="stretch")
-        right.button("Next page", key="grid_next_page", shortcut="N", on_click=_turn, args=(page + 1, pages),
-                     disabled=page >= pages, width="stretch")
+                     disabled=then is None, width="stretch", help="The next sample.")
+        st.button("Previous page", key="grid_prev_page", shortcut="P", on_click=_turn, args=(page - 1, pages),
+                  disabled=page <= 1, width="stretch")
+        st.button("Next page", key="grid_next_page", shortcut="N", on_click=_turn, args=(page + 1, pages),
+                  disabled=page >= pages, width="stretch")
         if sample["reason"]:
             st.caption(sample["reason"])
         st.caption("Nearest neighbours (label, pNN: closer than NN% of the dataset's nearest pairs)")
-        neighbour_strip(run, row, 4, width=56)
+        neighbour_strip(run, row, 3, width=48)
         st.caption(KEYS_HELP)
