@@ -526,6 +526,7 @@ def test_a_user_runs_tunes_audits_and_exports(new_app, dataset, workdir, cache_d
     name, full_bytes = download(app, "download_csv")
     full = read_csv(full_bytes)
     assert name.endswith("_full.csv") and len(full) == n
+    assert (full["path"].astype(str) != "").all()            # every row says where its image is
     selected = full["selected"].astype(str).eq("True")
     assert int(selected.sum()) == after == subset_size(n, ratio)
     assert set(full.loc[selected, "id"].astype(str)) == set(subset["id"].astype(str))
@@ -740,15 +741,16 @@ def test_the_grid_view_is_driven_from_the_keyboard(new_app, dataset, cache_dir):
 
     def press(key: str, expect_text: str) -> None:
         page.evaluate("() => document.activeElement && document.activeElement.blur()")   # keys go to the page
+        t0 = time.monotonic()
         page.keyboard.press(key)
         # while the rerun draws, the card drawn before may still be on the page (a message above it moved it)
         expect(page.locator(".st-key-grid_focus", has_text=expect_text)).to_have_count(1)
         app.idle()
         expect(card).to_have_count(1)
+        app.step(f"key {key}: card updated and page idle in {time.monotonic() - t0:.2f} s")
 
     before, db_before = decided_so_far(app), stored(cache_dir)
     first = focused_row()
-    app.step("keyboard: B")
     press("b", f"of {n - 1:,}")                              # decided: it leaves the 'not decided yet' view
     expect(card).to_contain_text("In focus: 1 of ")
     second = focused_row()
