@@ -6,7 +6,9 @@ slider with the keyboard, see the kept count follow it) -> Label issues (the mos
 with its nearest neighbours' thumbnails; mark it bad) -> Export (download the CSV of the subset and of the
 full table, check them against what the page says, and check that the CLI writes the same bytes for the
 same run, selection and decisions) -> Map and Scores (they render, no traceback). A
-second browser context checks that sessions are independent.
+second browser context checks that sessions are independent. The review workflows each have a test: a bulk
+accept on a filtered view undone in one step, duplicate groups resolved with "keep one per group", the Label
+issues grid decided from the keyboard, a map point clicked open and decided in its card.
 
 Data: by default a small synthetic dataset built in a tmp folder (240 generated PNG images, one shape per
 class, with precomputed embeddings that point at them, so thumbnails exist) so the test takes well under
