@@ -41,11 +41,16 @@ def tie_break(ids) -> np.ndarray:
     return pd.util.hash_pandas_object(pd.Series(np.asarray(ids, dtype=object)).astype(str), index=False).to_numpy()
 
 
+SORT_DECIMALS = 3       # the scores' precision on the pages: what reads the same sorts as a tie
+
+
 def flagged_order(table: pd.DataFrame, *, decisions: dict | None = None, show: str = "all",
                   label: str | None = None, suggested: str | None = None, score: str = "noise_score",
                   score_range: tuple | None = None, descending: bool = True) -> np.ndarray:
     """Row indices of flagged samples sorted by `score` (a SORT_SCORES column; highest first unless descending is
-    False), ties in tie_break order. The default is most suspicious (highest noise_score) first.
+    False) as the pages show it, to SORT_DECIMALS places: scores that read the same (thousands of "1.000" at
+    the top, where the easiest class to audit would otherwise fill the first pages) are ties, in tie_break
+    order, which mixes classes. The default is most suspicious (highest noise_score) first.
 
     show: "all" flagged, "undecided" (no decision yet) or "decided"; label / suggested: only this given /
     suggested label; score_range: only rows with low <= score <= high.
@@ -64,7 +69,7 @@ def flagged_order(table: pd.DataFrame, *, decisions: dict | None = None, show: s
         decided = table["id"].astype(str).isin((decisions or {}).keys()).to_numpy()
         keep &= ~decided if show == "undecided" else decided
     rows = np.flatnonzero(keep)
-    key = values[rows]
+    key = np.round(values[rows], SORT_DECIMALS)
     order = np.lexsort((tie_break(table["id"].to_numpy()[rows]), -key if descending else key))
     return rows[order]
 
