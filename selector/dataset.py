@@ -116,11 +116,14 @@ class Dataset:
 
     @cached_property
     def fingerprint(self) -> str:
-        """sha1 over content_fingerprint, labels and class_names; stable across processes. Computed once per
-        Dataset (hashing 60k images takes a noticeable fraction of a second); Datasets are not mutated in place."""
+        """sha1 over content_fingerprint, labels, class_names and the split column if any; stable across
+        processes. Computed once per Dataset (hashing 60k images takes a noticeable fraction of a second);
+        Datasets are not mutated in place."""
         h = hashlib.sha1(self.content_fingerprint.encode())
         h.update("\x1f".join(self.class_names).encode() + b"\x1e")
         h.update(self.labels.astype("<i8").tobytes())
+        if "split" in self.table:     # which rows are train and test decides which duplicates are leaks
+            h.update(b"split\x1e" + "\x1f".join(self.table["split"].astype(str).tolist()).encode())
         return h.hexdigest()
 
 
