@@ -156,3 +156,18 @@ def test_splits_in_an_embeddings_file_are_checked_and_keyed(tmp_path):
     np.savez(tmp_path / "bad.npz", **z)
     with pytest.raises(InputError, match=r"`splits` must be \(40,\) strings"):
         load_embeddings(tmp_path / "bad.npz")
+
+
+def test_map_colours_missing_class_and_leaks():
+    from selector.ui import charts
+    from tests.synthetic import make_table
+    table = make_table(n=90)
+    assert "missing_class" not in charts.colour_options(table) and "leak" not in charts.colour_options(table)
+    table["missing_class"] = np.where(np.arange(90) < 30, 0, -1)
+    table["leak_of"] = np.where(np.arange(90) == 40, 41, np.where(np.arange(90) == 41, 40, -1))
+    assert {"missing_class", "leak"} <= set(charts.colour_options(table))
+    selected = np.zeros(90, bool)
+    image = charts.map_image(table, selected, "missing_class")
+    assert [name for name, _ in image.legend] == ["in a known class", "a class missing from the label set?"]
+    assert charts.map_image(table, selected, "leak").legend[1][0] == "near-duplicate in another split"
+    assert image.source != charts.map_image(table, selected, "leak").source
