@@ -128,8 +128,7 @@ def spherical_kmeans(X, K: int, *, seed: int = 0, iters: int = 15, per_centroid:
         gap = np.minimum(gap, 1.0 - S @ cen[k])
     for _ in range(iters):
         a = (S @ cen.T).argmax(1)
-        sums = np.zeros_like(cen)
-        np.add.at(sums, a, S)
+        sums = _class_sums(S, a, K).astype(np.float32)
         empty = np.bincount(a, minlength=K) == 0
         sums[empty] = cen[empty]
         cen = l2_normalize(sums)
