@@ -218,8 +218,7 @@ def _lowest_of_groups(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     lowest = np.full(comp.max() + 1, n, np.int64)
     np.minimum.at(lowest, comp, np.arange(n))
     out = lowest[comp]
-    single = np.bincount(comp)[comp] == 1
-    out[single | (out == np.arange(n))] = -1
+    out[out == np.arange(n)] = -1          # the lowest row of a group, and a row in no pair
     return out
 
 

@@ -205,9 +205,8 @@ def _run(dataset, encoder, config, cache_dir, progress, checkpoints) -> Result:
     sas = alignment(F, G, labels)
     sds = diversity(F, labels, k=k)
     progress("scoring", 1, 2)
-    split = dataset.table["split"].astype(str).to_numpy() if "split" in dataset.table else None
     issues = find_issues(X, T, labels, dataset.class_names, neighbors=(D, I), seed=config.seed,
-                         duplicate_threshold=config.duplicate_threshold, zero_shot=text_tower, split=split)
+                         duplicate_threshold=config.duplicate_threshold, zero_shot=text_tower, split=dataset.splits)
     progress("scoring", 2, 2)
     timings["score_audit_s"] = time.perf_counter() - t0
     memory["score_audit"] = peak_rss_gb()

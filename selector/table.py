@@ -33,7 +33,7 @@ COLUMNS = {
     "duplicate_of": "row this sample nearly duplicates, -1 if none",
     "map_x": "2-D map coordinate",
     "map_y": "2-D map coordinate",
-    "split": "only when the dataset has a split column: the sample's split (train, test, ...)",
+    "split": "only when the dataset's split column names two splits or more: the sample's split (train, test, ...)",
     "leak_of": "only with a split column: a near-duplicate of this sample in another split (leaked across "
                "splits), -1 if none",
     "original_label": "only when synthetic noise was injected: the label before the flip",
@@ -44,7 +44,7 @@ COLUMNS = {
                        "with correct_flagged, where the audit is confident the given one is wrong)",
 }
 SPLIT_COLUMNS = ("split", "leak_of")
-"""Only when the dataset has a split column: they follow the run's columns."""
+"""Only when the dataset has two splits or more (`Dataset.splits`): they follow the run's columns."""
 TRUTH_COLUMNS = ("original_label", "noise_injected")
 """Only when synthetic noise was injected: they follow the run's columns."""
 SELECTION_COLUMNS = ("selected", "decision", "corrected_label")
@@ -84,7 +84,7 @@ def build_table(dataset, sas, sds, issues, xy, *, original_labels=None, noise_tr
         "map_y": xy[:, 1].astype(np.float32),
     })
     if issues.leak_of is not None:
-        table["split"] = dataset.table["split"].astype(str).to_numpy()
+        table["split"] = dataset.splits
         table["leak_of"] = issues.leak_of.astype(np.int64)
     if noise_truth is not None:
         table["original_label"] = names[original_labels]

@@ -171,3 +171,14 @@ def test_map_colours_missing_class_and_leaks():
     assert [name for name, _ in image.legend] == ["in a known class", "a class missing from the label set?"]
     assert charts.map_image(table, selected, "leak").legend[1][0] == "near-duplicate in another split"
     assert image.source != charts.map_image(table, selected, "leak").source
+
+
+def test_a_single_split_is_no_split():
+    """Fashion-MNIST's train split (every row 'train') gets no split columns, and keeps its fingerprint."""
+    from dataclasses import replace
+    from selector.dataset import build_dataset
+    one = build_dataset("d", ["a", "b", "c"], ["", "", ""], ["x", "y", "x"], extra={"split": ["train"] * 3})
+    none = build_dataset("d", ["a", "b", "c"], ["", "", ""], ["x", "y", "x"])
+    assert one.splits is None and one.fingerprint == none.fingerprint
+    two = replace(none, table=none.table.assign(split=["train", "test", "train"]))
+    assert two.splits.tolist() == ["train", "test", "train"] and two.fingerprint != none.fingerprint
