@@ -1,6 +1,9 @@
-"""Outliers and duplicates planted in real features: does the engine find them?
+"""Outliers, a missing class and duplicates planted in real features: does the engine find them, beside Datalab?
 
-    .venv/bin/python bench/outlier_quality.py [--out bench/results/outlier_quality.md]
+    PYTHONPATH=/tmp/selq/pylib:/tmp/outl/pylib .venv/bin/python bench/outlier_quality.py [--no-datalab]
+
+(cleanlab with its Datalab extra, i.e. the `datasets` package, on the PYTHONPATH; cleanlab is AGPL and imported
+only here, as a baseline.)
 
 Data: Fashion-MNIST train embedded by the offline demo encoder (bench/_demo_features.py), with three plants:
   - a class missing from the label set: one class is removed from class_names and from the class prompts; 600
@@ -8,11 +11,15 @@ Data: Fashion-MNIST train embedded by the offline demo encoder (bench/_demo_feat
   - 500 near-copies: 500 images of the known classes, each changed a little (brightness x U(0.95, 1.05), pixel
     noise of sd 4/255), then embedded by the same encoder: the same photo, re-encoded;
   - 200 exact copies of 200 other images.
-The engine runs end to end (`selector.run`, precomputed embeddings, no injected label noise, no map).
-Reported: OOD ("matches no class") recall and precision on the 600 unknown-class rows, how many of those the
-audit calls mislabelled instead, and near-duplicate pair recall (a planted pair counts when both rows end in
-one duplicate group) with the number of rows given a partner outside the planted pairs (real near-copies in
-Fashion-MNIST, or false pairs).
+Ours: the engine end to end (`selector.run`, precomputed embeddings, no injected label noise, no map).
+Datalab: `cleanlab.Datalab(...).find_issues(features=X, issue_types={"outlier": {}, "near_duplicate": {}})` on the
+same (frozen, unit) features, its defaults (k = 10, cosine).
+Reported: recall and precision of the OOD flag on the 600 unknown-class rows (ours: `ood`, and its part
+`missing_class`), how many of them the audit calls mislabelled, and near-duplicate pair recall (a planted pair
+counts when the two rows end in one duplicate group; Datalab: when one is in the other's near_duplicate_set)
+with the rows given a partner outside the planted pairs (real near-copies in Fashion-MNIST, or false pairs).
+Then the same engine on clean Fashion-MNIST (all 10 classes, nothing planted), also with 20% and 40% uniform
+label flips: how many rows it calls a missing class, OOD or mislabelled there.
 """
 from __future__ import annotations
 
@@ -35,7 +42,7 @@ UNKNOWN_CLASS = 9          # Ankle boot
 N_UNKNOWN, N_NEAR, N_EXACT = 600, 500, 200
 
 
-def planted(seed: int = 0):
+def planted(seed: int = 0, missing: int = UNKNOWN_CLASS):
     """(X, labels, class names, T, copy_of (n,) -1 or the row copied, unknown (n,) bool)."""
     from selector.encoders.demo import train_demo_encoder
     from selector.files import default_cache_dir
@@ -43,11 +50,11 @@ def planted(seed: int = 0):
     X, T, y, names, _ = demo_features()
     pixels = load_fashion_mnist(split="train").pixels
     rng = np.random.default_rng(seed)
-    kept_unknown = rng.choice(np.flatnonzero(y == UNKNOWN_CLASS), N_UNKNOWN, replace=False)
-    rows = np.concatenate([np.flatnonzero(y != UNKNOWN_CLASS), kept_unknown])
+    kept_unknown = rng.choice(np.flatnonzero(y == missing), N_UNKNOWN, replace=False)
+    rows = np.concatenate([np.flatnonzero(y != missing), kept_unknown])
     unknown = np.r_[np.zeros(len(rows) - N_UNKNOWN, bool), np.ones(N_UNKNOWN, bool)]
     labels = y[rows].copy()
-    others = [c for c in range(len(names)) if c != UNKNOWN_CLASS]
+    others = [c for c in range(len(names)) if c != missing]
     labels[unknown] = rng.choice(others, N_UNKNOWN)
     remap = np.full(len(names), -1)
     remap[others] = np.arange(len(others))
@@ -66,57 +73,151 @@ def planted(seed: int = 0):
     return Xp, lab, [names[c] for c in others], T[others], copy_of, unk
 
 
-def measure(table, copy_of, unknown) -> dict:
-    ood, flagged = table["ood"].to_numpy(bool), table["flagged"].to_numpy(bool)
-    dup = table["duplicate_of"].to_numpy()
-    root = np.where(dup >= 0, dup, np.arange(len(dup)))           # duplicate_of already points at the root
+def groups_found(dup, copy_of):
+    """(pair found (n_pairs,) bool, in a group (n,) bool) from duplicate_of (which points at each group's root)."""
+    root = np.where(dup >= 0, dup, np.arange(len(dup)))
     pairs = np.flatnonzero(copy_of >= 0)
-    found = (root[pairs] == root[copy_of[pairs]]) & ((dup[pairs] >= 0) | (dup[copy_of[pairs]] >= 0))
-    in_pair = np.zeros(len(dup), bool)
+    return root[pairs] == root[copy_of[pairs]], np.bincount(root, minlength=len(dup))[root] > 1
+
+
+def measure(ood, missing, flagged, found, partnered, copy_of, unknown) -> dict:
+    pairs = np.flatnonzero(copy_of >= 0)
+    in_pair = np.zeros(len(copy_of), bool)
     in_pair[pairs] = in_pair[copy_of[pairs]] = True
-    return {"ood_flagged": int(ood.sum()), "ood_recall": float((ood & unknown).sum() / unknown.sum()),
-            "ood_precision": float((ood & unknown).sum() / max(ood.sum(), 1)),
-            "unknown_called_mislabelled": float((flagged & unknown).sum() / unknown.sum()),
-            "near_copy_pair_recall": float(found[:N_NEAR].mean()), "exact_copy_pair_recall": float(found[N_NEAR:].mean()),
-            "pair_recall": float(found.mean()), "rows_with_partner": int((dup >= 0).sum()),
-            "partners_outside_planted_pairs": int(((dup >= 0) & ~in_pair).sum())}
+    out = {"ood_flagged": int(ood.sum()), "ood_recall": float((ood & unknown).sum() / unknown.sum()),
+           "ood_precision": float((ood & unknown).sum() / max(ood.sum(), 1)),
+           "near_copy_pair_recall": float(found[:N_NEAR].mean()), "exact_copy_pair_recall": float(found[N_NEAR:].mean()),
+           "pair_recall": float(found.mean()), "rows_with_partner": int(partnered.sum()),
+           "partners_outside_planted_pairs": int((partnered & ~in_pair).sum())}
+    if missing is not None:
+        out.update(missing_flagged=int(missing.sum()), missing_recall=float((missing & unknown).sum() / unknown.sum()),
+                   missing_precision=float((missing & unknown).sum() / max(missing.sum(), 1)))
+    if flagged is not None:
+        out["unknown_called_mislabelled"] = float((flagged & unknown).sum() / unknown.sum())
+    return out
+
+
+def run_engine(X, labels, names, T, tmp, noise=("none", 0.0)):
+    import selector
+    npz = Path(tmp) / f"features-{noise[0]}.npz"
+    np.savez(npz, image_embeddings=X, labels=labels, class_names=np.array(names), text_embeddings=T)
+    t0 = time.perf_counter()
+    result = selector.run(selector.open_source("embeddings", path=str(npz)), selector.open_encoder("precomputed"),
+                          selector.Config(map="none", noise_mode=noise[0], noise_rate=noise[1]), cache_dir=tmp)
+    return result.table, time.perf_counter() - t0
+
+
+def datalab(X, labels):
+    """(is_outlier (n,), near-duplicate sets (n,) of arrays, seconds) from cleanlab's Datalab on features X."""
+    from cleanlab import Datalab
+    t0 = time.perf_counter()
+    lab = Datalab(data={"label": labels}, label_name="label", verbosity=0)
+    lab.find_issues(features=X, issue_types={"outlier": {}, "near_duplicate": {}})
+    out = lab.get_issues("outlier")["is_outlier_issue"].to_numpy(bool)
+    sets = lab.get_issues("near_duplicate")["near_duplicate_sets"].to_numpy()
+    return out, sets, time.perf_counter() - t0
+
+
+def datalab_pairs(sets, copy_of):
+    pairs = np.flatnonzero(copy_of >= 0)
+    found = np.array([copy_of[i] in sets[i] or i in sets[copy_of[i]] for i in pairs])
+    return found, np.array([len(s) > 0 for s in sets])
+
+
+def clean_checks(tmp) -> list:
+    """The engine on clean Fashion-MNIST (nothing planted), without and with uniform label flips."""
+    X, T, y, names, _ = demo_features()
+    rows = []
+    for noise in (("none", 0.0), ("uniform", 0.2), ("uniform", 0.4)):
+        table, seconds = run_engine(X, y, names, T, tmp, noise)
+        rows.append({"noise": f"{noise[0]} {noise[1]:.0%}" if noise[1] else "none", "n": len(table),
+                     "missing_class": int((table["missing_class"] >= 0).sum()), "ood": int(table["ood"].sum()),
+                     "flagged": int(table["flagged"].sum()), "seconds": seconds})
+    return rows
+
+
+def every_class(tmp) -> list:
+    """The plants with each class in turn as the missing one: how well the missing-class group is found."""
+    from _demo_features import demo_features as features
+    names = features()[3]
+    rows = []
+    for c in range(len(names)):
+        X, labels, known, T, copy_of, unknown = planted(missing=c)
+        table, _ = run_engine(X, labels, known, T, tmp)
+        found, flagged = table["missing_class"].to_numpy() >= 0, table["flagged"].to_numpy(bool)
+        rows.append({"missing": names[c], "rows": int(found.sum()),
+                     "recall": float((found & unknown).sum() / unknown.sum()),
+                     "precision": float((found & unknown).sum() / max(found.sum(), 1)),
+                     "called_mislabelled": float((flagged & unknown).sum() / unknown.sum())})
+        print(rows[-1], flush=True)
+    return rows
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(HERE / "results" / "outlier_quality.md"))
-    ap.add_argument("--quick", action="store_true", help="the same run (about a minute once the features are cached)")
+    ap.add_argument("--no-datalab", action="store_true", help="leave out the Datalab baseline")
+    ap.add_argument("--every-class", action="store_true",
+                    help="also plant each class in turn as the missing one (about 10 more minutes)")
+    ap.add_argument("--quick", action="store_true", help="the same run (about 5 minutes once the features are cached)")
     args = ap.parse_args(argv)
-    import selector
+    if not args.no_datalab:
+        try:
+            from cleanlab import Datalab
+            Datalab(data={"label": np.zeros(2, int)}, label_name="label", verbosity=0)
+        except ImportError as exc:
+            sys.exit(f"Datalab cannot be imported ({exc}); install cleanlab with its datalab extra "
+                     "(pip install 'cleanlab[datalab]') or put it on PYTHONPATH, or pass --no-datalab.")
     load = os.getloadavg()
     t_all = time.perf_counter()
     X, labels, names, T, copy_of, unknown = planted()
     with tempfile.TemporaryDirectory() as tmp:
-        npz = Path(tmp) / "planted.npz"
-        np.savez(npz, image_embeddings=X, labels=labels, class_names=np.array(names), text_embeddings=T)
-        t0 = time.perf_counter()
-        result = selector.run(selector.open_source("embeddings", path=str(npz)), selector.open_encoder("precomputed"),
-                              selector.Config(map="none"), cache_dir=tmp)
-        seconds = time.perf_counter() - t0
-    m = measure(result.table, copy_of, unknown)
-    lines = ["## Outliers and duplicates planted in real features", "",
+        table, seconds = run_engine(X, labels, names, T, tmp)
+        clean = clean_checks(tmp)
+        sweep = every_class(tmp) if args.every_class else []
+    ours = measure(table["ood"].to_numpy(bool), table["missing_class"].to_numpy() >= 0, table["flagged"].to_numpy(bool),
+                   *groups_found(table["duplicate_of"].to_numpy(), copy_of), copy_of, unknown)
+    theirs, dl_seconds = None, None
+    if not args.no_datalab:
+        is_outlier, sets, dl_seconds = datalab(X / np.linalg.norm(X, axis=1, keepdims=True), labels)
+        theirs = measure(is_outlier, None, None, *datalab_pairs(sets, copy_of), copy_of, unknown)
+    pct = lambda m, k: f"{m[k]:.3f}" if m and k in m else "-"       # noqa: E731
+    num = lambda m, k: f"{m[k]:,}" if m and k in m else "-"          # noqa: E731
+    rows = [("unknown-class rows flagged OOD (recall)", pct(ours, "ood_recall"), pct(theirs, "ood_recall")),
+            ("precision of the OOD flag", pct(ours, "ood_precision"), pct(theirs, "ood_precision")),
+            ("rows flagged OOD", num(ours, "ood_flagged"), num(theirs, "ood_flagged")),
+            ("... of them a missing-class group (recall / precision)",
+             f"{ours['missing_recall']:.3f} / {ours['missing_precision']:.3f} ({ours['missing_flagged']:,} rows)", "-"),
+            ("unknown-class rows called mislabelled", pct(ours, "unknown_called_mislabelled"), "-"),
+            (f"near-copy pairs found ({N_NEAR})", pct(ours, "near_copy_pair_recall"), pct(theirs, "near_copy_pair_recall")),
+            (f"exact-copy pairs found ({N_EXACT})", pct(ours, "exact_copy_pair_recall"), pct(theirs, "exact_copy_pair_recall")),
+            (f"rows given a partner ({2 * (N_NEAR + N_EXACT):,} planted)", num(ours, "rows_with_partner"),
+             num(theirs, "rows_with_partner")),
+            ("rows given a partner outside the planted pairs", num(ours, "partners_outside_planted_pairs"),
+             num(theirs, "partners_outside_planted_pairs"))]
+    lines = ["## Outliers, a missing class and duplicates planted in real features", "",
              f"- date: {dt.datetime.now():%Y-%m-%d %H:%M}; machine: {cpu_and_memory()}; load average before / after "
              f"{load[0]:.2f} / {os.getloadavg()[0]:.2f}; command: `{command_line(__file__, argv)}`; engine run "
-             f"{seconds:.0f} s, total {(time.perf_counter() - t_all) / 60:.1f} min",
+             f"{seconds:.0f} s" + (f", Datalab {dl_seconds:.0f} s" if dl_seconds else "") +
+             f", total {(time.perf_counter() - t_all) / 60:.1f} min",
              f"- data: Fashion-MNIST train, demo encoder features, {len(X):,} rows: {N_UNKNOWN} images of a class left out "
              f"of the label set (random labels), {N_NEAR} near-copies (re-encoded images), {N_EXACT} exact copies "
-             "(see the script's docstring)", "",
-             "| what | found |", "|---|---:|",
-             f"| unknown-class rows flagged OOD (recall) | {m['ood_recall']:.3f} |",
-             f"| precision of the OOD flag ({m['ood_flagged']:,} flagged) | {m['ood_precision']:.3f} |",
-             f"| unknown-class rows called mislabelled instead | {m['unknown_called_mislabelled']:.3f} |",
-             f"| near-copy pairs found ({N_NEAR}) | {m['near_copy_pair_recall']:.3f} |",
-             f"| exact-copy pairs found ({N_EXACT}) | {m['exact_copy_pair_recall']:.3f} |",
-             f"| rows given a partner outside the planted pairs | {m['partners_outside_planted_pairs']:,} |"]
+             "(see the script's docstring); Datalab: outlier and near_duplicate issues, its defaults, same features", "",
+             "| what | ours | Datalab |", "|---|---:|---:|", *[f"| {a} | {b} | {c} |" for a, b, c in rows], "",
+             "The same engine on clean Fashion-MNIST (60,000 rows, all 10 classes, nothing planted):", "",
+             "| label flips | rows called a missing class | rows OOD | rows flagged mislabelled |", "|---|---:|---:|---:|",
+             *[f"| {r['noise']} | {r['missing_class']:,} | {r['ood']:,} | {r['flagged']:,} |" for r in clean]]
+    if sweep:
+        lines += ["", "Each class in turn as the missing one (same plants, ours only):", "",
+                  "| class missing | missing-class rows | recall | precision | its rows called mislabelled |",
+                  "|---|---:|---:|---:|---:|",
+                  *[f"| {r['missing']} | {r['rows']:,} | {r['recall']:.3f} | {r['precision']:.3f} | "
+                    f"{r['called_mislabelled']:.3f} |" for r in sweep]]
     write_results(args.out, "\n".join(lines) + "\n", name="outlier_quality",
                   date=dt.datetime.now().isoformat(timespec="minutes"), machine=cpu_and_memory(),
                   command=command_line(__file__, argv), load=(load[0], os.getloadavg()[0]), n=len(X),
-                  engine_seconds=seconds, **m)
+                  engine_seconds=seconds, datalab_seconds=dl_seconds, ours=ours, datalab=theirs, clean=clean,
+                  every_class=sweep)
     print("\n".join(lines))
     return 0
 

@@ -11,7 +11,7 @@ from selector.project import MAPS
 from selector.sources import SOURCES, TORCHVISION_SETS, source_noise
 from selector.sources.torchvision_sets import SPLITS
 from selector.ui import backend, state, widgets
-from selector.ui.views import audit_description, audit_quality
+from selector.ui.views import also_found, audit_description, audit_quality
 
 CLIP = ENCODERS.get("open_clip").options
 FORM_KEYS = ("source", "path", "root", "tv_name", "tv_split", "clip_model", "clip_pretrained", "clip_checkpoint",
@@ -157,9 +157,8 @@ st.dataframe(summary, hide_index=True, key="class_summary",
              column_config={"estimated_noise_rate": st.column_config.ProgressColumn(
                  "estimated noise rate", format="percent", min_value=0.0, max_value=1.0)})
 counts = result.manifest.get("counts", {})
-if counts.get("ood") or counts.get("near_duplicates"):
-    st.caption(f"Also found: {counts.get('ood', 0):,} images that match no class well, "
-               f"{counts.get('near_duplicates', 0):,} near-duplicates.")
+if any(counts.get(k) for k in ("ood", "missing_class", "near_duplicates", "leaked_across_splits")):
+    st.caption(also_found(counts))
 if audit_description(result.manifest):
     st.caption(audit_description(result.manifest))
 problems = list(result.dataset.problems) + [f"unreadable image skipped: {i}"

@@ -1,12 +1,15 @@
-"""Duplicates and outliers: near-duplicate groups side by side with a "keep one per group" action, and the
-images that match no class, ranked by how unusual they are."""
+"""Duplicates and outliers: near-duplicate groups side by side with a "keep one per group" action,
+near-duplicates leaked across splits (with a split column), the groups that look like a class missing from
+the label set, and every image ranked by how unusual it is."""
 import numpy as np
 import streamlit as st
 
 from selector.ui import state, widgets
-from selector.ui.views import duplicate_groups, keep_one_per_group, page_rows
+from selector.ui.views import (duplicate_groups, keep_one_per_group, leaked_groups, missing_class_groups,
+                               page_rows)
 
 GROUPS_PER_PAGE = 12
+GROUP_SAMPLE = 24      # images shown of each missing-class group
 
 run = state.require_run()
 widgets.sidebar(run)
@@ -27,7 +30,10 @@ st.button(f"Undo my last step ({last.size:,} decision(s))" if last else "Undo my
           on_click=state.undo_last_step, args=(run,), disabled=last is None,
           help=f"Reverts the last decision step of {state.reviewer()} on this dataset.")
 
-dup_tab, ood_tab = st.tabs(["Near-duplicates", "Matches no class"])
+splits = table["split"].astype(str).to_numpy() if "split" in table else None
+names = ["Near-duplicates"] + (["Leaked across splits"] if splits is not None else []) + ["Matches no class"]
+tabs = dict(zip(names, st.tabs(names)))
+dup_tab, ood_tab = tabs["Near-duplicates"], tabs["Matches no class"]
 with dup_tab:
     groups = duplicate_groups(table)
     n_copies = sum(len(g) - 1 for g in groups)
@@ -51,12 +57,36 @@ with dup_tab:
     else:
         st.info("No near-duplicates found.")
 
+if splits is not None:
+    with tabs["Leaked across splits"]:
+        leaks = leaked_groups(table)
+        n_leaked = int((table["leak_of"].to_numpy() >= 0).sum())
+        st.caption(f"{n_leaked:,} images have a near-duplicate in another split ({len(leaks):,} groups): the same "
+                   "image in train and test makes a test score too optimistic. Each group is shown with the split "
+                   "of every image.")
+        if leaks:
+            page = widgets.pager(len(leaks), GROUPS_PER_PAGE, "leaks_page")
+            for n, group in enumerate(page_rows(np.arange(len(leaks)), page, GROUPS_PER_PAGE)):
+                rows = leaks[group]
+                st.markdown(f"**Leak {group + 1}** - {len(rows)} images in "
+                            f"{len(set(splits[rows]))} splits ({', '.join(sorted(set(splits[rows])))})")
+                widgets.image_grid(run, rows, [f"#{r} {labels[r]} [{splits[r]}]" for r in rows])
+        else:
+            st.info("No near-duplicates across splits.")
+
 with ood_tab:
+    for g, rows in enumerate(missing_class_groups(table)):
+        spread = table["label"].iloc[rows].value_counts()
+        st.warning(f"Group {g + 1}: {len(rows):,} similar images match no class, and their labels are scattered "
+                   f"over {len(spread)} classes (most: {spread.index[0]!r}, {int(spread.iloc[0]):,}): a class "
+                   "missing from the label set? They are not counted as label errors (no suggested label can be "
+                   f"right); as OOD they stay out of the selection while flagged samples are excluded. The first {min(len(rows), GROUP_SAMPLE)}:")
+        widgets.image_grid(run, rows[:GROUP_SAMPLE], [f"#{r} {labels[r]}" for r in rows[:GROUP_SAMPLE]])
     ood = np.flatnonzero(table["ood"].to_numpy())
     ranked = np.argsort(-table["ood_score"].to_numpy(), kind="stable")
-    st.caption(f"{len(ood):,} images match no class well and sit far from their neighbours (flagged: "
-               "corrupted, out of distribution, or of a class missing from the label set). Below: every image, "
-               "most unusual first (ood_score), the flagged ones marked.")
+    st.caption(f"{len(ood):,} images are out of distribution: far from every class and from their neighbours "
+               "(corrupted or unusual), or in a group of a class missing from the label set. Below: every image, "
+               "most unusual first (ood_score), the OOD ones marked.")
     shown = page_rows(ranked, widgets.pager(len(ranked), 48, "ood_page"), 48)
     scores = table["ood_score"].to_numpy()
     flags = table["ood"].to_numpy()

@@ -126,12 +126,24 @@ class Dataset:
 
     @cached_property
     def fingerprint(self) -> str:
-        """sha1 over content_fingerprint, labels and class_names; stable across processes. Computed once per
-        Dataset (hashing 60k images takes a noticeable fraction of a second); Datasets are not mutated in place."""
+        """sha1 over content_fingerprint, labels, class_names and the splits if any; stable across
+        processes. Computed once per Dataset (hashing 60k images takes a noticeable fraction of a second);
+        Datasets are not mutated in place."""
         h = hashlib.sha1(self.content_fingerprint.encode())
         h.update("\x1f".join(self.class_names).encode() + b"\x1e")
         h.update(self.labels.astype("<i8").tobytes())
+        if self.splits is not None:   # which rows are train and test decides which duplicates are leaks
+            h.update(b"split\x1e" + "\x1f".join(self.splits.tolist()).encode())
         return h.hexdigest()
+
+    @cached_property
+    def splits(self) -> np.ndarray | None:
+        """(n,) str: each row's split (train, test, ...) when the table's `split` column names at least two;
+        None otherwise (no split column, or every row in one split: no leak across splits is possible)."""
+        if "split" not in self.table:
+            return None
+        values = self.table["split"].astype(str).to_numpy()
+        return values if len(np.unique(values)) > 1 else None
 
 
 def _stat(path: str) -> tuple[int, int]:

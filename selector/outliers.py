@@ -1,8 +1,10 @@
-"""Rows that are unusual whatever their label: out-of-distribution images and near-duplicates.
+"""Rows that are unusual whatever their label: out-of-distribution images, groups of a class missing from the
+label set, near-duplicates, and near-duplicates leaked across splits.
 
-Both read the cosine similarity of each row to its k global neighbours (`neighbor_similarities`) on the
-frozen embeddings. Cut-offs are robust z-scores (median / MAD, the Iglewicz-Hoaglin "outlier" level 3.5),
-so they adapt to each encoder instead of assuming a fixed cosine scale.
+All work on the frozen embeddings. OOD rows and near-duplicates read the cosine similarity of each row to its
+k global neighbours (`neighbor_similarities`); their cut-offs are relative (robust z-scores, median / MAD, or
+shares of the row's own neighbour distances), so they adapt to each encoder instead of assuming a fixed
+cosine scale. A missing class is found as a group (`find_missing_class`), not row by row.
 """
 from __future__ import annotations
 
@@ -13,6 +15,11 @@ from selector.linalg import l2_normalize
 from selector.validate import check_matrix, check_neighbor_ids, check_number, check_vector
 
 OOD_CUT = 3.5          # robust z (median/MAD, Iglewicz-Hoaglin "outlier" level)
+DUP_LOCAL = 0.15       # a near-duplicate pair: distance <= this share of the row's farthest listed neighbour
+DUP_SCALE = 0.5        # ... and <= this share of the median 1-NN distance
+MISSING_MIN_SIZE = 20  # rows a group of a missing class needs
+MISSING_SCATTER = 1.5  # its labels: collision probability at most this multiple of the dataset's
+MISSING_Z = 2.0        # its median class-match robust z (matches no class) must exceed this
 _BLOCK = 8192
 
 
@@ -56,13 +63,134 @@ def find_ood(best_class_sim, neighbor_sims, *, cut: float = OOD_CUT) -> tuple[np
     return score, score > cut
 
 
-def find_near_duplicates(neighbor_sims, I, *, threshold: float = 0.98, cut: float = OOD_CUT) -> np.ndarray:
+def find_missing_class(X, labels, class_embeddings, knn_agreement, *, seed: int = 0) -> np.ndarray:
+    """group (n,) int64: rows that look like a class missing from the label set, numbered by group; -1 elsewhere.
+
+    What marks such a class: a dense group of images that matches no class embedding well and whose given
+    labels are scattered as if at random (each image got whatever label was at hand), so its neighbours agree
+    with each other but not with its label. X (n, d) unit rows; labels (n,) in [0, C); class_embeddings: a list
+    of (C, d) unit arrays (the class prompts and/or the class prototypes; a row must match none of them);
+    knn_agreement (n,) from the audit. Steps:
+      1. spherical k-means of X into K = clip(n / 500, 2C, 512) clusters (on a sample of 64 rows per centroid);
+      2. a cluster is a missing-class seed when it has >= MISSING_MIN_SIZE rows, its labels are nearly as
+         scattered as the whole dataset's (label collision probability <= MISSING_SCATTER x the dataset's) and
+         the median class-match z of its rows (`_match_z`: the robust z of log(1 - cosine to the best class),
+         the lowest over the class embeddings given) is > MISSING_Z;
+      3. twice: each seed's centroid becomes a new class prototype beside the known ones (recomputed without the
+         seeds' rows), and a row joins the seed it is nearest to when that is nearer than every known prototype
+         and fewer than half its neighbours share its label;
+      4. a group is the members nearest to one seed; groups smaller than MISSING_MIN_SIZE are dropped."""
+    X = check_matrix(X, "X (image embeddings)")
+    y = np.asarray(labels, np.int64)
+    C, n = int(class_embeddings[0].shape[0]), len(X)
+    out = np.full(n, -1, np.int64)
+    if n < 2 * MISSING_MIN_SIZE:
+        return out
+    centroids, assign = spherical_kmeans(X, int(np.clip(n // 500, 2 * C, 512)), seed=seed)
+    counts = np.bincount(assign * C + y, minlength=len(centroids) * C).reshape(-1, C)   # labels per cluster
+    scattered = np.flatnonzero((counts.sum(1) >= MISSING_MIN_SIZE) & (
+        _collision(counts) <= MISSING_SCATTER * _collision(counts.sum(0, keepdims=True))[0]))
+    rows = np.flatnonzero(np.isin(assign, scattered))
+    z = _match_z(X, class_embeddings, rows, seed)
+    seeds = [k for k in scattered if np.median(z[assign[rows] == k]) > MISSING_Z]
+    if not seeds:
+        return out
+    new, member = centroids[seeds], np.isin(assign, seeds)
+    sums = _class_sums(X, y, C)
+    maybe = np.flatnonzero(np.asarray(knn_agreement, np.float32) < 0.5)   # neighbours disagree with the label
+    for _ in range(2):
+        known = l2_normalize(sums - _class_sums(X[member], y[member], C))
+        sim = np.concatenate([X[maybe[s:s + _BLOCK]] @ new.T for s in range(0, len(maybe), _BLOCK)] or
+                             [np.zeros((0, len(new)), np.float32)])
+        joined = sim.max(1) > _best_sim(X, known, maybe)
+        out[:] = -1
+        out[maybe[joined]] = sim[joined].argmax(1)
+        member = out >= 0
+        new = l2_normalize(np.stack([X[out == g].mean(0) if (out == g).any() else new[g] for g in range(len(new))]))
+    sizes = np.bincount(out[member], minlength=len(new))
+    renumber = np.where(sizes >= MISSING_MIN_SIZE, np.cumsum(sizes >= MISSING_MIN_SIZE) - 1, -1)
+    out[member] = renumber[out[member]]
+    return out
+
+
+def spherical_kmeans(X, K: int, *, seed: int = 0, iters: int = 15, per_centroid: int = 64):
+    """(centroids (K, d) unit, assignment (n,) int64) of unit rows X: k-means++ seeding and Lloyd steps on
+    cosine, on a seeded sample of per_centroid rows per centroid; then every row goes to its nearest centroid."""
+    rng = np.random.default_rng(seed)
+    S = X[np.sort(rng.choice(len(X), min(len(X), per_centroid * K), replace=False))]
+    K = min(K, len(S))
+    cen = np.empty((K, X.shape[1]), np.float32)
+    cen[0] = S[rng.integers(len(S))]
+    gap = 1.0 - S @ cen[0]
+    for k in range(1, K):                                            # k-means++: far rows are likelier seeds
+        p = np.maximum(gap, 0) ** 2
+        cen[k] = S[rng.choice(len(S), p=p / p.sum()) if p.sum() > 0 else rng.integers(len(S))]
+        gap = np.minimum(gap, 1.0 - S @ cen[k])
+    for _ in range(iters):
+        a = (S @ cen.T).argmax(1)
+        sums = _class_sums(S, a, K).astype(np.float32)
+        empty = np.bincount(a, minlength=K) == 0
+        sums[empty] = cen[empty]
+        cen = l2_normalize(sums)
+    assign = np.empty(len(X), np.int64)
+    for s in range(0, len(X), _BLOCK):
+        assign[s:s + _BLOCK] = (X[s:s + _BLOCK] @ cen.T).argmax(1)
+    return cen, assign
+
+
+def _best_sim(X, E, rows) -> np.ndarray:
+    """(len(rows),) each listed row's cosine to its best-matching row of E, in row blocks."""
+    return np.concatenate([(X[rows[s:s + _BLOCK]] @ E.T).max(1) for s in range(0, len(rows), _BLOCK)] or
+                          [np.zeros(0, np.float32)])
+
+
+def _match_z(X, class_embeddings, rows, seed: int, reference: int = 100_000) -> np.ndarray:
+    """(len(rows),) robust z of log(1 - cosine to the best class) for the listed rows, high = matches no class;
+    the lowest over the class embeddings. Median and MAD come from every row (a seeded sample past `reference`
+    rows), so only the listed rows and the sample are compared with the classes."""
+    n = len(X)
+    ref = np.arange(n) if n <= reference else np.sort(np.random.default_rng(seed).choice(n, reference, replace=False))
+    z = np.full(len(rows), np.inf, np.float32)
+    for E in class_embeddings:
+        v_ref = np.log(np.maximum(1.0 - _best_sim(X, E, ref), 1e-6))
+        med = np.median(v_ref)
+        mad = 1.4826 * np.median(np.abs(v_ref - med))
+        v = np.log(np.maximum(1.0 - _best_sim(X, E, rows), 1e-6))
+        z = np.minimum(z, (v - med) / mad if mad > 0 else np.zeros_like(v))
+    return z
+
+
+def _class_sums(X, y, C) -> np.ndarray:
+    """(C, d) float64: the sum of each class's rows of X, in row blocks through a sparse one-hot."""
+    from scipy import sparse
+    sums = np.zeros((C, X.shape[1]), np.float64)
+    for s in range(0, len(X), _BLOCK):
+        block = X[s:s + _BLOCK]
+        sums += sparse.csr_matrix((np.ones(len(block)), (y[s:s + _BLOCK], np.arange(len(block)))),
+                                  shape=(C, len(block))) @ block
+    return sums
+
+
+def _collision(counts) -> np.ndarray:
+    """(m,): for each row of label counts (m, C), the chance that two different samples drawn from it share a
+    label (unbiased; 1 where there are fewer than 2)."""
+    counts = np.asarray(counts, np.float64)
+    n = counts.sum(1)
+    return np.where(n > 1, (counts * (counts - 1)).sum(1) / np.maximum(n * (n - 1), 1), 1.0)
+
+
+def find_near_duplicates(neighbor_sims, I, *, threshold: float = 0.98) -> np.ndarray:
     """duplicate_of (n,) int64: the lowest row each row nearly duplicates, -1 for none.
 
-    A neighbour with a lower row id is a near-duplicate when its cosine is >= threshold AND it is far closer
-    than a typical nearest neighbour (robust z of the log cosine distance against the 1-NN distances below
-    -cut), so an encoder whose embeddings are all near-parallel (demo CNN: median 1-NN cosine 0.994) does not
-    make every row a duplicate; exact copies (distance <= 1e-6) always count. Chains resolve to their root."""
+    A neighbour is a near-duplicate when the two are far closer to each other than to anything else around
+    them: their cosine distance is at most DUP_LOCAL (0.15) of the row's distance to its farthest listed
+    neighbour (its local scale: a dense region has close neighbours, and a near-copy is closer still) and at
+    most DUP_SCALE (0.5) of the dataset's median 1-NN distance, and their cosine is >= threshold. So an
+    encoder whose embeddings are all near-parallel (demo CNN: median 1-NN cosine 0.994) does not make every
+    row a duplicate, and a re-encoded copy (cosine 0.9998) is still found. Exact copies (distance <= 1e-6)
+    always count; a pair counts when either row finds the other. Groups resolve to their lowest row. A group
+    larger than the neighbour list (more than k near-copies of one image) is found only through its exact
+    copies."""
     sims = np.asarray(neighbor_sims, dtype=np.float32)
     n = sims.shape[0]
     I = check_neighbor_ids(I, n)
@@ -70,19 +198,50 @@ def find_near_duplicates(neighbor_sims, I, *, threshold: float = 0.98, cut: floa
         raise InputError(f"neighbor_sims {sims.shape} and I {I.shape} must have the same shape.")
     check_number(threshold, "duplicate_threshold", above=0, maximum=1)
     valid = I >= 0
-    close = np.nan_to_num(sims, nan=-2.0)
-    log_d = np.log(np.maximum(1.0 - close, 1e-6))
-    nn1 = log_d[:, 0][valid[:, 0]]
-    med = np.median(nn1) if len(nn1) else 0.0
-    mad = 1.4826 * np.median(np.abs(nn1 - med)) if len(nn1) else 0.0
-    unusual = (log_d - med < -cut * mad) if mad > 0 else np.ones_like(valid)
-    dup = valid & (close >= threshold - 1e-6) & (unusual | (1.0 - close <= 1e-6)) & (I < np.arange(n)[:, None])
-    duplicate_of = np.where(dup.any(1), np.where(dup, I, n).min(1), -1).astype(np.int64)
-    has = np.flatnonzero(duplicate_of >= 0)
-    for _ in range(32):                                   # a -> b -> c becomes a -> c
-        nxt = duplicate_of[duplicate_of[has]]
-        move = nxt >= 0
-        if not move.any():
-            break
-        duplicate_of[has[move]] = nxt[move]
-    return duplicate_of
+    dist = np.where(valid, 1.0 - np.nan_to_num(sims, nan=-1.0), np.inf).astype(np.float32)
+    nearest = dist.min(1)
+    scale = np.median(nearest[np.isfinite(nearest)]) if np.isfinite(nearest).any() else 0.0
+    local = np.where(valid, dist, -np.inf).max(1, keepdims=True)        # farthest listed neighbour
+    close = (dist <= DUP_LOCAL * local) & (dist <= DUP_SCALE * scale) & (dist <= 1.0 - threshold + 1e-6)
+    dup = valid & (close | (dist <= 1e-6))
+    return _lowest_of_groups(n, np.repeat(np.arange(n), I.shape[1])[dup.ravel()], I[dup])
+
+
+def _lowest_of_groups(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(n,) int64: for each row joined to others by the pairs (a, b), the lowest row of its connected group;
+    -1 for a row in no pair."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    if len(a) == 0:
+        return np.full(n, -1, np.int64)
+    _, comp = connected_components(coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n)), directed=False)
+    lowest = np.full(comp.max() + 1, n, np.int64)
+    np.minimum.at(lowest, comp, np.arange(n))
+    out = lowest[comp]
+    out[out == np.arange(n)] = -1          # the lowest row of a group, and a row in no pair
+    return out
+
+
+def find_leaks(duplicate_of, split) -> np.ndarray:
+    """leak_of (n,) int64: for each row whose near-duplicate group holds a row of another split (train/test),
+    the lowest such row; -1 elsewhere. Both sides of a leak are marked. split: (n,) split names; an empty name
+    is a split of its own."""
+    dup = np.asarray(duplicate_of, np.int64)
+    split = np.asarray(split, dtype=object).astype(str)
+    if split.shape != dup.shape:
+        raise InputError(f"split has {split.shape[0]} entries for {dup.shape[0]} rows; give one split name per row.")
+    n = len(dup)
+    root = np.where(dup >= 0, dup, np.arange(n))
+    out = np.full(n, -1, np.int64)
+    grouped = np.flatnonzero(np.bincount(root, minlength=n)[root] > 1)
+    if not len(grouped):
+        return out
+    order = grouped[np.lexsort((grouped, root[grouped]))]      # by group, lowest row first
+    for rows in np.split(order, np.flatnonzero(np.diff(root[order])) + 1):
+        names = split[rows]
+        if len(set(names)) < 2:
+            continue
+        for s in set(names):
+            other = rows[names != s]
+            out[rows[names == s]] = other[0]
+    return out

@@ -206,7 +206,7 @@ def _run(dataset, encoder, config, cache_dir, progress, checkpoints) -> Result:
     sds = diversity(F, labels, k=k)
     progress("scoring", 1, 2)
     issues = find_issues(X, T, labels, dataset.class_names, neighbors=(D, I), seed=config.seed,
-                         duplicate_threshold=config.duplicate_threshold, zero_shot=text_tower)
+                         duplicate_threshold=config.duplicate_threshold, zero_shot=text_tower, split=dataset.splits)
     progress("scoring", 2, 2)
     timings["score_audit_s"] = time.perf_counter() - t0
     memory["score_audit"] = peak_rss_gb()
@@ -340,14 +340,22 @@ def _manifest(dataset, encoder, config, k, table, skipped, timings, knn_info, me
         "config": dataclasses.asdict(config),
         "diversity_k": int(k),
         "seed": config.seed,
-        "counts": {"n": int(len(table)), "flagged": int(table["flagged"].sum()), "ood": int(table["ood"].sum()),
-                   "near_duplicates": int((table["duplicate_of"] >= 0).sum()), "skipped": len(skipped)},
+        "counts": _counts(table, skipped),
         "timings_s": {key: round(v, 3) for key, v in timings.items()},
         "peak_rss_gb": {key: round(v, 2) for key, v in memory.items()},
         "neighbors": knn_info,
         "machine": {"threads": n_threads(), "faiss_blas_core": faiss_blas()["core"]},
         "versions": _versions(),
     }
+
+
+def _counts(table, skipped) -> dict:
+    counts = {"n": int(len(table)), "flagged": int(table["flagged"].sum()), "ood": int(table["ood"].sum()),
+              "missing_class": int((table["missing_class"] >= 0).sum()),
+              "near_duplicates": int((table["duplicate_of"] >= 0).sum()), "skipped": len(skipped)}
+    if "leak_of" in table:
+        counts["leaked_across_splits"] = int((table["leak_of"] >= 0).sum())
+    return counts
 
 
 def _versions() -> dict:

@@ -58,7 +58,7 @@ def folder(cache_dir, key: str) -> Path:
     return Path(cache_dir) / "results" / key
 
 
-FORMAT = 2
+FORMAT = 3          # 3: the table has missing_class (and split, leak_of with a split column)
 _FILES = ("arrays.npz", "F.npy", "D.npy", "I.npy", "table.parquet")
 
 

@@ -29,9 +29,14 @@ COLUMNS = {
     "knn_agreement": "share of the 10 nearest neighbours whose label equals the given label",
     "ood_score": "robust z-score: higher = matches no class well and sits far from its neighbours",
     "ood": "out of distribution (corrupted image, or a class missing from the label set)",
+    "missing_class": "group of similar images that match no class and carry scattered labels (a class missing "
+                     "from the label set?), -1 if none; such rows are not flagged as mislabelled",
     "duplicate_of": "row this sample nearly duplicates, -1 if none",
     "map_x": "2-D map coordinate",
     "map_y": "2-D map coordinate",
+    "split": "only when the dataset's split column names two splits or more: the sample's split (train, test, ...)",
+    "leak_of": "only with a split column: a near-duplicate of this sample in another split (leaked across "
+               "splits), -1 if none",
     "original_label": "only when synthetic noise was injected: the label before the flip",
     "noise_injected": "only when synthetic noise was injected: this label was flipped on purpose",
     "selected": "in the chosen subset",
@@ -39,11 +44,13 @@ COLUMNS = {
     "corrected_label": "the label after decisions and corrections (the suggested one where it was accepted, or, "
                        "with correct_flagged, where the audit is confident the given one is wrong)",
 }
+SPLIT_COLUMNS = ("split", "leak_of")
+"""Only when the dataset has two splits or more (`Dataset.splits`): they follow the run's columns."""
 TRUTH_COLUMNS = ("original_label", "noise_injected")
 """Only when synthetic noise was injected: they follow the run's columns."""
 SELECTION_COLUMNS = ("selected", "decision", "corrected_label")
 """What `selection.apply` adds to a run's table."""
-TABLE_COLUMNS = tuple(c for c in COLUMNS if c not in TRUTH_COLUMNS + SELECTION_COLUMNS)
+TABLE_COLUMNS = tuple(c for c in COLUMNS if c not in SPLIT_COLUMNS + TRUTH_COLUMNS + SELECTION_COLUMNS)
 """The columns of a run's table, in order."""
 SCORE_COLUMNS = ("noise_score", "alignment", "diversity", "alignment_norm", "diversity_norm", "cleanliness",
                  "given_prob", "suggested_prob", "knn_agreement", "ood_score")
@@ -72,10 +79,14 @@ def build_table(dataset, sas, sds, issues, xy, *, original_labels=None, noise_tr
         "knn_agreement": audit.knn_agreement.astype(np.float32),
         "ood_score": issues.ood_score.astype(np.float32),
         "ood": issues.ood.astype(bool),
+        "missing_class": issues.missing_class.astype(np.int64),
         "duplicate_of": issues.duplicate_of.astype(np.int64),
         "map_x": xy[:, 0].astype(np.float32),
         "map_y": xy[:, 1].astype(np.float32),
     })
+    if issues.leak_of is not None:
+        table["split"] = dataset.splits
+        table["leak_of"] = issues.leak_of.astype(np.int64)
     if noise_truth is not None:
         table["original_label"] = names[original_labels]
         table["noise_injected"] = np.asarray(noise_truth, dtype=bool)

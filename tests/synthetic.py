@@ -71,3 +71,18 @@ def make_table(n=300, seed=0):
         "map_x": rng.normal(size=n).astype(np.float32), "map_y": rng.normal(size=n).astype(np.float32),
         "original_label": labels, "noise_injected": noise > 0.8,
     })
+
+
+def plant_missing_class(X, y, n_classes, *, n=150, seed=0):
+    """(X, y, planted mask) with n rows of a class missing from the label set appended: a Gaussian cluster as
+    tight as a known class, around a new centre as far out as the class means, each row given a random label of
+    the known classes."""
+    rng = np.random.default_rng(seed)
+    X = np.asarray(X, np.float32)
+    means = np.stack([X[y == c].mean(0) for c in range(n_classes)])
+    spread = np.sqrt(((X - means[y]) ** 2).mean())
+    centre = rng.normal(size=X.shape[1])
+    centre *= np.median(np.linalg.norm(means, axis=1)) / np.linalg.norm(centre)
+    new = (centre + spread * rng.normal(size=(n, X.shape[1]))).astype(np.float32)
+    planted = np.r_[np.zeros(len(X), bool), np.ones(n, bool)]
+    return np.concatenate([X, new]), np.r_[y, rng.integers(0, n_classes, n)], planted

@@ -50,3 +50,25 @@ def test_outliers_are_ranked_by_score(env):
     (gallery,) = [img for img in at.image if len(img.captions) == 48]
     scores = [float(c.split("(")[1].split(")")[0]) for c in gallery.captions]
     assert scores == sorted(scores, reverse=True)
+
+
+def test_missing_class_group_and_leaks_across_splits(tmp_path_factory):
+    """A planted class missing from the label set is shown as its own group (not label errors); with a split
+    column the train/test copies are shown as leaks, and Home counts both."""
+    tmp = tmp_path_factory.mktemp("leaks")
+    with cache_env(tmp / "cache"):
+        z = dict(np.load(synthetic.make_embeddings(tmp / "src.npz", n_per_class=60, d=16, seed=44)))
+        X, y, planted = synthetic.plant_missing_class(z["image_embeddings"], z["labels"], 4, n=60, seed=1)
+        z["image_embeddings"], z["labels"] = np.concatenate([X, X[COPIED]]), np.r_[y, y[COPIED]]
+        z["splits"] = np.array(["train"] * len(X) + ["test"] * len(COPIED))
+        np.savez(tmp / "leaks.npz", **z)
+        at = run_embeddings(new_app(), tmp / "leaks.npz", noise="none")
+        assert any("in groups that match no class" in c.value and "10 images leaked across splits" in c.value
+                   for c in at.caption), [c.value for c in at.caption if "Also" in c.value]
+        at = goto(at, PAGE)
+        assert [t.label for t in at.tabs] == ["Near-duplicates", "Leaked across splits", "Matches no class"]
+        assert any("10 images have a near-duplicate in another split (5 groups)" in c.value for c in at.caption)
+        assert any(w.value.startswith("Group 1: ") and "a class missing from the label set?" in w.value
+                   for w in at.warning), [w.value for w in at.warning]
+        texts = " ".join(c.value for c in at.caption)
+        assert "[train]" in texts and "[test]" in texts          # embeddings-only: captions stand in for images

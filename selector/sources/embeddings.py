@@ -17,7 +17,7 @@ from selector.dataset import Dataset, build_dataset
 from selector.errors import InputError, describe_rows
 from selector.validate import check_matrix
 
-KEYS = ("image_embeddings", "labels", "class_names", "text_embeddings", "paths")   # the only arrays read
+KEYS = ("image_embeddings", "labels", "class_names", "text_embeddings", "paths", "splits")   # the only arrays read
 MAX_ARRAY_ENV = "SELECTOR_MAX_NPZ_ARRAY_GB"
 DEFAULT_MAX_ARRAY_GB = 16.0      # 16 GB: 8 million 512-d float32 embeddings
 
@@ -85,8 +85,9 @@ def _check_header(f, member_size: int, name: str) -> None:
 
 def load_embeddings(path) -> Dataset:
     """.npz with image_embeddings (N,d), labels (N,) ints in [0,C) or class-name strings, class_names (C,),
-    optional text_embeddings (C,d), paths (N,). Strings must be numpy unicode arrays (no pickles); other
-    arrays in the file are never read."""
+    optional text_embeddings (C,d), paths (N,), splits (N,) split names (train/test: near-duplicates across
+    splits are reported as leaks). Strings must be numpy unicode arrays (no pickles); other arrays in the file
+    are never read."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise InputError(f"Embeddings file {path} does not exist.")
@@ -136,8 +137,16 @@ def load_embeddings(path) -> Dataset:
         if p.shape != (n,) or p.dtype.kind not in "US":
             raise InputError(f"`paths` must be ({n},) strings, got {p.shape} {p.dtype}.")
         paths = [str(s if not s or Path(s).is_absolute() else path.parent / s) for s in map(str, p)]
+    extra = {}
+    if "splits" in arrs:
+        sp = np.asarray(arrs["splits"])
+        if sp.shape != (n,) or sp.dtype.kind not in "US":
+            raise InputError(f"`splits` must be ({n},) strings (a split name per row, e.g. train/test), got "
+                             f"{sp.shape} {sp.dtype}.")
+        extra["split"] = [str(v).strip() for v in sp]
     width = max(5, len(str(n - 1)))
     stem = path.stem
     ids = [f"{stem}/{k:0{width}d}" for k in range(n)]
     return build_dataset(f"embeddings/{path.stem}", ids, paths, [class_names[k] for k in y], class_names=class_names,
-                         embeddings=X, text_embeddings=T, embeddings_digest=digests.get("image_embeddings"))
+                         extra=extra, embeddings=X, text_embeddings=T,
+                         embeddings_digest=digests.get("image_embeddings"))

@@ -13,7 +13,8 @@ from selector.table import SCORE_COLUMNS
 from selector.ui import density
 from selector.ui.views import Histogram, class_codes
 
-CATEGORICAL = ("label", "flagged", "selected", "noise_injected", "ood", "duplicate")
+CATEGORICAL = ("label", "flagged", "selected", "noise_injected", "ood", "missing_class", "duplicate", "leak")
+_FROM = {"duplicate": "duplicate_of", "leak": "leak_of"}     # colourings read from another column
 MAX_MAP_POINTS = 60_000      # markers sent for hover and click; the image holds every point
 MAX_LEGEND = 20
 _HOVER = ("<b>%{text}</b><br>row %{customdata[0]}<br>noise score %{customdata[1]:.3f}"
@@ -24,7 +25,7 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 
 def colour_options(table: pd.DataFrame) -> list[str]:
     """What the map can be coloured by: label, flags, the selection, and every score column."""
-    opts = [c for c in CATEGORICAL if c in table or c == "selected" or (c == "duplicate" and "duplicate_of" in table)]
+    opts = [c for c in CATEGORICAL if _FROM.get(c, c) in table or c == "selected"]
     return opts + [c for c in SCORE_COLUMNS if c in table]
 
 
@@ -45,7 +46,8 @@ class MapImage:
 
 def map_image(table: pd.DataFrame, selected: np.ndarray, colour: str, *, classes: Sequence[str] = ()) -> MapImage:
     """colour: "label" (mean class colour per pixel, in `classes` order), a bool column ("flagged",
-    "noise_injected", "ood"), "selected" (the `selected` mask) or a numeric score column (its mean per pixel)."""
+    "noise_injected", "ood"), "missing_class" / "duplicate" / "leak" (in a missing-class group, a near-duplicate
+    group, a leak across splits), "selected" (the `selected` mask) or a numeric score column (its mean per pixel)."""
     xy = table[["map_x", "map_y"]].to_numpy(dtype=np.float32)
     extent = density.Extent.of(xy)
     if colour == "label":
@@ -61,12 +63,16 @@ def map_image(table: pd.DataFrame, selected: np.ndarray, colour: str, *, classes
             dup = table["duplicate_of"].to_numpy()
             values = dup >= 0
             values[dup[dup >= 0]] = True
+        elif colour in ("missing_class", "leak"):
+            values = table[_FROM.get(colour, colour)].to_numpy() >= 0
         else:
             values = table[colour].to_numpy(dtype=bool)
         names = {"selected": ("dropped", "selected"), "flagged": ("not flagged", "flagged"),
                  "noise_injected": ("label as given", "label flipped on purpose"),
                  "ood": ("in distribution", "matches no class"),
-                 "duplicate": ("no near-duplicate", "in a near-duplicate group")}[colour]
+                 "missing_class": ("in a known class", "a class missing from the label set?"),
+                 "duplicate": ("no near-duplicate", "in a near-duplicate group"),
+                 "leak": ("no leak", "near-duplicate in another split")}[colour]
         colours = ("#b0b8c4", "#d62728" if colour != "selected" else "#2b6cb0")
         rgb = density.hex_rgb(colours)[values.astype(np.int64)]
         return MapImage(density.png_data_uri(density.density_rgba(xy, extent, rgb=rgb)), extent,

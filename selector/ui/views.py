@@ -127,6 +127,21 @@ EXPERT_NAMES = {"zero_shot": "zero-shot class prompts", "cross_fit": "a cross-fi
                 "knn": "neighbour votes"}
 
 
+def also_found(counts: dict) -> str:
+    """One sentence on the label-independent issues of a run's manifest counts (OOD, missing-class groups,
+    near-duplicates, leaks across splits)."""
+    ood, missing = counts.get("ood", 0), counts.get("missing_class", 0)
+    parts = [f"{ood - missing:,} images that match no class well and sit far from their neighbours"]
+    if missing:
+        parts.append(f"{missing:,} images in groups that match no class and carry scattered labels (a class "
+                     "missing from the label set? not counted as label errors)")
+    parts.append(f"{counts.get('near_duplicates', 0):,} near-duplicates")
+    if "leaked_across_splits" in counts:
+        parts.append(f"{counts['leaked_across_splits']:,} images leaked across splits (a near-duplicate in "
+                     "another split)")
+    return "Also found: " + ", ".join(parts) + " (Duplicates & outliers page)."
+
+
 def audit_description(manifest: dict) -> str:
     """One sentence: which experts the label audit pooled, with their weights ("" for a run that predates it)."""
     audit = manifest.get("audit") or {}
@@ -288,6 +303,23 @@ def duplicate_groups(table: pd.DataFrame) -> list[np.ndarray]:
     starts = np.flatnonzero(np.r_[True, roots[1:] != roots[:-1]])
     groups = [np.r_[roots[s], copies[s:e]] for s, e in zip(starts, np.r_[starts[1:], len(copies)])]
     return sorted(groups, key=lambda g: (-len(g), g[0]))
+
+
+def leaked_groups(table: pd.DataFrame) -> list[np.ndarray]:
+    """The near-duplicate groups (`duplicate_groups`) that hold rows of more than one split: the leaks. Empty
+    without a split column."""
+    if "leak_of" not in table:
+        return []
+    leak = table["leak_of"].to_numpy()
+    return [g for g in duplicate_groups(table) if (leak[g] >= 0).any()]
+
+
+def missing_class_groups(table: pd.DataFrame) -> list[np.ndarray]:
+    """Rows of each group of a class missing from the label set (`missing_class`), in group order."""
+    if "missing_class" not in table:
+        return []
+    group = table["missing_class"].to_numpy()
+    return [np.flatnonzero(group == g) for g in np.unique(group[group >= 0])]
 
 
 def keep_one_per_group(table: pd.DataFrame, groups, decisions: dict) -> dict[str, str]:
