@@ -51,7 +51,9 @@ def run_cli(folder: Path, cache: Path, out: Path, mode: str, rate: float, seed: 
            "offline", "--map", "none", "--noise-mode", mode, "--noise-rate", str(rate), "--noise-seed", str(seed),
            "--cache-dir", str(cache), "--out", str(out)]
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=HERE.parent, stdout=subprocess.DEVNULL)
+    done = subprocess.run(cmd, cwd=HERE.parent, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr[-2000:]}")
     return time.perf_counter() - t0
 
 
@@ -87,8 +89,9 @@ def main(argv=None):
         info = json.loads(next((tmp / "cache" / "offline_encoder").glob("*.json")).read_text())
     load_after = os.getloadavg()[0]
     command = command_line(__file__, argv)
-    text = (f"## The offline encoder on a folder of PNGs, through the CLI\n\n- date: {dt.datetime.now():%Y-%m-%d %H:%M};"
-            f" machine: {cpu_and_memory()}; load average before / after {load_before:.2f} / {load_after:.2f}; "
+    text = (f"## The offline encoder on a folder of PNGs, through the CLI\n\n"
+            f"- date: {dt.datetime.now():%Y-%m-%d %H:%M}; machine: {cpu_and_memory()}; load average before / after "
+            f"{load_before:.2f} / {load_after:.2f}; "
             f"command: `{command}`\n- data: {n:,} Fashion-MNIST train images (stratified, seed 0) written as PNG "
             f"files in class folders ({write_s:.0f} s); `selector --source image-folder --encoder offline --map "
             "none --noise-mode M --noise-rate R --noise-seed 0`; the first run learns the encoder from the images "

@@ -282,10 +282,13 @@ def embed_dataset(dataset, encoder, *, cache_dir, batch_size: int = 256, chunk_s
                            chunk_size=chunk_size)
     T = cache.load_text()  # tiny, cached so a fully cached dataset never needs the text tower
     if T is None:
-        progress("embedding class prompts", 0, 1)
+        text_tower = getattr(encoder, "text_tower", True)
+        if text_tower:
+            progress("embedding class prompts", 0, 1)
         T = encoder.encode_classes(dataset)     # None: an image-only encoder (no text tower)
         T = None if T is None else cache.save_text(T)
-        progress("embedding class prompts", 1, 1)
+        if text_tower:
+            progress("embedding class prompts", 1, 1)
     # every chunk must have the prompts' width; an image-only encoder's width is recorded by its first chunk
     d = int(T.shape[1]) if T is not None else cache.d
     X = None if d is None else np.empty((n, d), dtype=np.float32)
@@ -300,7 +303,8 @@ def embed_dataset(dataset, encoder, *, cache_dir, batch_size: int = 256, chunk_s
         a, b = cache.bounds[c]
         base = done
         arr = encoder.encode_images(dataset, np.arange(a, b), batch_size=batch_size,
-                                    progress=lambda _s, k, _t: progress("embedding images", base + k, n))
+                                    progress=lambda s, k, t: progress("embedding images", base + k, n)
+                                    if s == "embedding images" else progress(s, k, t))   # e.g. learning
         if X is None:
             d = int(np.shape(arr)[1]) if np.ndim(arr) == 2 else 0
             if d < 1:

@@ -58,10 +58,10 @@ def test_learns_once_caches_checked_weights_and_is_deterministic(folder, tmp_pat
     root, _ = folder
     data = load_image_folder(root)
     seen = []
-    enc = open_encoder("offline", cache_dir=tmp_path / "a", progress=lambda s, k, t: seen.append(s))
-    X, T, ok = embed_dataset(data, enc, cache_dir=tmp_path / "a")
+    enc = open_encoder("offline", cache_dir=tmp_path / "a")
+    X, T, ok = embed_dataset(data, enc, cache_dir=tmp_path / "a", progress=lambda s, k, t: seen.append(s))
     assert T is None and ok.all() and X.shape[0] == len(data) and np.isfinite(X).all()
-    assert "learning the offline encoder" in seen
+    assert "learning the offline encoder" in seen and "embedding images" in seen
     cached = sorted(p.suffix for p in (tmp_path / "a" / "offline_encoder").iterdir())
     assert cached == [".json", ".npz"]
     info = json.loads(next((tmp_path / "a" / "offline_encoder").glob("*.json")).read_text())

@@ -1,8 +1,8 @@
 """Encoders behind one registry: `open_encoder(name, **options)` -> Encoder.
 
-Each encoder is one file (openclip.py, demo.py, offline.py, precomputed.py) and one `ENCODERS` entry: its label and
-help, the options it takes with their defaults (the CLI's flags and the app's inputs read them), and
-which sources it can embed. Adding an encoder means one file and one entry here.
+Each encoder is one file (openclip.py, demo.py, offline.py, precomputed.py) and one `ENCODERS` entry: its
+label and help, the options it takes with their defaults (the CLI's flags and the app's inputs read them),
+and which sources it can embed. Adding an encoder means one file and one entry here.
 """
 from __future__ import annotations
 

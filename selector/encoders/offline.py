@@ -48,6 +48,7 @@ class OfflineEncoder:
     """Encoder protocol, image tower only, fitted on the dataset it is asked to embed (once per dataset
     content; then from the cache). encode_images -> (m, d) float32 (d <= 256); encode_classes -> None."""
     cacheable = True
+    text_tower = False
 
     def __init__(self, *, cache_dir, seed: int = 0, progress: Progress | None = None):
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
@@ -68,7 +69,7 @@ class OfflineEncoder:
         for a dataset learns the features from its images (or reads them from the cache)."""
         import torch
         batch_size = check_batch(batch_size)
-        params = self.fit(dataset)
+        params = self.fit(dataset, progress=progress)
         rows = np.asarray(rows, dtype=np.int64)
         with torch_threads(n_threads()):
             pix = _pixel_array(dataset)
@@ -83,8 +84,9 @@ class OfflineEncoder:
                                      progress=progress)
 
     # ----------------------------------------------------------------------------------------------- fit
-    def fit(self, dataset) -> dict:
-        """The fitted parameters for this dataset's images: from memory, the cache, or learned now."""
+    def fit(self, dataset, progress: Progress | None = None) -> dict:
+        """The fitted parameters for this dataset's images: from memory, the cache, or learned now (reported
+        to progress, else to the encoder's own callback)."""
         content = getattr(dataset, "content_fingerprint", None) or dataset.fingerprint
         if content in self._fitted:
             return self._fitted[content]
@@ -95,7 +97,7 @@ class OfflineEncoder:
             import torch
             t0 = time.perf_counter()
             with torch_threads(n_threads()), torch.random.fork_rng(devices=[]):
-                params, info = _fit(dataset, seed=self.seed, progress=self.progress)
+                params, info = _fit(dataset, seed=self.seed, progress=progress or self.progress)
             info.update(seconds=round(time.perf_counter() - t0, 1), created=time.strftime("%Y-%m-%d %H:%M:%S"))
             _save(weights, meta, params, info)
             log.info("Learned the offline encoder from %d images in %.1f s", info["fit_images"], info["seconds"])
