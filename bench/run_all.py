@@ -19,8 +19,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 # Order of sections in BENCHMARKS.md.
-SCRIPTS = ("audit_quality", "outlier_quality", "selection_quality", "engine_speed", "scale", "cache_check",
-           "knn_scale", "exact_search", "map_quality", "embed_speed", "app_speed", "gpu_check")
+SCRIPTS = ("audit_quality", "offline_folder", "outlier_quality", "selection_quality", "engine_speed", "scale",
+           "cache_check", "knn_scale", "exact_search", "map_quality", "embed_speed", "app_speed", "gpu_check")
 
 
 def main(argv=None) -> int:

@@ -215,7 +215,8 @@ def main(argv=None) -> int:
                                    num_workers=args.ray_workers, gpus_per_worker=args.ray_gpus_per_worker,
                                    batch_size=args.batch_size, progress=bars)
         else:
-            encoder = open_encoder(kind, cache_dir=cache_dir, progress=bars, **options)
+            encoder = open_encoder(kind, cache_dir=cache_dir, progress=bars, source=args.source,
+                                   dataset_name=args.dataset, **options)
         result = load_or_run(dataset, encoder, config, cache_dir=cache_dir, progress=bars)
         if args.decisions and is_database(args.decisions):
             selection = selection.replace(decisions=read_decisions(args.decisions, dataset=result.dataset.fingerprint))

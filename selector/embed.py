@@ -264,8 +264,8 @@ def embed_dataset(dataset, encoder, *, cache_dir, batch_size: int = 256, chunk_s
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Image and class-prompt embeddings, cached on disk.
 
-    Returns X (n,d) float32, T (C,d) float32 (class_prompts(dataset.class_names); None for precomputed
-    image-only embeddings) and ok (n,) bool
+    Returns X (n,d) float32, T (C,d) float32 (class_prompts(dataset.class_names); None for an image-only
+    encoder: precomputed embeddings without text embeddings, the offline encoder) and ok (n,) bool
     (False = image could not be decoded; its row of X is NaN). The cache lives in
     cache_dir/embeddings/<sha1(dataset content, encoder.cache_key)>/ - labels are not part of the key, so
     relabelling a dataset reuses its embeddings. Killed runs resume; corrupted chunks are recomputed.
@@ -282,13 +282,18 @@ def embed_dataset(dataset, encoder, *, cache_dir, batch_size: int = 256, chunk_s
                            chunk_size=chunk_size)
     T = cache.load_text()  # tiny, cached so a fully cached dataset never needs the text tower
     if T is None:
-        progress("embedding class prompts", 0, 1)
-        T = cache.save_text(encoder.encode_classes(dataset))
-        progress("embedding class prompts", 1, 1)
-    d = int(T.shape[1])   # the prompts' width, checked when they were read: every chunk must have it
-
-    X = np.empty((n, d), dtype=np.float32)
-    missing = cache.load_chunks(d, into=X, verify_content=verify_content)
+        text_tower = getattr(encoder, "text_tower", True)
+        if text_tower:
+            progress("embedding class prompts", 0, 1)
+        T = encoder.encode_classes(dataset)     # None: an image-only encoder (no text tower)
+        T = None if T is None else cache.save_text(T)
+        if text_tower:
+            progress("embedding class prompts", 1, 1)
+    # every chunk must have the prompts' width; an image-only encoder's width is recorded by its first chunk
+    d = int(T.shape[1]) if T is not None else cache.d
+    X = None if d is None else np.empty((n, d), dtype=np.float32)
+    missing = list(range(len(cache.bounds))) if d is None else cache.load_chunks(d, into=X,
+                                                                                 verify_content=verify_content)
     done = n - cache.rows_in(missing)
     if missing:
         log.info("Embedding %d of %d images with %s (%d chunks cached)", n - done, n, encoder.name,
@@ -298,7 +303,15 @@ def embed_dataset(dataset, encoder, *, cache_dir, batch_size: int = 256, chunk_s
         a, b = cache.bounds[c]
         base = done
         arr = encoder.encode_images(dataset, np.arange(a, b), batch_size=batch_size,
-                                    progress=lambda _s, k, _t: progress("embedding images", base + k, n))
+                                    progress=lambda s, k, t: progress("embedding images", base + k, n)
+                                    if s == "embedding images" else progress(s, k, t))   # e.g. learning
+        if X is None:
+            d = int(np.shape(arr)[1]) if np.ndim(arr) == 2 else 0
+            if d < 1:
+                raise InputError(f"Encoder {encoder.name!r} returned {np.shape(arr)} for {b - a} images, "
+                                 f"expected ({b - a}, d).")
+            X = np.empty((n, d), dtype=np.float32)
+            cache.set_d(d)                   # so that a killed run resumes from the chunks written
         X[a:b] = cache.save_chunk(c, arr, d)
         done += b - a
         progress("embedding images", done, n)

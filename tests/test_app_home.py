@@ -207,3 +207,29 @@ def test_a_session_waiting_for_anothers_run_sees_its_progress(env):
     assert runs["a"] is runs["b"]
     assert seen_b and set(seen_b) <= set(seen_a)          # B was shown A's own progress while it waited
     assert not backend.registry().progress                # nothing left behind once the run is done
+
+
+def test_an_image_folder_runs_offline_with_the_encoder_learned_from_its_images(env):
+    from tests.test_offline import CLASSES, _image
+    import numpy as np
+    root = env["tmp"] / "patterns"
+    rng = np.random.default_rng(3)
+    for kind in CLASSES:
+        (root / kind).mkdir(parents=True, exist_ok=True)
+        for i in range(15):
+            _image(kind, rng).save(root / kind / f"{i}.png")
+    at = new_app()
+    at.selectbox(key="source").set_value("image-folder").run()
+    from selector.encoders import ENCODERS
+    assert ENCODERS.label("offline") in at.selectbox(key="encoder_image-folder").options
+    at.selectbox(key="encoder_image-folder").set_value("offline").run()
+    assert any("without their labels" in c.value for c in at.caption)       # the choice says what it is
+    at.text_input(key="path").input(str(root))
+    at.selectbox(key="noise_mode").set_value("none")
+    at.selectbox(key="map").set_value("pca")
+    at.button(key="run").click().run(timeout=180)
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("Scores produced by" in i.value and "offline encoder" in i.value and "no labels" in i.value
+               for i in at.info)
+    (said,) = [c.value for c in at.caption if c.value.startswith("Label audit by")]
+    assert "no text tower" in said

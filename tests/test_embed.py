@@ -77,8 +77,8 @@ def test_class_prompts_cleaning():
 
 
 def test_registry():
-    assert list_encoders() == ["open_clip", "demo", "precomputed"]
-    with pytest.raises(InputError, match="open_clip, demo, precomputed"):
+    assert list_encoders() == ["open_clip", "demo", "offline", "precomputed"]
+    with pytest.raises(InputError, match="open_clip, demo, offline, precomputed"):
         open_encoder("clip-xl")
     with pytest.raises(InputError, match="its options are: model, pretrained, checkpoint"):
         open_encoder("open_clip", temperature=3)
@@ -130,7 +130,18 @@ def test_pretrained_tag_fails_fast_offline(tmp_path, monkeypatch):
     with pytest.raises(OfflineError) as err:
         OpenCLIPEncoder("ViT-B-32", "laion2b_s34b_b79k", cache_dir=tmp_path)  # empty cache: no weights here
     msg = str(err.value)
-    assert "checkpoint=" in msg and "Hugging Face cache" in msg and "demo" in msg
+    assert "checkpoint=" in msg and "Hugging Face cache" in msg
+    # through the registry the message names the encoders needing no download that the source offers
+    from selector.encoders.openclip import _cached_weights
+    if _cached_weights(open_clip.get_pretrained_cfg("ViT-B-32", "laion2b_s34b_b79k"), None):
+        pytest.skip("ViT-B-32 weights are in this machine's Hugging Face cache: open_encoder would load them")
+    for source, offered, not_offered in (("image-folder", ["'offline'"], ["'demo'"]),
+                                         ("manifest", ["'offline'"], ["'demo'"]),
+                                         ("demo", ["'offline'", "'demo'"], [])):
+        with pytest.raises(OfflineError) as err:
+            open_encoder("open_clip", cache_dir=tmp_path, source=source, pretrained="laion2b_s34b_b79k")
+        msg = str(err.value)
+        assert all(name in msg for name in offered) and not any(name in msg for name in not_offered), (source, msg)
 
 
 def test_bad_model_and_tag_list_valid_names():

@@ -1,8 +1,8 @@
 """Encoders behind one registry: `open_encoder(name, **options)` -> Encoder.
 
-Each encoder is one file (openclip.py, demo.py, precomputed.py) and one `ENCODERS` entry: its label and
-help, the options it takes with their defaults (the CLI's flags and the app's inputs read them), and
-which sources it can embed. Adding an encoder means one file and one entry here.
+Each encoder is one file (openclip.py, demo.py, offline.py, precomputed.py) and one `ENCODERS` entry: its
+label and help, the options it takes with their defaults (the CLI's flags and the app's inputs read them),
+and which sources it can embed. Adding an encoder means one file and one entry here.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Callable, Optional
 from selector.encoders.base import (PROMPT_TEMPLATE, Encoder, ImageTower, PromptTower, class_prompts,
                                    encode_image_rows)
 from selector.encoders.openclip import DEFAULT_MODEL, DEFAULT_PRETRAINED
-from selector.errors import InputError
+from selector.errors import InputError, OfflineError
 from selector.files import default_cache_dir
 from selector.progress import Progress
 from selector.registry import Choice, Registry
@@ -25,10 +25,12 @@ from selector.roots import check_cache_dir, check_path
 class EncoderChoice(Choice):
     """An encoder. value: factory(cache_dir=, progress=, **options) -> Encoder; options: its keyword options
     and their defaults; embeds(source, dataset_name): whether it can embed that data source; check(**options):
-    InputError for options that cannot work, found without loading weights or data."""
+    InputError for options that cannot work, found without loading weights or data; no_download: it needs no
+    weights from the network (what an OfflineError suggests instead)."""
     options: dict = field(default_factory=dict)
     embeds: Callable[[str, str], bool] = lambda source, dataset_name: True
     check: Callable[..., None] = lambda **options: None
+    no_download: bool = False
 
 
 def _open_clip(*, cache_dir=None, progress=None, model, pretrained, checkpoint):
@@ -44,6 +46,11 @@ def _check_open_clip(*, model, pretrained, checkpoint):
 def _demo(*, cache_dir, progress=None, **recipe):
     from selector.encoders.demo import train_demo_encoder
     return train_demo_encoder(cache_dir=cache_dir, progress=progress, **recipe)
+
+
+def _offline(*, cache_dir, progress=None, seed):
+    from selector.encoders.offline import OfflineEncoder
+    return OfflineEncoder(cache_dir=cache_dir, seed=seed, progress=progress)
 
 
 def _precomputed(*, cache_dir=None, progress=None):
@@ -67,7 +74,13 @@ ENCODERS = Registry(
                        "trained once (a few minutes on 2 CPU cores) on half of Fashion-MNIST's test split, never "
                        "on the images it audits, and cached.",
                   options={"seed": 0, "epochs": None, "n_train": None, "n_eval": None},   # None: the full recipe
-                  embeds=_is_fashion_mnist),
+                  embeds=_is_fashion_mnist, no_download=True),
+    EncoderChoice("offline", "Offline encoder learned from your images (no labels, not CLIP)", value=_offline,
+                  help="For any images, with no download: features learned from the dataset's own images without "
+                       "their labels (k-means of image patches; a few minutes on 2 CPU cores for 60,000 small "
+                       "images), so no label is scored by a model that saw it; cached. It has no text tower: the "
+                       "audit uses its classifier and neighbour votes, and class means stand in for prompts.",
+                  options={"seed": 0}, embeds=lambda source, dataset_name: source != "embeddings", no_download=True),
     EncoderChoice("precomputed", "Precomputed embeddings from the file", value=_precomputed,
                   help="The image (and class-prompt) embeddings stored in the .npz; nothing is computed.",
                   embeds=lambda source, dataset_name: source == "embeddings"),
@@ -78,13 +91,28 @@ def list_encoders() -> list[str]:
     return ENCODERS.names()
 
 
-def open_encoder(kind: str, *, cache_dir=None, progress: Optional[Progress] = None, **options) -> Encoder:
+def open_encoder(kind: str, *, cache_dir=None, progress: Optional[Progress] = None, source: str | None = None,
+                 dataset_name: str = "fashion-mnist", **options) -> Encoder:
     """The encoder called `kind` (see ENCODERS) with its options (defaults from the registry entry); the demo
-    encoder trains once into cache_dir (default `default_cache_dir()`), then loads from it."""
+    encoder trains once into cache_dir (default `default_cache_dir()`), then loads from it. source /
+    dataset_name: the data it is for, so that an OfflineError names only the encoders that source offers."""
     kwargs = encoder_options(kind, **options)
     cache_dir = default_cache_dir() if cache_dir is None else check_cache_dir(cache_dir)
     _check_model_paths(kwargs)
-    return ENCODERS.get(kind).value(cache_dir=cache_dir, progress=progress, **kwargs)
+    try:
+        return ENCODERS.get(kind).value(cache_dir=cache_dir, progress=progress, **kwargs)
+    except OfflineError as exc:
+        raise OfflineError(f"{exc} {no_download_advice(source, dataset_name)}") from exc
+
+
+def no_download_advice(source: str | None, dataset_name: str = "fashion-mnist") -> str:
+    """The sentence that names the encoders needing no download which this source offers (any image source's
+    when source is None)."""
+    names = [c for c in ENCODERS if c.no_download and c.embeds(source or "image-folder", dataset_name)]
+    if not names:
+        return ""
+    return "Or choose an encoder that needs no download: " + "; ".join(
+        f"'{c.name}' ({c.label})" for c in names) + "."
 
 
 def _check_model_paths(kwargs: dict) -> None:
@@ -153,4 +181,4 @@ def default_encoder(source: str, dataset_name: str = "fashion-mnist") -> str:
 
 __all__ = ["ENCODERS", "EncoderChoice", "Encoder", "ImageTower", "PromptTower", "PROMPT_TEMPLATE",
            "class_prompts", "encode_image_rows", "open_encoder", "encoder_options", "options_of", "list_encoders",
-           "encoders_for", "default_encoder", "check_encoder"]
+           "encoders_for", "default_encoder", "check_encoder", "no_download_advice"]

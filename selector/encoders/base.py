@@ -22,7 +22,8 @@ class Encoder(Protocol):
 
     name: shown in the UI and the manifest. cache_key: changes whenever weights or preprocessing change
     (it keys the embedding cache). cacheable: False when the embeddings come with the dataset and caching
-    them again would only copy them.
+    them again would only copy them. An image-only encoder (no text tower) returns None from encode_classes
+    and may say so up front with `text_tower = False`.
     """
     name: str
     cache_key: str
@@ -32,8 +33,8 @@ class Encoder(Protocol):
                       progress: Optional[Progress] = None) -> np.ndarray:
         """(len(rows), d) float32 embeddings of dataset rows; NaN rows for undecodable images."""
 
-    def encode_classes(self, dataset) -> np.ndarray:
-        """(C, d) float32: one embedding per class of dataset.class_names, in that order."""
+    def encode_classes(self, dataset) -> np.ndarray | None:
+        """(C, d) float32: one embedding per class of dataset.class_names, in that order (None: image-only)."""
 
 
 @runtime_checkable

@@ -223,7 +223,7 @@ class DemoEncoder(PromptTower):
                 f"The offline demo encoder knows only the Fashion-MNIST classes; {len(unknown)} prompt(s) are not "
                 f"among them: {describe_rows([repr(u) for u in unknown], 3)}. Expected prompts like "
                 f"{class_prompts(FASHION_MNIST_CLASSES)[:2]} (class_prompts(FASHION_MNIST_CLASSES)). For other "
-                "datasets use the open_clip encoder.")
+                "datasets use the open_clip encoder, or the offline encoder (no download).")
         with torch.inference_mode():
             table = self.net.embed_classes().numpy().astype(np.float32)
         return table[[self._prompt_index[p.strip().lower()] for p in prompts]]

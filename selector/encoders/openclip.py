@@ -251,8 +251,7 @@ class OpenCLIPEncoder(PromptTower):
         return ("To provide weights: (1) pass checkpoint=<path to a local .pt/.bin/.safetensors file>" + where
                 + f"; (2) or pre-populate the Hugging Face cache on a machine with network (run "
                 f"`python -c \"import open_clip; open_clip.create_model('{model}', pretrained='{tag}')\"` and copy "
-                "~/.cache/huggingface, or point HF_HOME at a copy); (3) or use the offline demo encoder "
-                "(encoder 'demo'), which needs no download.")
+                "~/.cache/huggingface, or point HF_HOME at a copy).")
 
     def _offline_message(self, model, tag, cfg, host, cache_dir) -> str:
         return (f"open_clip weights for {model} ({tag}) are not in the local cache "

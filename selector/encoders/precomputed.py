@@ -15,7 +15,8 @@ class PrecomputedEncoder:
     def encode_images(self, dataset, rows, *, batch_size: int = 256, progress=None) -> np.ndarray:
         if dataset.embeddings is None:
             raise InputError(f"Dataset {dataset.name!r} has no precomputed image embeddings; load an .npz with "
-                             "image_embeddings (N,d), or choose the open_clip or demo encoder.")
+                             "image_embeddings (N,d), or choose an encoder that embeds images (open_clip, or "
+                             "offline with no download).")
         rows = np.asarray(rows, dtype=np.int64)
         if len(rows) == len(dataset.embeddings) and (rows == np.arange(len(rows))).all():
             return np.asarray(dataset.embeddings, dtype=np.float32)      # every row in order: no copy

@@ -173,7 +173,8 @@ def _open_encoder(spec: RunSpec, progress: Optional[Progress]):
             hit = reg.encoders.get(ekey)
         if hit is not None:
             return hit
-        encoder = open_encoder(spec.encoder, cache_dir=cache_dir(), progress=progress, **spec.encoder_options())
+        encoder = open_encoder(spec.encoder, cache_dir=cache_dir(), progress=progress, source=spec.source,
+                               dataset_name=spec.name, **spec.encoder_options())
         with reg.lock:
             reg.encoders[ekey] = encoder
         return encoder
