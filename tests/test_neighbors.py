@@ -155,7 +155,8 @@ def test_graph_recall_counts_the_true_neighbours_a_graph_holds():
 def test_search_with_rows_and_backend():
     X, _ = clustered(n=400)
     index = Neighbors(X, metric="l2")
-    assert index.backend == ("faiss-gpu" if gpu_available() else "faiss-cpu")
+    from selector.runtime import faiss_blas                 # torch blocks where faiss's BLAS is generic
+    assert index.backend == ("faiss-gpu" if gpu_available() else "torch-cpu" if faiss_blas()["generic"] else "faiss-cpu")
     assert index.kind == "flat"
     rows = np.array([10, 20, 30])
     D, I = index.search(X[rows], 4, exclude_self=True, rows=rows)
@@ -230,6 +231,9 @@ def test_torch_exact_search_matches_brute_force(metric):
     Dr, Ir = Neighbors(X, metric=metric, exact_backend="faiss").search(X, 5, exclude_self=True)
     np.testing.assert_array_equal(I, Ir)
     np.testing.assert_allclose(D, Dr, rtol=1e-4, atol=1e-4)
+    if metric == "l2":          # a row is its own neighbour at distance 0, whatever its norm (no cancellation)
+        D0, I0 = Neighbors(30 * X, metric=metric, exact_backend="torch").search(30 * X, 3)
+        assert (I0[:, 0] == np.arange(len(X))).all() and np.abs(D0[:, 0]).max() < 1e-6
     small = Neighbors(X[:3], metric=metric, exact_backend="torch").search(X[:3], 4)   # k > n: -1 padding
     assert (small[1][:, 3] == -1).all() and np.isinf(small[0][:, 3]).all()
     with pytest.raises(InputError, match="exact_backend"):
