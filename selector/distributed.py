@@ -26,6 +26,7 @@ from selector.encoders import encoder_options as resolve_options
 from selector.errors import InputError, OfflineError, describe_rows
 from selector.files import default_cache_dir
 from selector.progress import Progress, ensure
+from selector.runtime import import_faiss
 from selector.validate import check_int
 
 log = logging.getLogger(__name__)
@@ -292,7 +293,7 @@ def _run_job(ray, ref, info, cache, d, missing, progress, done, *, actor_args, n
 
 def _search_block(index_bytes: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Ray task: one block of queries against the index shared through the object store."""
-    import faiss
+    faiss = import_faiss()
     return faiss.deserialize_index(index_bytes).search(np.ascontiguousarray(queries, dtype=np.float32), k)
 
 
@@ -300,7 +301,7 @@ def search_on_ray(index, queries, k: int, *, tasks: int | None = None, address: 
     """(D, I) = index.search(queries, k), the queries split into `tasks` blocks (default: one per CPU of the
     cluster) that Ray tasks search against one copy of the index, serialized once into the object store (each
     task deserializes it: a CPU index, small enough to hold once per CPU). address: as for embed_on_ray."""
-    import faiss
+    faiss = import_faiss()
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     if queries.ndim != 2 or queries.shape[1] != index.d:
         raise InputError(f"queries must be (m, {index.d}) to search this index, got {queries.shape}.")

@@ -20,8 +20,10 @@ of 1,000 rows reaches `target_recall` (0.95); `Neighbors.recall` is that estimat
 The default `exact_limit` is 2,000,000 on a GPU and 100,000 on CPU (exact 250k x 250k x 512 took 192 s on
 2 cores, bench/knn_scale.py; it grows as n^2).
 
-Exact search on CPU runs in faiss's flat index, unless faiss's bundled OpenBLAS runs pre-AVX2 kernels on a
-CPU that has AVX2 (`runtime.faiss_blas`; seen on machines OpenBLAS 0.3.15 does not recognise): then it runs
+faiss is imported through `runtime.import_faiss`, which has its bundled OpenBLAS (0.3.15) run the kernels
+this CPU's flags allow, not the generic pre-AVX2 ones it falls back to on CPUs it does not recognise. Exact
+search on CPU runs in faiss's flat index, unless faiss's BLAS still runs generic kernels on a CPU that has
+AVX2 (`runtime.faiss_blas`: faiss imported by other code first, or OPENBLAS_CORETYPE set so): then it runs
 as torch matmul blocks (`selector.exact.TorchFlat`, MKL), measured 2.7x faster there (bench/exact_search.py).
 `Neighbors.backend` then reads "torch-cpu".
 
@@ -42,6 +44,7 @@ from selector.errors import InputError, describe_rows
 from selector.exact import TorchFlat, inverse_norms
 from selector.linalg import l2_normalize
 from selector.progress import Progress, ensure
+from selector.runtime import import_faiss
 from selector.validate import check_int, check_matrix, check_number
 
 log = logging.getLogger(__name__)
@@ -62,7 +65,7 @@ EXACT_BACKENDS = ("auto", "faiss", "torch")
 def gpu_available() -> bool:
     """True when this faiss build has GPU support and sees at least one GPU."""
     try:
-        import faiss
+        faiss = import_faiss()
     except ImportError:  # pragma: no cover - faiss is a hard dependency
         return False
     if not hasattr(faiss, "StandardGpuResources"):
@@ -78,7 +81,7 @@ def _gpu_resources():
     global _gpu_res
     with _gpu_lock:
         if _gpu_res is None:
-            import faiss
+            faiss = import_faiss()
             _gpu_res = faiss.StandardGpuResources()
         return _gpu_res
 
@@ -117,7 +120,7 @@ class Neighbors:
                  nlist: Optional[int] = None, nprobe: Optional[int] = None, seed: int = 0,
                  exact_backend: str = "auto", target_recall: float = 0.95,
                  progress: Optional[Progress] = None):
-        import faiss
+        faiss = import_faiss()
 
         self.metric = _check_metric(metric)
         if device not in DEVICES:
@@ -194,7 +197,7 @@ class Neighbors:
     def _tune(self, X, nprobe, target_recall, seed, *, gpu: bool) -> None:
         """Set nprobe: the given one, else the smallest of 8, 16, 32, ... whose recall@10 against exact search on
         a seeded sample of RECALL_QUERIES rows reaches target_recall. `recall` is that estimate either way."""
-        import faiss
+        faiss = import_faiss()
         rng = np.random.default_rng([seed, 7])
         rows = np.sort(rng.choice(self.n, min(self.n, RECALL_QUERIES), replace=False))
         _, truth = TorchFlat(X, self.metric, scale=self._scale).search(self._unit(X, rows), min(11, self.n))
@@ -286,7 +289,7 @@ class Neighbors:
     def _cpu_index(self):
         # FAISS GPU k-selection stops at 2048; rare huge-k queries go to a CPU copy
         if self._cpu_fallback is None:
-            import faiss
+            faiss = import_faiss()
             log.info("k > %d: searching a CPU copy of the GPU index", GPU_MAX_K)
             with self._lock:
                 self._cpu_fallback = faiss.index_gpu_to_cpu(self._index)

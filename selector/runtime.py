@@ -1,5 +1,5 @@
 """What the machine offers and how much of it the engine uses: thread counts from the machine or a setting,
-never a literal; CPU features and the kernels faiss's BLAS runs.
+never a literal; CPU features, and the kernels faiss's BLAS runs (`import_faiss` picks checked ones).
 
 `n_threads()` is $SELECTOR_THREADS when set, else the CPUs this process may run on. Work that is split
 into many small products (the label audit, the adapters' batches, the paper's loop) runs on one thread
@@ -94,12 +94,45 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+CORE_TYPE_ENV = "OPENBLAS_CORETYPE"
+# OpenBLAS core types and the CPU flags their sgemm kernels use, best first (names as OpenBLAS 0.3.15 knows them)
+_CHECKED_CORES = (("SkylakeX", {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}),
+                  ("Haswell", {"avx2", "fma"}))
+
+
+def checked_core_type() -> str | None:
+    """The best OpenBLAS core type whose instructions this CPU reports (/proc/cpuinfo flags, which the kernel
+    clears for state the OS does not save), or None where none is known to fit."""
+    flags = cpu_flags()
+    return next((core for core, needs in _CHECKED_CORES if needs <= flags), None)
+
+
+def import_faiss():
+    """faiss, imported so that its bundled OpenBLAS runs kernels this CPU has: OpenBLAS 0.3.15 falls back to
+    its generic (pre-AVX2) kernels on CPUs it does not recognise, ~4x slower for every flat search and every
+    IVF training (bench/exact_search.py). While faiss loads, OPENBLAS_CORETYPE is set to `checked_core_type()`
+    unless the user set it; other libraries keep their own detection. Where it still runs generic kernels
+    (faiss imported earlier by other code, a CPU without AVX2), `faiss_blas` says so and exact search runs in
+    torch blocks."""
+    if "faiss" in sys.modules:
+        return sys.modules["faiss"]
+    core = None if os.environ.get(CORE_TYPE_ENV) else checked_core_type()
+    if core:
+        os.environ[CORE_TYPE_ENV] = core
+    try:
+        import faiss
+    finally:
+        if core:
+            os.environ.pop(CORE_TYPE_ENV, None)
+    return faiss
+
+
 @functools.lru_cache(maxsize=1)
 def faiss_blas() -> dict:
     """Which kernels faiss's own BLAS runs: {"core": OpenBLAS core type or None, "generic": True when that
     core lacks AVX2 on a CPU that has it (faiss's exact search then runs ~4x slower than it could)}.
-    Imports faiss."""
-    import faiss  # noqa: F401 - loads faiss's bundled BLAS so threadpoolctl can see it
+    Imports faiss (`import_faiss`)."""
+    import_faiss()        # loads faiss's bundled BLAS so threadpoolctl can see it
     try:
         from threadpoolctl import threadpool_info
         infos = [i for i in threadpool_info() if i.get("internal_api") == "openblas" and "faiss" in i.get("filepath", "")]

@@ -248,3 +248,31 @@ def test_building_an_ivf_index_reports_progress():
     assert {s for s, _, _ in seen} == {"building the neighbour index"}
     done = [d for _, d, _ in seen]
     assert done == sorted(done) and done[0] == 0 and done[-1] == seen[-1][2] and len(seen) >= 4
+
+
+def _blas_in_fresh_process(env_core=None) -> dict:
+    """faiss_blas() as a fresh process that imports faiss through the engine reports it."""
+    import json
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+    if env_core:
+        env["OPENBLAS_CORETYPE"] = env_core
+    code = ("import json, os; from selector.runtime import faiss_blas; "
+            "print(json.dumps(dict(faiss_blas(), env=os.environ.get('OPENBLAS_CORETYPE'))))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_faiss_runs_a_checked_core_type_and_a_users_choice_stands():
+    from selector.runtime import checked_core_type
+    core = checked_core_type()
+    if core is None:
+        pytest.skip("this CPU reports no AVX2: no checked OpenBLAS core type to run")
+    picked = _blas_in_fresh_process()
+    if picked["core"] is None:
+        pytest.skip("threadpoolctl cannot see faiss's bundled OpenBLAS here")
+    assert picked["core"].lower() == core.lower() and not picked["generic"] and picked["env"] is None
+    forced = _blas_in_fresh_process("Prescott")        # the user's setting is kept: generic, and said so
+    assert forced["core"] == "Prescott" and forced["generic"] and forced["env"] == "Prescott"
