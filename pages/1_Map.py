@@ -57,10 +57,13 @@ picked = np.asarray(st.session_state.get(state.MAP_ROWS_KEY, []), dtype=np.int64
 picked = picked[(picked >= 0) & (picked < len(table))]
 
 decisions = state.decisions(run)
-recorded = state.pop_recorded()
+recorded, undone = state.pop_recorded(), state.pop_undone()
 if recorded and recorded.conflicts:
     st.warning(f"{recorded.conflicts} sample(s) had been decided by someone else meanwhile and were left as they "
                "are; they now show that decision.")
+if recorded and recorded.size > 1:
+    st.success(f"Applied: {recorded.size:,} decisions in one step ('Undo my last step' reverts them).")
+widgets.undone_message(undone)
 with detail_col:
     if not len(picked):
         st.caption("Click a point to see its image, scores and decision here.")
@@ -83,6 +86,7 @@ if len(picked):
     rows = rows[np.argsort(-table["noise_score"].to_numpy()[rows], kind="stable")]
     what = "picked samples" + ("" if only == "all" else f" labelled {only}")
     widgets.bulk_decide(run, rows, decisions, key="map_bulk", what=what)
+    widgets.undo_button(run, key="map_undo")
     settings, ids = state.settings(), table["id"].iloc[rows].astype(str).tolist()
     act = st.columns(3)
     if act[0].button(f"Always select these {len(rows):,}", key="map_keep",

@@ -38,15 +38,10 @@ if recorded and recorded.conflicts:
                "are; they now show that decision.")
 if recorded and recorded.size > 1:
     st.success(f"Applied: {recorded.size:,} decisions in one step ('Undo my last step' reverts them).")
-if undone:
-    st.success(f"Undone: {undone.restored:,} decision(s) restored to their previous value"
-               + (f"; {undone.skipped} changed by someone since were left as they are." if undone.skipped else "."))
-last = state.last_step(run)
+widgets.undone_message(undone)
 state.restore_form("issues")
 undo_col, view_col, page_col = st.columns([3, 2, 2], vertical_alignment="bottom")
-undo_col.button(f"Undo my last step ({last.size:,} decision(s), {last.at[11:19]} UTC)" if last else "Undo my last step",
-                key="undo_last_step", on_click=grid.undo, args=(run,), disabled=last is None, shortcut="U",
-                help=f"Reverts the last decision step of {state.reviewer()} on this dataset.")
+widgets.undo_button(run, key="undo_last_step", on_click=grid.undo, shortcut="U", where=undo_col)
 view = view_col.radio("View", list(VIEWS), format_func=VIEWS.get, horizontal=True, key="issues_view",
                       help=f"cards: {PER_PAGE} samples a page with their neighbours; grid: {grid.PER_PAGE} a page, "
                            "one in focus, decided from the keyboard.")

@@ -23,12 +23,8 @@ st.title("Duplicates & outliers")
 recorded, undone = state.pop_recorded(), state.pop_undone()
 if recorded and recorded.size:
     st.success(f"Marked {recorded.size:,} copies bad in one step ('Undo my last step' reverts them).")
-if undone:
-    st.success(f"Undone: {undone.restored:,} decision(s) restored to their previous value.")
-last = state.last_step(run)
-st.button(f"Undo my last step ({last.size:,} decision(s))" if last else "Undo my last step", key="dups_undo",
-          on_click=state.undo_last_step, args=(run,), disabled=last is None,
-          help=f"Reverts the last decision step of {state.reviewer()} on this dataset.")
+widgets.undone_message(undone)
+widgets.undo_button(run, key="dups_undo")
 
 splits = table["split"].astype(str).to_numpy() if "split" in table else None
 names = ["Near-duplicates"] + (["Leaked across splits"] if splits is not None else []) + ["Matches no class"]

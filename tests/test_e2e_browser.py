@@ -560,6 +560,7 @@ def test_a_user_runs_tunes_audits_and_exports(new_app, dataset, workdir, cache_d
     page.mouse.down()
     for px, py in ((cx + rx, cy - ry), (cx + rx, cy + ry), (cx - rx, cy + ry), (cx - rx, cy - ry + 2)):
         page.mouse.move(px, py, steps=8)
+    app.step("lasso drawn")
     page.mouse.up()
     picked = page.get_by_text(re.compile(r"^Picked on the map: [\d,]+ samples?$"))
     expect(picked).to_be_visible(timeout=STEP_TIMEOUT_S * 1000)
@@ -567,10 +568,30 @@ def test_a_user_runs_tunes_audits_and_exports(new_app, dataset, workdir, cache_d
     assert n_picked > 1
     expect(page.get_by_text("Most suspicious first (highest noise score).")).to_be_visible()
     app.idle()
+    app.step(f"lasso -> gallery of {n_picked:,} picked samples")
+    # a bulk decision on the lasso: every picked sample kept, one undoable step, and the export says so
+    db_before = stored(cache_dir)
+    page.get_by_text(re.compile(r"^Decide all [\d,]+ picked samples")).first.click()
+    app.key("map_bulk_decision").get_by_text("Keep label", exact=True).click()
+    app.idle()
+    apply = app.key("map_bulk_apply").locator("button")
+    change = int(re.search(r"Apply to ([\d,]+) samples", apply.inner_text()).group(1).replace(",", ""))
+    assert 0 < change <= n_picked
+    apply.click()
+    expect(app.key("map_undo")).to_contain_text(f"Undo my last step ({change:,} decision(s), ")
+    app.idle()
     name, data = download(app, "map_export")                 # the picked rows, as the one writer writes them
     exported = read_csv(data)
     assert name == "picked_on_map.csv" and len(exported) == n_picked and "corrected_label" in exported.columns
+    assert (exported["decision"] == "kept").all()
+    assert (exported["corrected_label"] == exported["label"]).all()     # kept: the given label stands
+    new = {k: v for k, v in stored(cache_dir).items() if db_before.get(k) != v}
+    assert len(new) == change and set(new.values()) == {"kept"}
+    app.key("map_undo").locator("button").first.click()          # leave the decisions as they were
+    expect(page.get_by_text(f"Undone: {change:,} decision(s) restored to their previous value.")).to_be_visible()
     app.idle()
+    assert stored(cache_dir) == db_before
+    app.step(f"lasso: {change:,} kept, exported, undone")
     app.screenshot("map")
     app.goto("Scores")
     expect(page.locator('[data-testid="stPlotlyChart"]').first).to_be_visible()
@@ -707,7 +728,7 @@ def test_a_duplicate_group_is_resolved_keeping_one_per_group(new_app, dataset, c
     expect(button).to_contain_text("mark 0 copies bad")     # nothing left to mark
     expect(button).to_be_disabled()
     app.idle()
-    expect(app.key("dups_undo")).to_contain_text(f"Undo my last step ({pending:,} decision(s))")   # one step
+    expect(app.key("dups_undo")).to_contain_text(f"Undo my last step ({pending:,} decision(s), ")   # one step
     marked = {k: v for k, v in stored(cache_dir).items() if db_before.get(k) != v}
     assert len(marked) == pending and set(marked.values()) == {"bad"}
     if not DEMO:

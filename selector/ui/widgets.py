@@ -142,3 +142,21 @@ def bulk_decide(run: backend.Run, rows: np.ndarray, decisions: dict, *, key: str
         st.caption(describe_bulk(preview, DECISIONS.label(bulk)))
         st.button(f"Apply to {len(changes):,} samples", key=f"{key}_apply", on_click=state.record_decisions,
                   args=(run, changes, {s: decisions.get(s) for s in changes}), disabled=not changes, type="primary")
+
+
+def undo_button(run: backend.Run, *, key: str, on_click=None, shortcut: Optional[str] = None, where=st) -> None:
+    """'Undo my last step': reverts this reviewer's last decision step on the dataset (a bulk action is one
+    step), wherever it was taken. on_click: what undoes (default `state.undo_last_step`); where: a column."""
+    last = state.last_step(run)
+    where.button(f"Undo my last step ({last.size:,} decision(s), {last.at[11:19]} UTC)" if last else
+                 "Undo my last step", key=key, on_click=on_click or state.undo_last_step, args=(run,),
+                 disabled=last is None, shortcut=shortcut,
+                 help=f"Reverts the last decision step of {state.reviewer()} on this dataset.")
+
+
+def undone_message(undone) -> None:
+    """What an undo just did (`state.pop_undone()`), or nothing."""
+    if undone:
+        st.success(f"Undone: {undone.restored:,} decision(s) restored to their previous value"
+                   + (f"; {undone.skipped} changed by someone since were left as they are." if undone.skipped
+                      else "."))
