@@ -14,10 +14,12 @@ with Playwright, as a user would:
       key press until the "Selected" count shows round(ratio x n) for the new ratio AND Streamlit's script
       is no longer running (no running indicator), plus two animation frames so the charts are painted.
   (d) page switches at that size: sidebar click -> page idle with its charts, tables and images drawn.
-  (e) sessions: --sessions browser sessions join the warm server one by one; its memory is read after each.
---quick: the app has no smaller demo, so --quick runs (a)-(e) on a synthetic precomputed-embeddings file
+  (e) lasso: on the Map, three lassos of different sizes; each from mouse release until the picked samples'
+      gallery is drawn.
+  (f) sessions: --sessions browser sessions join the warm server one by one; its memory is read after each.
+--quick: the app has no smaller demo, so --quick runs (a)-(f) on a synthetic precomputed-embeddings file
   (60,000 x 64, 10 classes, no images, PCA map) instead: no encoder training or embedding, same slider path.
---embeddings PATH [--map umap]: (a)-(e) on any precomputed-embeddings .npz, e.g. the synthetic 1.28M x 512 x
+--embeddings PATH [--map umap]: (a)-(f) on any precomputed-embeddings .npz, e.g. the synthetic 1.28M x 512 x
   1,000-class file of bench/scale.py: the app at ImageNet size.
 Prints a markdown table and writes it, with the machine, date and command, to --out (figures as JSON beside it).
 """
@@ -365,6 +367,41 @@ def slider_latency(tab: Tab, n: int, moves: int) -> tuple[list[float], list[floa
     return latencies, ratios
 
 
+def lasso_latency(tab: Tab, repeats: int = 3) -> list[tuple[float, int]]:
+    """[(seconds, samples picked)]: on the Map, a lasso over the middle third of the chart (the toolbar's lasso
+    tool), from releasing the mouse until 'Picked on the map: N samples' shows, the script is idle and the
+    gallery of the picked samples is drawn; then 'Clear the picked samples' for the next one."""
+    page, out = tab.page, []
+    tab.goto("Map")
+    for k in range(repeats):
+        chart = page.locator('[data-testid="stPlotlyChart"]').first
+        chart.hover()
+        chart.locator('.modebar-btn[data-title="Lasso Select"]').click()
+        chart.locator('.modebar-btn.active[data-title="Lasso Select"]').wait_for()
+        box = chart.locator(".nsewdrag").first.bounding_box()
+        cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        rx, ry = box["width"] / (3 + k), box["height"] / (3 + k)        # a different region each time
+        page.mouse.move(cx - rx, cy - ry)
+        page.mouse.down()
+        for px, py in ((cx + rx, cy - ry), (cx + rx, cy + ry), (cx - rx, cy + ry), (cx - rx, cy - ry + 2)):
+            page.mouse.move(px, py, steps=8)
+        t0 = time.perf_counter()
+        page.mouse.up()
+        picked = page.get_by_text(re.compile(r"^Picked on the map: [\d,]+ samples?$"))
+        picked.wait_for()
+        tab.idle()
+        tab.rendered()
+        sec = time.perf_counter() - t0
+        out.append((sec, int(re.search(r"([\d,]+)", picked.inner_text()).group(1).replace(",", ""))))
+        print(f"  lasso {k + 1}: {out[-1][1]:,} samples in {fmt_s(sec)}", flush=True)
+        page.get_by_role("button", name="Clear the picked samples").click()
+        picked.wait_for(state="detached")
+        tab.idle()
+        tab.rendered()
+        page.locator('[data-testid="stPlotlyChart"] .nsewdrag').first.wait_for()
+    return out
+
+
 def session_memory(browser, server: Server, first: Tab, sessions: int, *, npz: Path | None, map_label: str,
                    run_timeout_s: float) -> list[tuple[int, float, float]]:
     """(sessions open, server RSS GB, seconds for the newcomer to reach Selection then Map) as sessions join.
@@ -454,6 +491,14 @@ def render(args, started, elapsed, source_desc, results, command) -> str:
               "| page | time |", "|---|---:|"]
     for page, sec in results["pages"]:
         lines.append(f"| {page} | {fmt_s(sec)} |")
+    lasso = results.get("lasso") or []
+    if lasso:
+        lines += ["", f"### Lasso on the map at N = {results['n']:,} (warm server)", "",
+                  "Mouse released on a lasso over the middle of the map -> 'Picked on the map' shown, script idle, "
+                  "the picked samples' gallery drawn (most suspicious first).", "",
+                  "| lasso | samples picked | time |", "|---:|---:|---:|"]
+        lines += [f"| {k} | {m:,} | {fmt_s(sec)} |" for k, (sec, m) in enumerate(lasso, 1)]
+        lines.append(f"\nMedian {fmt_s(statistics.median(sec for sec, _ in lasso))}.")
     sessions = results.get("session_rss") or []
     if len(sessions) > 1:
         lines += ["", "### Memory per browser session (warm server)", "",
@@ -553,6 +598,8 @@ def main(argv=None) -> int:
                             sec = tab.goto(page)
                             results["pages"].append((page, sec))
                             print(f"  {page:<15} {fmt_s(sec)}", flush=True)
+                        print("# lasso on the map", flush=True)
+                        results["lasso"] = lasso_latency(tab)
                         results["session_rss"] = session_memory(browser, server, tab, args.sessions, npz=npz,
                                                                 map_label=map_label, run_timeout_s=args.run_timeout)
                     rss.append(server.peak_rss_gb() or 0.0)
