@@ -24,7 +24,7 @@ faiss is imported through `runtime.import_faiss`, which has its bundled OpenBLAS
 this CPU's flags allow, not the generic pre-AVX2 ones it falls back to on CPUs it does not recognise. Exact
 search on CPU runs in faiss's flat index, unless faiss's BLAS still runs generic kernels on a CPU that has
 AVX2 (`runtime.faiss_blas`: faiss imported by other code first, or OPENBLAS_CORETYPE set so): then it runs
-as torch matmul blocks (`selector.exact.TorchFlat`, MKL), measured 2.7x faster there (bench/exact_search.py).
+as torch matmul blocks (`selector.exact.TorchFlat`, MKL), 2.7-3.1x faster there (bench/exact_search.py).
 `Neighbors.backend` then reads "torch-cpu".
 
 Thread safety: `Neighbors.search` holds a per-index lock around the FAISS call. FAISS GPU indexes are
