@@ -44,13 +44,11 @@ def find_issues(X, T, labels, class_names, *, neighbors=None, seed: int = 0, dup
     check_number(duplicate_threshold, "duplicate_threshold", above=0, maximum=1)
     X = check_matrix(X, "X (image embeddings)")
     y = np.asarray(labels, np.int64)
-    # one kNN search serves every detector (a given (D, I) pair needs no normalised copy of X)
-    searching = neighbors is None or hasattr(neighbors, "search")
-    I = neighbor_ids(neighbors, l2_normalize(X) if searching else X)
-    audit = audit_labels(X, T, labels, neighbors=(None, I), seed=seed, zero_shot=zero_shot, progress=progress)
-    sims = neighbor_similarities(X, I)
+    Xn = l2_normalize(X)         # once: every detector works on unit rows (X itself when they already are)
+    I = neighbor_ids(neighbors, Xn)   # one kNN search serves every detector
+    audit = audit_labels(Xn, T, labels, neighbors=(None, I), seed=seed, zero_shot=zero_shot, progress=progress)
+    sims = neighbor_similarities(Xn, I)
     ood_score, far = find_ood(audit.best_class_sim, sims)
-    Xn = l2_normalize(X)
     prototypes = class_prototypes(Xn, y, len(names))
     missing = find_missing_class(Xn, y, [l2_normalize(T), prototypes] if zero_shot else [prototypes],
                                  audit.knn_agreement, seed=seed)
