@@ -57,13 +57,7 @@ picked = np.asarray(st.session_state.get(state.MAP_ROWS_KEY, []), dtype=np.int64
 picked = picked[(picked >= 0) & (picked < len(table))]
 
 decisions = state.decisions(run)
-recorded, undone = state.pop_recorded(), state.pop_undone()
-if recorded and recorded.conflicts:
-    st.warning(f"{recorded.conflicts} sample(s) had been decided by someone else meanwhile and were left as they "
-               "are; they now show that decision.")
-if recorded and recorded.size > 1:
-    st.success(f"Applied: {recorded.size:,} decisions in one step ('Undo my last step' reverts them).")
-widgets.undone_message(undone)
+widgets.step_messages()
 with detail_col:
     if not len(picked):
         st.caption("Click a point to see its image, scores and decision here.")

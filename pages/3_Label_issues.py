@@ -32,13 +32,7 @@ st.caption(f"{int(table['flagged'].sum()):,} flagged samples, most suspicious fi
            f"{counts.get('bad', 0)} marked bad. Accepted labels replace the given ones in the export "
            "(corrected_label) and in class balancing; kept and accepted samples are no longer excluded as "
            "flagged; bad ones are never selected.")
-recorded, undone = state.pop_recorded(), state.pop_undone()
-if recorded and recorded.conflicts:
-    st.warning(f"{recorded.conflicts} sample(s) had been decided by someone else meanwhile and were left as they "
-               "are; they now show that decision.")
-if recorded and recorded.size > 1:
-    st.success(f"Applied: {recorded.size:,} decisions in one step ('Undo my last step' reverts them).")
-widgets.undone_message(undone)
+widgets.step_messages()
 state.restore_form("issues")
 undo_col, view_col, page_col = st.columns([3, 2, 2], vertical_alignment="bottom")
 widgets.undo_button(run, key="undo_last_step", on_click=grid.undo, shortcut="U", where=undo_col)

@@ -154,6 +154,18 @@ def undo_button(run: backend.Run, *, key: str, on_click=None, shortcut: Optional
                  help=f"Reverts the last decision step of {state.reviewer()} on this dataset.")
 
 
+def step_messages() -> None:
+    """What this session's last decision step or undo did (once): samples someone else had decided meanwhile,
+    a bulk step's size, an undo's result."""
+    recorded = state.pop_recorded()
+    if recorded and recorded.conflicts:
+        st.warning(f"{recorded.conflicts} sample(s) had been decided by someone else meanwhile and were left as "
+                   "they are; they now show that decision.")
+    if recorded and recorded.size > 1:
+        st.success(f"Applied: {recorded.size:,} decisions in one step ('Undo my last step' reverts them).")
+    undone_message(state.pop_undone())
+
+
 def undone_message(undone) -> None:
     """What an undo just did (`state.pop_undone()`), or nothing."""
     if undone:
