@@ -4,6 +4,7 @@ the label set, and every image ranked by how unusual it is."""
 import numpy as np
 import streamlit as st
 
+from selector.errors import InputError
 from selector.ui import state, widgets
 from selector.ui.views import (duplicate_groups, keep_one_per_group, leaked_groups, missing_class_groups,
                                page_rows)
@@ -17,7 +18,21 @@ table = run.table
 ids = table["id"].astype(str).to_numpy()
 labels = table["label"].astype(str).to_numpy()
 decisions = state.decisions(run)
-X = run.result.X
+
+
+def frozen_embeddings():
+    """The run's frozen image embeddings: a re-opened run reads them on first use, once for every session
+    (selector.lazy); None, with the reason on the page, when they cannot be read."""
+    X = run.result.X
+    if getattr(X, "loaded", True):
+        return X
+    try:
+        with st.spinner(f"Reading the image embeddings of {len(X):,} samples (once for this run) ..."):
+            return X.load()
+    except (InputError, OSError) as exc:
+        st.error(f"The similarities within each group cannot be shown: the image embeddings cannot be read ({exc}).")
+        return None
+
 
 st.title("Duplicates & outliers")
 recorded, undone = state.pop_recorded(), state.pop_undone()
@@ -42,12 +57,13 @@ with dup_tab:
                   disabled=not pending, on_click=state.record_decisions, args=(run, pending),
                   kwargs={"seen": {i: decisions.get(i) for i in pending}})
         page = widgets.pager(len(groups), GROUPS_PER_PAGE, "dups_page")
+        X = frozen_embeddings()
         for n, group in enumerate(page_rows(np.arange(len(groups)), page, GROUPS_PER_PAGE)):
             rows = groups[group]
-            cos = X[rows] @ X[rows[0]]
+            cos = X[rows] @ X[rows[0]] if X is not None else np.full(len(rows), np.nan)
             captions = [f"#{rows[0]} {labels[rows[0]]} (kept)"] + [
-                f"#{r} {labels[r]} cos {c:.4f}" + (" - bad" if decisions.get(ids[r]) == "bad" else "")
-                for r, c in zip(rows[1:], cos[1:])]
+                f"#{r} {labels[r]}" + (f" cos {c:.4f}" if np.isfinite(c) else "")
+                + (" - bad" if decisions.get(ids[r]) == "bad" else "") for r, c in zip(rows[1:], cos[1:])]
             st.markdown(f"**Group {group + 1}** - {len(rows)} images")
             widgets.image_grid(run, rows, captions)
     else:

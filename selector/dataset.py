@@ -14,6 +14,7 @@ from PIL import Image
 
 from selector.errors import InputError, describe_rows
 from selector.images import DECODER_VERSION, array_rgb, open_rgb
+from selector.lazy import LazyArray
 from selector.validate import check_indices
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ class Dataset:
     class_names: tuple[str, ...]
     labels: np.ndarray
     pixels: np.ndarray | None = None
-    embeddings: np.ndarray | None = None
+    embeddings: np.ndarray | LazyArray | None = None     # a LazyArray is read on first use (selector.lazy)
     text_embeddings: np.ndarray | None = None
     problems: list[str] = field(default_factory=list)
     embeddings_digest: str | None = None
@@ -69,7 +70,7 @@ class Dataset:
         rows = check_indices(rows, len(self))
         if len(rows) == len(self) and np.array_equal(rows, np.arange(len(self))):   # every row: share, no copy
             return replace(self, problems=list(self.problems))
-        take = lambda a: None if a is None else a[rows]  # noqa: E731
+        take = lambda a: None if a is None else a.take(rows) if isinstance(a, LazyArray) else a[rows]  # noqa: E731
         return replace(self, table=self.table.iloc[rows].reset_index(drop=True), labels=self.labels[rows],
                        pixels=take(self.pixels), embeddings=take(self.embeddings), problems=list(self.problems),
                        embeddings_digest=None)
@@ -165,8 +166,10 @@ def class_order(names) -> tuple[str, ...]:
 def build_dataset(name, ids, paths, label_names, class_names=None, extra=None, problems=None, **arrays) -> Dataset:
     """Assemble a Dataset from per-row lists; notes classes with fewer than 2 samples in `problems`."""
     class_names = class_order(label_names) if class_names is None else tuple(class_names)
-    index = {c: k for k, c in enumerate(class_names)}
-    labels = np.fromiter((index[c] for c in label_names), dtype=np.int64, count=len(label_names))
+    labels = pd.Index(class_names).get_indexer(label_names).astype(np.int64)
+    if (labels < 0).any():
+        unknown = sorted({str(label_names[i]) for i in np.flatnonzero(labels < 0)})
+        raise InputError(f"{name}: labels not among the classes: {describe_rows(unknown)}.")
     table = pd.DataFrame({"id": ids, "path": paths, "label": label_names, **(extra or {})})
     problems = list(problems or [])
     counts = np.bincount(labels, minlength=len(class_names))

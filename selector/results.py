@@ -1,12 +1,12 @@
 """A run's `Result`, and the result cache: one folder per run key under cache_dir/results/, written whole
 beside it and swapped into place only when complete.
 
-A folder holds arrays.npz (row map, labels, G, noise truth), F.npy, D.npy and I.npy (the adapted embeddings
-and the kNN, memory-mapped when re-opened), table.parquet and meta.json, which records every other file's
-size and CRC-32 and is sealed with its own checksum. Every file is checked when the folder is re-opened, while
-the frozen embeddings are read; a folder that fails a check is computed again, with a warning, and
-replaced once the new one is written. The frozen embeddings are not copied: they are re-read from the
-embedding cache.
+A folder holds arrays.npz (row map, labels, class embeddings T, G, noise truth), F.npy, D.npy and I.npy (the
+adapted embeddings and the kNN, memory-mapped when re-opened), table.parquet and meta.json, which records every
+other file's size and CRC-32 and is sealed with its own checksum. Every file is checked when the folder is
+re-opened; a folder that fails a check is computed again, with a warning, and replaced once the new one is
+written. The frozen embeddings are not copied: they are re-read from the embedding cache (or the dataset's
+own file) when first used.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ import pandas as pd
 from selector.dataset import Dataset
 from selector.files import (CacheCorrupt, atomic_write, atomic_write_bytes, cache_problem, check_file, entry_folder,
                             file_record, read_sealed_json, remove_entry, sealed_json, swap_in, unwritable)
+from selector.lazy import LazyArray
 from selector.linalg import l2_normalize
 from selector.writer import jsonable
 
@@ -36,7 +37,8 @@ class Result:
     dataset: Dataset
     encoder_name: str
     config: object           # the pipeline.Config of the run
-    X: np.ndarray            # (n, d) float32 frozen image embeddings, unit rows (every stage uses them so)
+    X: np.ndarray            # (n, d) float32 frozen image embeddings, unit rows (every stage uses them so); a
+                             # re-opened run's is a LazyArray, read on first use (selector.lazy)
     T: np.ndarray            # (C, d) float32 frozen class-prompt embeddings
     F: np.ndarray            # (n, d) float32 adapted image embeddings
     G: np.ndarray            # (C, d) float32 adapted prompt embeddings
@@ -72,14 +74,14 @@ def save(result, path: Path, source) -> bool:
         entry_folder(tmp)
         rows = pd.Index(source.table["id"].astype(str)).get_indexer(result.table["id"])
         D, I = result.neighbors
-        arrays = {"rows": rows, "labels": result.dataset.labels, "G": result.G}
+        arrays = {"rows": rows, "labels": result.dataset.labels, "T": result.T, "G": result.G}
         if result.noise_truth is not None:
             arrays["noise_truth"] = result.noise_truth
         atomic_write(tmp / "arrays.npz", lambda f: np.savez(f, **arrays))
         for name, big in (("F", result.F), ("D", D), ("I", I)):     # own files: memory-mapped when re-opened
             atomic_write(tmp / f"{name}.npy", lambda f, a=big: np.save(f, np.ascontiguousarray(a), allow_pickle=False))
         atomic_write(tmp / "table.parquet", lambda f: result.table.to_parquet(f, index=False))
-        meta = {"format": FORMAT, "files": {name: file_record(tmp / name) for name in _FILES},
+        meta = {"format": FORMAT, "has_T": True, "files": {name: file_record(tmp / name) for name in _FILES},
                 "manifest": result.manifest, "class_summary": result.class_summary.to_dict(orient="list"),
                 "flag_threshold": result.flag_threshold, "timings": result.timings}
         atomic_write_bytes(tmp / "meta.json", sealed_json(jsonable(meta)))
@@ -96,22 +98,39 @@ def save(result, path: Path, source) -> bool:
 
 def load(path: Path, source, encoder, config, *, cache_dir, progress=None) -> Optional[Result]:
     """The cached Result in `path`, or None when there is none or it fails its checks (logged: it is then
-    recomputed, and replaced once the new one is written). The files are checked in a thread while the frozen
-    embeddings are read from their cache, so the check adds little to a re-open on a machine with 2 cores."""
+    recomputed, and replaced once the new one is written). The frozen embeddings are not read now: the
+    Result's X is a LazyArray read from the embedding cache (or the dataset's own file) on first use, which
+    only the Duplicates page asks for (selector.lazy). A folder written before the class embeddings T were
+    kept in it reads them, and X, from the embedding cache now, in a thread beside the checks."""
     from selector.embed import embed_dataset
+
+    def frozen(progress=None):
+        return embed_dataset(source, encoder, cache_dir=cache_dir, batch_size=config.batch_size, progress=progress,
+                             verify_content=config.verify_content)
+
     if not os.path.lexists(path):
         return None
     try:
         meta = _read_meta(path)
         with ThreadPoolExecutor(max_workers=1) as pool:
             checked = pool.submit(_read, path, meta)
-            X, T, _ = embed_dataset(source, encoder, cache_dir=cache_dir, batch_size=config.batch_size,
-                                    progress=progress, verify_content=config.verify_content)
+            X, T, _ = (None, None, None) if meta.get("has_T") else frozen(progress)
             arrays, table = checked.result()
     except CacheCorrupt as exc:
         log.warning("result cache %s is damaged (%s); computing the run again", path, exc)
         return None
+    if X is None:
+        T = arrays.pop("T")
+        rows = arrays["rows"]
+        X = LazyArray((len(rows), T.shape[1]), np.float32, lambda: _unit_rows(frozen()[0], rows))
     return _assemble(meta, arrays, table, X, T, source, encoder, config, path)
+
+
+def _unit_rows(X, rows) -> np.ndarray:
+    """The result's rows of the dataset's frozen embeddings X, unit length (as every stage used them)."""
+    if not (len(rows) == len(X) and np.array_equal(rows, np.arange(len(X)))):   # all rows: no copy (2.6 GB at 1.28M)
+        X = X[rows]
+    return l2_normalize(X)
 
 
 def _read_meta(path: Path) -> dict:
@@ -146,9 +165,8 @@ def _assemble(meta, arrays, table, X, T, source, encoder, config, path):
         return None
     dataset = source.subset(rows).with_labels(arrays["labels"])
     table["path"] = dataset.locations()          # where each sample is: the same for every run of this dataset
-    if not (len(rows) == len(X) and np.array_equal(rows, np.arange(len(X)))):   # all rows: no copy (2.6 GB at 1.28M)
-        X = X[rows]
-    X = l2_normalize(X)
+    if not isinstance(X, LazyArray):
+        X = _unit_rows(X, rows)
     return Result(dataset=dataset, encoder_name=encoder.name, config=config, X=X, T=T, F=arrays["F"],
                   G=arrays["G"], table=table, neighbors=(arrays["D"], arrays["I"]),
                   class_summary=pd.DataFrame(meta["class_summary"]), manifest=meta["manifest"],

@@ -71,7 +71,7 @@ def test_picked_samples_can_be_decided_listed_and_exported(env):
     at.run()
     (download,) = [d for d in at.get("download_button") if "Export these 3" in d.proto.label]
     at.radio(key="map_bulk_decision").set_value("bad").run()
-    assert at.button(key="map_bulk_apply").label == "Apply to 3 samples"
+    assert at.button(key="map_bulk_apply").label == "Apply 'Mark bad' to 3 samples"
     at.button(key="map_bulk_apply").click().run()
     assert not at.exception
     assert at.button(key="map_bulk_apply").disabled                       # all three are bad now

@@ -304,8 +304,22 @@ def test_embeddings_good(tmp_path):
 ])
 def test_embeddings_bad(tmp_path, over, pattern):
     np.savez(tmp_path / "e.npz", **good_npz(**over))
-    with pytest.raises(InputError, match=pattern):
-        sources.load_embeddings(tmp_path / "e.npz")
+    with pytest.raises(InputError, match=pattern):     # at open, or for NaN rows when the embeddings are first read
+        np.asarray(sources.load_embeddings(tmp_path / "e.npz").embeddings)
+
+
+def test_embeddings_are_read_on_first_use_and_must_still_be_the_bytes_opened(tmp_path):
+    np.savez(tmp_path / "e.npz", **good_npz())
+    ds = sources.load_embeddings(tmp_path / "e.npz")
+    assert ds.fingerprint and ds.embeddings.shape == (6, 4) and not ds.embeddings.loaded   # the key needs no read
+    sub = ds.subset(np.array([4, 1]))
+    np.testing.assert_array_equal(np.asarray(sub.embeddings), good_npz()["image_embeddings"][[4, 1]])
+    assert ds.embeddings.loaded                                   # read once, for the subset too
+    np.savez(tmp_path / "f.npz", **good_npz())
+    opened = sources.load_embeddings(tmp_path / "f.npz")
+    np.savez(tmp_path / "f.npz", **good_npz(image_embeddings=good_npz()["image_embeddings"] + 1))
+    with pytest.raises(InputError, match=r"f.npz changed after it was opened .*open it again"):
+        np.asarray(opened.embeddings)
 
 
 def test_embeddings_not_npz(tmp_path):

@@ -158,12 +158,15 @@ def test_members_are_read_exactly_checked_and_fingerprinted_by_their_checksum(tm
     np.savez(tmp_path / "e.npz", **{**arrays, "image_embeddings": X + np.float32(1e-3)})
     changed = load_embeddings(tmp_path / "e.npz")
     assert changed.embeddings_digest != same.embeddings_digest and changed.fingerprint != same.fingerprint
-    half = same.subset(np.arange(2000))
-    assert half.embeddings_digest is None and half.content_fingerprint != same.content_fingerprint
+    half = changed.subset(np.arange(2000))                      # hashed from its bytes, read from the file now
+    assert half.embeddings_digest is None and half.content_fingerprint != changed.content_fingerprint
+    with pytest.raises(InputError, match="e.npz changed after it was opened"):
+        np.asarray(same.embeddings)                             # `same` opened the file before it was rewritten
 
     data = bytearray((tmp_path / "e.npz").read_bytes())
     at = data.find(npy(X + np.float32(1e-3))[20_000:20_040])          # inside the embeddings' bytes
     data[at] ^= 0x10
     (tmp_path / "flipped.npz").write_bytes(bytes(data))
+    flipped = load_embeddings(tmp_path / "flipped.npz")           # the directory's checksum names the bytes ...
     with pytest.raises(InputError, match="flipped.npz.*Bad CRC-32 for file 'image_embeddings.npy'"):
-        load_embeddings(tmp_path / "flipped.npz")
+        np.asarray(flipped.embeddings)                            # ... and reading them checks it

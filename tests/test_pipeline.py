@@ -80,13 +80,19 @@ def test_export_writes_the_table_and_a_manifest(result, tmp_path):
 
 
 def test_load_or_run_reuses_the_cached_result(tmp_path):
-    dataset = load_embeddings(make_embeddings(tmp_path / "emb.npz", n_per_class=40))
+    npz = make_embeddings(tmp_path / "emb.npz", n_per_class=40)
+    dataset = load_embeddings(npz)
     config = pipeline.Config(map="pca")
     first = pipeline.load_or_run(dataset, PrecomputedEncoder(), config, cache_dir=tmp_path / "c")
-    second = pipeline.load_or_run(dataset, PrecomputedEncoder(), config, cache_dir=tmp_path / "c")
+    reopened = load_embeddings(npz)                       # as a new process opens it
+    second = pipeline.load_or_run(reopened, PrecomputedEncoder(), config, cache_dir=tmp_path / "c")
     pd.testing.assert_frame_equal(first.table, second.table)
     np.testing.assert_array_equal(first.neighbors[1], second.neighbors[1])
     assert second.timings == first.timings  # loaded, not recomputed
+    assert not second.X.loaded and not reopened.embeddings.loaded       # the frozen embeddings: read on first use
+    np.testing.assert_array_equal(second.T, first.T)
+    np.testing.assert_allclose(np.asarray(second.X), first.X, atol=1e-6)
+    assert second.X[3] @ second.X[3] == pytest.approx(1.0, abs=1e-5)     # unit rows, as every stage used them
     # a damaged cache is rebuilt, not used
     folder = next((tmp_path / "c" / "results").iterdir())
     (folder / "arrays.npz").write_bytes(b"garbage")

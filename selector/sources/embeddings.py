@@ -9,12 +9,15 @@ import math
 import os
 import zipfile
 import zlib
+from functools import partial
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from selector.dataset import Dataset, build_dataset
 from selector.errors import InputError, describe_rows
+from selector.lazy import LazyArray
 from selector.validate import check_matrix
 
 KEYS = ("image_embeddings", "labels", "class_names", "text_embeddings", "paths", "splits")   # the only arrays read
@@ -34,12 +37,13 @@ def max_array_bytes() -> int:
     return int(gb * 1e9)
 
 
-def read_npz(path, keys=KEYS, digests: dict | None = None) -> tuple[dict, list[str]]:
+def read_npz(path, keys=KEYS, digests: dict | None = None, lazy=()) -> tuple[dict, list[str]]:
     """({key: array} for the `keys` the .npz at path holds, every member name): nothing else is inflated, and
     a member larger than max_array_bytes(), an object (pickled) array or a member whose .npy header does not
     match its size is refused with InputError before it is read. Every member read is checked against the
     CRC-32 in the zip directory; `digests`, when given, receives that checksum and size per key, an identity of
-    the array's bytes that costs nothing more to know."""
+    the array's bytes that costs nothing more to know. Keys in `lazy` come back as a LazyArray of the header's
+    shape and dtype, read (and checked against the same CRC-32: InputError if the file changed) on first use."""
     path = Path(path)
     limit, arrays = max_array_bytes(), {}
     digests = {} if digests is None else digests
@@ -53,13 +57,16 @@ def read_npz(path, keys=KEYS, digests: dict | None = None) -> tuple[dict, list[s
                                      f"limit of {limit / 1e9:g} GB per array; set {MAX_ARRAY_ENV} higher (in GB) if "
                                      "it is genuine and the machine has the memory.")
                 with zf.open(info) as f:
-                    _check_header(f, info.file_size, f"{path.name}: `{key}`")
+                    shape, dtype = _check_header(f, info.file_size, f"{path.name}: `{key}`")
+                digests[key] = f"crc32 {info.CRC:08x} size {info.file_size}"
+                if key in lazy:
+                    arrays[key] = LazyArray(shape, dtype, partial(_read_member, path, key, digests[key]))
+                    continue
                 with zf.open(info) as f:                  # read to its end, so zipfile checks its CRC-32
                     arrays[key] = np.lib.format.read_array(f, allow_pickle=False)
                     if f.read(1):
                         raise InputError(f"{path.name}: `{key}` holds bytes past its array: the file is damaged. "
                                          "Write it again with np.savez.")
-                digests[key] = f"crc32 {info.CRC:08x} size {info.file_size}"
     except InputError:
         raise
     except ValueError as e:
@@ -81,6 +88,31 @@ def _check_header(f, member_size: int, name: str) -> None:
     if nbytes > member_size:
         raise InputError(f"{name} declares shape {shape} {dtype} ({nbytes:,} bytes) but holds {member_size:,}: the "
                          "file is damaged. Write it again with np.savez.")
+    return shape, dtype
+
+
+def _lazy_embeddings(raw: LazyArray) -> LazyArray:
+    """The image embeddings as float32, checked now for shape and dtype (from the .npy header) and for NaN/inf
+    rows when first read: a re-open whose results are cached never reads them (selector.lazy)."""
+    if raw.ndim != 2 or not all(raw.shape):
+        raise InputError(f"`image_embeddings` must be a non-empty 2-D numeric array (rows, dims); got shape "
+                         f"{raw.shape}. Pass one embedding per row.")
+    if not np.issubdtype(raw.dtype, np.number) or np.issubdtype(raw.dtype, np.complexfloating):
+        raise InputError(f"`image_embeddings` must be a real numeric array; got dtype {raw.dtype}.")
+    return LazyArray(raw.shape, np.float32, lambda: check_matrix(raw.load(), "`image_embeddings`", min_rows=1))
+
+
+def _read_member(path: Path, key: str, digest: str) -> np.ndarray:
+    """The member `key` of the .npz at path, which must still be the bytes `digest` names."""
+    now = {}
+    try:
+        arrays, _ = read_npz(path, (key,), now)
+    except InputError as exc:
+        raise InputError(f"{exc} (read when first used, after the file was opened)") from exc
+    if key not in arrays or now.get(key) != digest:
+        raise InputError(f"{path.name} changed after it was opened (`{key}` is not the array it was); open it "
+                         "again.")
+    return arrays[key]
 
 
 def load_embeddings(path) -> Dataset:
@@ -95,12 +127,12 @@ def load_embeddings(path) -> Dataset:
         if f.read(2) != b"PK":
             raise InputError(f"{path.name} is not an .npz archive; write it with np.savez(path, **arrays).")
     digests = {}
-    arrs, found = read_npz(path, digests=digests)
+    arrs, found = read_npz(path, digests=digests, lazy=("image_embeddings",))
     need = [k for k in ("image_embeddings", "labels", "class_names") if k not in arrs]
     if need:
         raise InputError(f"{path.name} lacks {need}; found {found}. Needed: image_embeddings (N,d), "
                          "labels (N,), class_names (C,); optional text_embeddings (C,d), paths (N,).")
-    X = check_matrix(arrs["image_embeddings"], "`image_embeddings`", min_rows=1)
+    X = _lazy_embeddings(arrs["image_embeddings"])
     n, d = X.shape
     names = np.asarray(arrs["class_names"])
     if names.ndim != 1 or not names.size or names.dtype.kind not in "US":
@@ -113,12 +145,12 @@ def load_embeddings(path) -> Dataset:
     if y.shape != (n,):
         raise InputError(f"`labels` must have shape ({n},) to match image_embeddings, got {y.shape}.")
     if y.dtype.kind in "US":
-        index = {c: k for k, c in enumerate(class_names)}
-        unknown = sorted({str(v) for v in y if str(v) not in index})
+        codes = pd.Index(class_names).get_indexer(y.astype(str))
+        unknown = sorted({str(v) for v in y[codes < 0]})
         if unknown:
             raise InputError(f"`labels` has values not in class_names: {describe_rows(map(repr, unknown))}. "
                              "Add them to class_names or fix the labels.")
-        y = np.array([index[str(v)] for v in y], dtype=np.int64)
+        y = codes.astype(np.int64)
     elif y.dtype.kind in "iuf" and (y.dtype.kind != "f" or np.all(np.isfinite(y) & (y == np.round(y)))):
         y = y.astype(np.int64)
         bad = np.flatnonzero((y < 0) | (y >= len(class_names)))
@@ -147,6 +179,6 @@ def load_embeddings(path) -> Dataset:
     width = max(5, len(str(n - 1)))
     stem = path.stem
     ids = [f"{stem}/{k:0{width}d}" for k in range(n)]
-    return build_dataset(f"embeddings/{path.stem}", ids, paths, [class_names[k] for k in y], class_names=class_names,
-                         extra=extra, embeddings=X, text_embeddings=T,
+    return build_dataset(f"embeddings/{path.stem}", ids, paths, np.asarray(class_names, dtype=object)[y],
+                         class_names=class_names, extra=extra, embeddings=X, text_embeddings=T,
                          embeddings_digest=digests.get("image_embeddings"))
