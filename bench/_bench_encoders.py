@@ -51,6 +51,23 @@ def features(name: str):
     return X.astype(np.float32), None if T is None else T.astype(np.float32), y, names, encoder.name
 
 
+def embed_pixels(name: str, pixels: np.ndarray) -> np.ndarray:
+    """(m, d) float32: more Fashion-MNIST-sized pixels (m, 28, 28) uint8 embedded by bench encoder `name` exactly
+    as its train features were (e.g. re-encoded near-copies of train images): the demo encoder's network, the
+    offline encoder as fitted on the 60,000 train images (from its cache), the weak encoder's seeded network."""
+    import selector
+    if name == "demo":
+        from selector.encoders.demo import train_demo_encoder
+        return train_demo_encoder(cache_dir=cache_dir())._embed_pixels(pixels, 256).astype(np.float32)
+    if name == "offline":
+        from selector.encoders.offline import _embed, _pixels_to_input     # the fitted features, on new pixels
+        params = selector.open_encoder("offline", cache_dir=cache_dir()).fit(selector.open_source("demo"))
+        return _embed(params, _pixels_to_input(pixels, params))
+    if name == "weak":
+        return _weak_embed(_weak_model(), pixels)
+    raise SystemExit(f"unknown bench encoder {name!r}; choose one of {', '.join(ENCODERS)}")
+
+
 # ------------------------------------------------------------------------------------------- weak encoder
 def _weak_net(n_classes: int):
     import torch
@@ -103,6 +120,26 @@ def _weak_train():
     return net.eval(), info
 
 
+def _weak_model():
+    """(net, info): the weak encoder, trained now (seconds; seeded, one thread, so the same net every time)."""
+    import torch
+    with torch.random.fork_rng(devices=[]):
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return _weak_train()
+        finally:
+            torch.set_num_threads(threads)
+
+
+def _weak_embed(model, pixels) -> np.ndarray:
+    import torch
+    net = model[0]
+    with torch.inference_mode():
+        return np.concatenate([net.embed(_weak_input(pixels[s:s + 4096])).numpy()
+                               for s in range(0, len(pixels), 4096)]).astype(np.float32)
+
+
 def _weak_features(train_pixels):
     """(X, T, description) of the weak encoder on the train pixels, from the cache or computed now."""
     import torch
@@ -116,12 +153,9 @@ def _weak_features(train_pixels):
             with np.load(io.BytesIO(data)) as z:
                 return z["X"], z["T"], meta["description"]
     t0 = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
-        torch.set_num_threads(1)
-        net, info = _weak_train()
+    net, info = _weak_model()
+    X = _weak_embed((net, info), train_pixels)
     with torch.inference_mode():
-        X = np.concatenate([net.embed(_weak_input(train_pixels[s:s + 4096])).numpy()
-                            for s in range(0, len(train_pixels), 4096)]).astype(np.float32)
         T = torch.nn.functional.normalize(net.classes, dim=-1).numpy().astype(np.float32)
     desc = (f"weak bench encoder (MLP over {WEAK['side']}x{WEAK['side']} pixels, trained CLIP-style on "
             f"{WEAK['images']} Fashion-MNIST test images of half B)")

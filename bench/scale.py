@@ -20,6 +20,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -54,6 +55,7 @@ def measure(n: int, work: Path) -> dict:
     from sklearn.metrics import roc_auc_score
     npz = write_npz(work / f"emb_{n}.npz", n)
     cache, out = work / f"cache_{n}", work / f"out_{n}.parquet"
+    shutil.rmtree(cache, ignore_errors=True)          # the first run computes everything (a reused --work too)
     args = ["--source", "embeddings", "--path", str(npz), "--map", "none", "--noise-mode", "uniform",
             "--noise-rate", "0.2", "--cache-dir", str(cache), "--out", str(out)]
     load = os.getloadavg()[0]

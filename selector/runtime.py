@@ -163,3 +163,17 @@ def available_memory_gb() -> float | None:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2 ** 30
     except (ValueError, OSError, AttributeError):
         return None
+
+
+# Where a CUDA driver shows itself on Linux: its control device, its /proc entry, WSL2's GPU device.
+_CUDA_DRIVER_PATHS = ("/dev/nvidiactl", "/proc/driver/nvidia/version", "/dev/dxg")
+
+
+def cuda_available() -> bool:
+    """torch.cuda.is_available(), without importing torch (about 1.5 s) on a Linux machine with no NVIDIA
+    driver: the Home page asks before anything else needs torch."""
+    if "torch" not in sys.modules and sys.platform.startswith("linux") and not any(
+            os.path.exists(p) for p in _CUDA_DRIVER_PATHS):
+        return False
+    import torch
+    return torch.cuda.is_available()

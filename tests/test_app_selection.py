@@ -98,3 +98,32 @@ def test_correction_toggle_warning_and_probe_accuracy(env):
     at.toggle(key="sel_exclude_flagged").set_value(False).run()
     flagged_in = int(next(m.value for m in at.metric if m.label == "Flagged in subset"))
     assert flagged_in > 0 and any(f"holds {flagged_in:,} flagged" in w.value for w in at.warning)
+
+
+def test_a_run_prefetches_the_comparison_spaces_and_each_derived_value_is_computed_once(env):
+    import threading
+    import time
+
+    from selector.ui import backend
+    started(env["npz"])
+    run = next(iter(backend.registry().runs.values()))
+    deadline = time.monotonic() + 30
+    while not {"coverage_space", "probe_space"} <= set(run._derived) and time.monotonic() < deadline:
+        time.sleep(0.05)                                   # computed in the background while Home shows the run
+    assert {"coverage_space", "probe_space"} <= set(run._derived)
+
+    calls, release = [], threading.Event()
+
+    def slow():
+        calls.append(1)
+        release.wait(10)
+        return "slow"
+
+    waiters = [threading.Thread(target=run.derived, args=("slow", slow)) for _ in range(3)]
+    for t in waiters:
+        t.start()
+    assert run.derived("other", lambda: 42) == 42          # not held up by another value's computation
+    release.set()
+    for t in waiters:
+        t.join(10)
+    assert calls == [1] and run.derived("slow", slow) == "slow"

@@ -60,6 +60,27 @@ def test_the_default_recipe_starts_from_the_shipped_weights(sample, tmp_path):
     assert ((X @ T.T).argmax(1) == sample.labels[:16]).mean() >= 0.6
 
 
+def test_opening_the_demo_run_needs_no_torch(tmp_path):
+    """A warm start: choosing the demo's encoder and opening it import no torch (about 1.5 s) where no NVIDIA
+    driver is present; its network is built on first use (a fresh process, so nothing imported it before)."""
+    import os
+    import subprocess
+    import sys
+
+    from selector.runtime import _CUDA_DRIVER_PATHS
+    if any(os.path.exists(p) for p in _CUDA_DRIVER_PATHS):
+        pytest.skip("an NVIDIA driver is present: choosing the encoder asks torch whether CUDA works")
+    code = ("import sys, selector\n"
+            "from selector.encoders import default_encoder\n"
+            "enc = selector.open_encoder(default_encoder('demo'), cache_dir=sys.argv[1])\n"
+            "print(enc.cache_key.startswith('demo|'), 'torch' in sys.modules)\n"
+            "enc.encode_texts(['Bag'])\n"
+            "print('torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "False", "True"]
+
+
 def test_cache_reload_is_identical_and_trains_nothing(enc, sample, cache):
     stages = []
     loaded = demo.train_demo_encoder(cache_dir=cache, progress=lambda stage, *_: stages.append(stage), **TINY)

@@ -173,9 +173,9 @@ def default_encoder(source: str, dataset_name: str = "fashion-mnist") -> str:
     if source == "embeddings":
         return "precomputed"
     if _is_fashion_mnist(source, dataset_name):
-        import torch
         from selector.encoders.openclip import clip_available
-        return "open_clip" if torch.cuda.is_available() and clip_available() else "demo"
+        from selector.runtime import cuda_available
+        return "open_clip" if cuda_available() and clip_available() else "demo"
     return "open_clip"
 
 

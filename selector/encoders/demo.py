@@ -20,6 +20,7 @@ import io
 import json
 import logging
 import math
+import threading
 import time
 from pathlib import Path
 
@@ -161,7 +162,10 @@ class DemoEncoder(PromptTower):
     (d=128); encode_texts maps each prompt of class_prompts(FASHION_MNIST_CLASSES) to its class embedding."""
 
     def __init__(self, net, info: dict, weights_sha1: str, *, num_workers: int = 0):
-        self.net = net.eval()
+        """net: the trained DemoNet, or the bytes of its checked state dict (then built on first use: a re-open
+        whose embeddings are cached never imports torch)."""
+        self._net, self._net_lock = (None, threading.Lock()) if isinstance(net, bytes) else (net.eval(), None)
+        self._weights = net if isinstance(net, bytes) else None
         self.info = dict(info)
         self.num_workers = num_workers
         self.cacheable = True
@@ -173,6 +177,14 @@ class DemoEncoder(PromptTower):
         for k, c in enumerate(FASHION_MNIST_CLASSES):
             for p in {class_prompts([c])[0], class_prompts([c], template="{}")[0], c}:
                 self._prompt_index[p.strip().lower()] = k
+
+    @property
+    def net(self):
+        if self._net is None:
+            with self._net_lock:
+                if self._net is None:
+                    self._net, self._weights = _net_from_state(self._weights).eval(), None
+        return self._net
 
     @property
     def accuracy(self) -> float | None:
@@ -241,7 +253,8 @@ def _gray28(image):
 
 # ---------------------------------------------------------------------------------------------- cache
 def _load_cached(weights: Path, meta: Path) -> DemoEncoder | None:
-    import torch
+    """The encoder whose weights and json are at these paths, checked against the sha1 in the json; its network
+    is built from them on first use. None (with a warning) when either is missing or damaged."""
     if not (weights.is_file() and meta.is_file()):
         return None
     try:
@@ -250,12 +263,18 @@ def _load_cached(weights: Path, meta: Path) -> DemoEncoder | None:
         sha = hashlib.sha1(data).hexdigest()
         if info.get("weights_sha1") != sha:
             raise ValueError("weights checksum does not match the json")
-        net = _build_net()
-        net.load_state_dict(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
     except Exception as e:  # noqa: BLE001 - any damage means "train again"
         log.warning("Cached demo encoder %s is unusable (%s); training a new one.", weights, e)
         return None
-    return DemoEncoder(net, info, sha)
+    return DemoEncoder(data, info, sha)
+
+
+def _net_from_state(data: bytes):
+    """The DemoNet of a checked state dict (the bytes torch.save wrote)."""
+    import torch
+    net = _build_net()
+    net.load_state_dict(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
+    return net
 
 
 def training_data(n_train: int | None = None, *, arrays=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -279,7 +298,6 @@ def train_demo_encoder(*, cache_dir, seed: int = 0, epochs: int | None = None, n
 
     epochs / n_train (first n of the 5,000 half-A images) / n_eval (first n of the 5,000 half-B images the
     stored accuracy is measured on) default to the full recipe; tests pass small values."""
-    import torch
     progress = ensure(progress)
     epochs = DEFAULT_EPOCHS if epochs is None else epochs
     if not isinstance(epochs, int) or epochs < 1:
@@ -300,6 +318,7 @@ def train_demo_encoder(*, cache_dir, seed: int = 0, epochs: int | None = None, n
     if enc is not None:
         return enc
 
+    import torch
     all_pix, all_lab = load_fashion_mnist_arrays("test")
     pixels, labels, rows = training_data(n_train, arrays=(all_pix, all_lab))
     held = evaluation_rows(len(all_lab))[:n_eval]

@@ -88,7 +88,8 @@ class Run:
     seconds: float
     cache_warnings: tuple = ()       # caches the run could not write or read: it went on without them
     _derived: dict = field(default_factory=dict, repr=False)
-    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _computing: dict = field(default_factory=dict, repr=False)     # name -> the lock of its one computation
 
     @property
     def table(self):
@@ -100,11 +101,20 @@ class Run:
         return self.derived("fingerprint", lambda: self.result.dataset.fingerprint)
 
     def derived(self, name: str, compute: Callable[[], object]):
-        """A value computed once per run on first use (e.g. the coverage space), then shared."""
+        """A value computed once per run on first use (e.g. the coverage space), then shared. Each name is
+        computed under its own lock: a session waits only for the value it asks for."""
         with self._lock:
-            if name not in self._derived:
-                self._derived[name] = compute()
-            return self._derived[name]
+            if name in self._derived:
+                return self._derived[name]
+            lock = self._computing.setdefault(name, threading.Lock())
+        with lock:
+            with self._lock:
+                if name in self._derived:
+                    return self._derived[name]
+            value = compute()
+            with self._lock:
+                self._derived[name] = value
+            return value
 
 
 class _Registry:
@@ -211,9 +221,21 @@ def run_pipeline(spec: RunSpec, progress: Optional[Progress] = None) -> Run:
                           cache_warnings=tuple(problems))
                 reg.put_run(run)
                 _remember_spec(key, spec)
+                threading.Thread(target=_prefetch, args=(run,), name=f"prefetch-{key[:8]}", daemon=True).start()
         finally:
             lock.release()
     return run
+
+
+def _prefetch(run: Run) -> None:
+    """Compute in the background what the Selection page needs first (the coverage and probe spaces, about a
+    second at 60k), while Home shows the run: the page then waits only for what is left."""
+    from selector.ui import subsets as sv
+    try:
+        coverage_space(run)
+        run.derived("probe_space", lambda: sv.probe_space(run.result.F, seed=run.result.config.seed))
+    except Exception:  # noqa: BLE001 - the page computes it again and shows any error itself
+        log.warning("precomputing the Selection page's comparison spaces failed", exc_info=True)
 
 
 def _remember_spec(key: str, spec: RunSpec) -> None:
