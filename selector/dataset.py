@@ -27,17 +27,19 @@ class Dataset:
     """A labelled image set. table: id (unique str), path (str, "" in-memory), label (class name)
     [+ caption, split, origin (ORIGIN)]; labels (n,) int64 into class_names; pixels (n,H,W[,3]) uint8 or None;
     embeddings (n,d) / text_embeddings (C,d) float32 or None; problems: notes on rows skipped at load;
-    embeddings_digest: a checksum of the embeddings' bytes that their loader computed while reading them (then
-    the fingerprint uses it instead of hashing gigabytes again), None to hash them."""
+    embeddings_digest / pixels_digest: a checksum of the embeddings' / pixels' bytes (or of the file they are
+    read from) that their loader computed (then the fingerprint uses it instead of hashing, or reading, the
+    arrays), None to hash them. Either array may be a LazyArray, read on first use (selector.lazy)."""
     name: str
     table: pd.DataFrame
     class_names: tuple[str, ...]
     labels: np.ndarray
-    pixels: np.ndarray | None = None
+    pixels: np.ndarray | LazyArray | None = None
     embeddings: np.ndarray | LazyArray | None = None     # a LazyArray is read on first use (selector.lazy)
     text_embeddings: np.ndarray | None = None
     problems: list[str] = field(default_factory=list)
     embeddings_digest: str | None = None
+    pixels_digest: str | None = None
 
     def __post_init__(self):
         self.class_names = tuple(str(c) for c in self.class_names)
@@ -73,7 +75,7 @@ class Dataset:
         take = lambda a: None if a is None else a.take(rows) if isinstance(a, LazyArray) else a[rows]  # noqa: E731
         return replace(self, table=self.table.iloc[rows].reset_index(drop=True), labels=self.labels[rows],
                        pixels=take(self.pixels), embeddings=take(self.embeddings), problems=list(self.problems),
-                       embeddings_digest=None)
+                       embeddings_digest=None, pixels_digest=None)
 
     def with_labels(self, labels: np.ndarray) -> "Dataset":
         """Copy with other given labels ((n,) ints in [0, C)), e.g. after noise injection."""
@@ -111,7 +113,7 @@ class Dataset:
         if (path != "").any():   # files: what they hold, and how they are decoded into pixels
             h.update(np.array([_stat(p) for p in path if p], dtype="<i8").tobytes())
             h.update(f"decoder-v{DECODER_VERSION}".encode())
-        for arr, digest in ((self.pixels, None), (self.embeddings, self.embeddings_digest),
+        for arr, digest in ((self.pixels, self.pixels_digest), (self.embeddings, self.embeddings_digest),
                             (self.text_embeddings, None)):
             if arr is not None:
                 h.update(f"{arr.shape}{arr.dtype.str}".encode())

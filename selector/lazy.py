@@ -54,6 +54,10 @@ class LazyArray:
     def __getitem__(self, index):
         return self.load()[index]
 
+    def __reduce__(self):
+        """Pickled (e.g. handed to Ray workers) as the array itself, read now."""
+        return np.asarray, (self.load(),)
+
     def __repr__(self) -> str:
         return f"LazyArray(shape={self.shape}, dtype={self.dtype}, {'read' if self.loaded else 'not read yet'})"
 

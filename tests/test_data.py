@@ -2,6 +2,7 @@
 import gzip
 import json
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -32,8 +33,8 @@ def write_idx(path: Path, arr: np.ndarray, gz=True):
     path.write_bytes(gzip.compress(raw) if gz else raw)
 
 
-def write_fake_fmnist(folder: Path, n=20, prefix="train", gz=True):
-    rng = np.random.default_rng(0)
+def write_fake_fmnist(folder: Path, n=20, prefix="train", gz=True, seed=0):
+    rng = np.random.default_rng(seed)
     pixels = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
     labels = np.arange(n, dtype=np.uint8) % 10
     suffix = ".gz" if gz else ""
@@ -248,6 +249,23 @@ def test_corrupt_idx(no_fmnist):
     (root / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"\0\0\x08\x03" + b"\0" * 12 + b"xx"))
     with pytest.raises(InputError, match="Cannot read idx file .*truncated"):
         tvs.load_fashion_mnist(root=root, download=False)
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_fashion_mnist_pixels_are_inflated_on_first_use_from_the_bytes_opened(no_fmnist, gz):
+    root = no_fmnist / "fm"
+    pixels, _ = write_fake_fmnist(root, gz=gz)
+    ds = tvs.load_fashion_mnist(root=root, download=False)
+    key = ds.fingerprint
+    assert not ds.pixels.loaded and ds.pixels.shape == (20, 28, 28)      # the key needs no pixel
+    np.testing.assert_array_equal(np.asarray(ds.image(3).convert("L")), pixels[3])
+    assert ds.pixels.loaded and tvs.load_fashion_mnist(root=root, download=False).fingerprint == key
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(ds)).pixels, pixels)     # e.g. to Ray workers
+    reopened = tvs.load_fashion_mnist(root=root, download=False)
+    write_fake_fmnist(root, n=20, gz=gz, seed=1)                           # the file is replaced meanwhile
+    assert tvs.load_fashion_mnist(root=root, download=False).fingerprint != key
+    with pytest.raises(InputError, match="changed after it was opened"):
+        reopened.image(0)
 
 
 def test_torchvision_names(no_fmnist):

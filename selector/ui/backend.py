@@ -11,11 +11,9 @@ decisions database (selector.decision_store).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import json
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -30,17 +28,16 @@ from selector import pipeline
 from selector.encoders import ENCODERS, check_encoder, open_encoder, options_of
 from selector.errors import InputError
 from selector.files import atomic_write_bytes, cache_problems, default_cache_dir
+from selector.lazy import materialize
 from selector.progress import Progress
 from selector.sources import check_source, open_source
+from selector.ui.uploads import UPLOAD_DIR, UPLOAD_MAX_AGE_S, UPLOAD_SUFFIXES, expire_uploads, save_upload  # noqa: F401
 
 log = logging.getLogger(__name__)
 MAX_RESULTS = 3          # finished runs kept in memory (a 60k x 512 run is a few hundred MB)
 THUMB_PX = 64
-UPLOAD_DIR = "uploads"
 WATCH_INTERVAL_S = 0.5   # how often a session waiting for another's run redraws that run's progress
 RUNS_DIR = "runs"        # cache_dir/runs/<run key>.json: the RunSpec of every finished run (deep links)
-UPLOAD_SUFFIXES = (".csv", ".parquet", ".npz")
-UPLOAD_MAX_AGE_S = 7 * 24 * 3600   # an upload not uploaded again for a week is removed
 
 
 _CLIP = ENCODERS.get("open_clip").options
@@ -228,12 +225,17 @@ def run_pipeline(spec: RunSpec, progress: Optional[Progress] = None) -> Run:
 
 
 def _prefetch(run: Run) -> None:
-    """Compute in the background what the Selection page needs first (the coverage and probe spaces, about a
-    second at 60k), while Home shows the run: the page then waits only for what is left."""
+    """Compute in the background what the Selection page needs first (the coverage and probe spaces and the
+    label codes, about a second at 60k; and altair, which its bar chart imports), then the in-memory images
+    the galleries show, while Home shows the run: the pages then wait only for what is left."""
+    from selector.selection import Selection
     from selector.ui import subsets as sv
     try:
         coverage_space(run)
         run.derived("probe_space", lambda: sv.probe_space(run.result.F, seed=run.result.config.seed))
+        label_codes(run, Selection())
+        import altair  # noqa: F401 - st.bar_chart's library: 0.4 s to import on the page's first draw
+        materialize(run.result.dataset.pixels)       # in-memory images are read on first use: the thumbnails'
     except Exception:  # noqa: BLE001 - the page computes it again and shows any error itself
         log.warning("precomputing the Selection page's comparison spaces failed", exc_info=True)
 
@@ -260,40 +262,6 @@ def saved_spec(key: str) -> Optional[RunSpec]:
 
 def find_run(key: str) -> Optional[Run]:
     return registry().get_run(key) if key else None
-
-
-def save_upload(name: str, data: bytes) -> str:
-    """Store an uploaded file under the cache dir (content-addressed) and return its path; uploads older than
-    UPLOAD_MAX_AGE_S are removed first, and uploading a file again makes it young again."""
-    suffix = Path(name).suffix.lower()
-    if suffix not in UPLOAD_SUFFIXES:
-        raise InputError(f"uploaded file {name!r} must be .csv, .parquet or .npz, got {suffix or 'no suffix'}.")
-    expire_uploads()
-    path = cache_dir() / UPLOAD_DIR / f"{hashlib.sha1(data).hexdigest()[:16]}{suffix}"
-    try:
-        if path.exists():
-            os.utime(path)
-        else:
-            atomic_write_bytes(path, data)
-    except OSError as exc:
-        raise InputError(f"could not store the upload {name!r} under {path.parent} ({exc.strerror or exc}); free "
-                         "some space there or set SELECTOR_CACHE_DIR to a writable folder.") from exc
-    return str(path)
-
-
-def expire_uploads(max_age_s: float = UPLOAD_MAX_AGE_S) -> list[Path]:
-    """Remove the uploads last stored more than max_age_s ago; returns the paths removed."""
-    folder, now, removed = cache_dir() / UPLOAD_DIR, time.time(), []
-    if not folder.is_dir():
-        return removed
-    for path in folder.iterdir():
-        try:
-            if path.suffix in UPLOAD_SUFFIXES and path.is_file() and now - path.stat().st_mtime > max_age_s:
-                path.unlink()
-                removed.append(path)
-        except OSError:   # gone already (another session), or not ours to remove: leave it
-            continue
-    return removed
 
 
 # ------------------------------------------------------------------------------------------ derived
