@@ -77,7 +77,7 @@ def read_npz(path, keys=KEYS, digests: dict | None = None, lazy=()) -> tuple[dic
     return arrays, sorted(members)
 
 
-def _check_header(f, member_size: int, name: str) -> None:
+def _check_header(f, member_size: int, name: str) -> tuple:
     version = np.lib.format.read_magic(f)
     read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
     shape, _, dtype = read_header(f)
