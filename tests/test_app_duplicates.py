@@ -72,3 +72,25 @@ def test_missing_class_group_and_leaks_across_splits(tmp_path_factory):
                    for w in at.warning), [w.value for w in at.warning]
         texts = " ".join(c.value for c in at.caption)
         assert "[train]" in texts and "[test]" in texts          # embeddings-only: captions stand in for images
+
+
+def test_a_reopened_run_reads_the_embeddings_for_the_groups_and_says_so_when_it_cannot(env, tmp_path):
+    import shutil
+
+    from selector.ui import backend
+    npz = tmp_path / "mine.npz"
+    shutil.copy(env["npz"], npz)
+    run_embeddings(new_app(), npz, noise="none")                # computed and cached
+    backend.registry.clear()                                  # a server restart: the run is re-opened
+    reopened = goto(run_embeddings(new_app(), npz, noise="none"), PAGE)
+    assert all("cos 1.0000" in g.captions[1] for g in reopened.image
+               if g.captions and g.captions[0].endswith("(kept)"))       # read on first use, the same values
+    backend.registry.clear()
+    at = run_embeddings(new_app(), npz, noise="none")           # re-opened again: nothing read yet
+    z = dict(np.load(npz))
+    np.savez(npz, **{**z, "image_embeddings": z["image_embeddings"] + 1})   # the file is replaced meanwhile
+    at = goto(at, PAGE)
+    assert any("image embeddings cannot be read" in e.value and "changed after it was opened" in e.value
+               for e in at.error)
+    groups = [img for img in at.image if img.captions and img.captions[0].endswith("(kept)")]
+    assert len(groups) == 5 and not any("cos" in c for g in groups for c in g.captions)   # shown, without cosines
