@@ -237,7 +237,7 @@ def _prefetch(run: Run) -> None:
         import altair  # noqa: F401 - st.bar_chart's library: 0.4 s to import on the page's first draw
         materialize(run.result.dataset.pixels)       # in-memory images are read on first use: the thumbnails'
     except Exception:  # noqa: BLE001 - the page computes it again and shows any error itself
-        log.warning("precomputing the Selection page's comparison spaces failed", exc_info=True)
+        log.warning("precomputing what the Selection page and the galleries need failed", exc_info=True)
 
 
 def _remember_spec(key: str, spec: RunSpec) -> None:

@@ -140,8 +140,9 @@ def bulk_decide(run: backend.Run, rows: np.ndarray, decisions: dict, *, key: str
                         key=f"{key}_decision")
         changes, preview = bulk_changes(run.table, rows, bulk, decisions)
         st.caption(describe_bulk(preview, DECISIONS.label(bulk)))
-        st.button(f"Apply '{DECISIONS.label(bulk)}' to {len(changes):,} samples", key=f"{key}_apply", on_click=state.record_decisions,
-                  args=(run, changes, {s: decisions.get(s) for s in changes}), disabled=not changes, type="primary")
+        st.button(f"Apply '{DECISIONS.label(bulk)}' to {len(changes):,} samples", key=f"{key}_apply",
+                  on_click=state.record_decisions, args=(run, changes, {s: decisions.get(s) for s in changes}),
+                  disabled=not changes, type="primary")
 
 
 def undo_button(run: backend.Run, *, key: str, on_click=None, shortcut: Optional[str] = None, where=st) -> None:
