@@ -1,11 +1,13 @@
 """Selection quality: does a smaller selected subset train as well as the full noisy set?
 
 Pool: Fashion-MNIST train (60,000) with injected label noise (20% uniform flips; 30% flips between
-confusable class pairs, the pairs taken from the demo encoder's zero-shot confusion). Scores come from the
-real pipeline (`selector.pipeline.run`, map="none") on the offline demo encoder's features, once per noise
-setting and seed. Each subset trains a fresh PIXEL-space classifier (an MLP, not the encoder) on its GIVEN
-(noisy) labels; accuracy is measured on the clean Fashion-MNIST test rows with index % 2 == 1 (the even
-rows trained the demo encoder and are never used here).
+confusable class pairs, the pairs taken from the encoder's zero-shot confusion). Scores come from the real
+pipeline (`selector.pipeline.run`, map="none") on the features of each bench encoder (`_bench_encoders`: the
+demo encoder, the image-only offline encoder and the deliberately weak one), once per encoder, noise setting
+and seed. Each subset trains a fresh PIXEL-space classifier (an MLP, not the encoder) on its GIVEN (noisy)
+labels; accuracy is measured on the clean Fashion-MNIST test rows with index % 2 == 1 (the even rows trained
+the demo encoder) less the first images of that half, which trained the weak encoder: 4,700 rows no encoder
+has seen.
 
 Methods at ratios 0.1 / 0.2 / 0.3 / 0.5 / 0.7 (k = round(ratio * 60,000) for every method):
   ours-stratified  selector.apply(result, Selection(ratio, weights)): the default selection (stratified,
@@ -32,9 +34,10 @@ Adam + one-cycle LR 2e-3, batch 256, a FIXED number of optimisation steps for ev
 about 6 epochs of the full set, 21 of a 0.3 subset), so every method gets the same compute and differences
 come from the data alone. Init and batch order depend only on the seed (common random numbers across methods).
 
-    .venv/bin/python bench/selection_quality.py [--quick] [--seeds 3] [--out bench/results/selection_quality.md]
+    .venv/bin/python bench/selection_quality.py [--quick] [--seeds 3] [--encoder demo offline weak]
 
---quick: 1 seed, the confusable setting only (about 5 minutes on an idle 2-core machine).
+--quick: the demo encoder, 1 seed, the confusable setting only (about 5 minutes on an idle 2-core machine).
+The selection's own settings (`selection.HARD_CUT`) were chosen on seeds 10-13, never on the reported ones.
 cleanlab (AGPL) is imported only here, as a baseline; selector/ never imports it.
 """
 from __future__ import annotations
@@ -65,36 +68,27 @@ METHODS = ("ours-stratified", "ours-corrected", "ours-topk", "random", "paper-to
            "oracle")
 NOISE_ONLY = ("ours-open",)     # measured for their share of wrong labels only
 FULL = "full noisy set"
-DEFAULT_FEATURES = "/tmp/feats/fmnist_demo.npz"
 _MEAN, _STD = 0.2860, 0.3530   # Fashion-MNIST pixel statistics (0..1 scale)
 
 
 # ------------------------------------------------------------------------------------------ data
-def load_data(features: str | None, cache_dir: Path):
-    """-> (pool Dataset with pixels, encoder, test pixels, test labels, feature source text).
+def load_data(encoder: str):
+    """-> (pool Dataset with pixels and the encoder's features, PrecomputedEncoder, test pixels, test labels,
+    feature source text). Test rows: half B of the test split less the weak encoder's training images."""
+    from _bench_encoders import WEAK, features
 
-    The encoder is the offline demo encoder: its precomputed features on the train split when `features`
-    is an .npz whose labels match the train split row for row, else the encoder itself (trained once and
-    cached under cache_dir, embeddings cached by embed_dataset)."""
+    from selector.encoders.demo import evaluation_rows
     from selector.encoders.precomputed import PrecomputedEncoder
     from selector.sources import load_fashion_mnist
 
     pool = load_fashion_mnist(split="train")
     test = load_fashion_mnist(split="test")
-    odd = np.arange(len(test)) % 2 == 1          # half B: never seen by the demo encoder
-    test_px, test_y = test.pixels[odd], test.labels[odd]
-    if features and Path(features).is_file():
-        with np.load(features, allow_pickle=False) as z:
-            X, T, y = z["image_embeddings"], z["text_embeddings"], z["labels"]
-            names = tuple(str(c) for c in z["class_names"])
-            enc_name = str(z["encoder_name"]) if "encoder_name" in z.files else "demo encoder"
-        if X.shape[0] == len(pool) and np.array_equal(y, pool.labels) and names == tuple(pool.class_names):
-            ds = dataclasses.replace(pool, embeddings=X.astype(np.float32), text_embeddings=T.astype(np.float32))
-            return ds, PrecomputedEncoder(), test_px, test_y, f"{enc_name} (features read from {features})"
-        print(f"note: {features} does not match the train split row for row; embedding with the demo encoder")
-    from selector.encoders import open_encoder
-    enc = open_encoder("demo", cache_dir=cache_dir)
-    return pool, enc, test_px, test_y, f"{enc.name} (embedded by the pipeline, cache {cache_dir})"
+    rows = evaluation_rows(len(test))[WEAK["images"]:]
+    X, T, y, names, desc = features(encoder)
+    if not (np.array_equal(y, pool.labels) and tuple(names) == tuple(pool.class_names)):
+        raise SystemExit(f"the {encoder} features do not match the Fashion-MNIST train split row for row")
+    ds = dataclasses.replace(pool, embeddings=X, text_embeddings=T)
+    return ds, PrecomputedEncoder(), test.pixels[rows], test.labels[rows], desc
 
 
 def pixel_inputs(pixels: np.ndarray, size: int):
@@ -309,7 +303,7 @@ def targets(all_rec: dict, ratios, ceiling) -> str:
     the open selection's share of wrong labels against random's, and CCS against ours."""
     top = np.mean(ceiling) * 100
     lines = []
-    for (mode, rate), rec in all_rec.items():
+    for (enc, mode, rate), rec in all_rec.items():
         acc = lambda m, r: np.mean(rec[(m, r)]["acc"]) * 100 if rec.get((m, r), {}).get("acc") else np.nan  # noqa: E731
         wrong = lambda m, r: np.mean(rec[(m, r)]["noise"]) * 100  # noqa: E731
         small = [r for r in SMALL if r in ratios]
@@ -318,7 +312,7 @@ def targets(all_rec: dict, ratios, ceiling) -> str:
         half = 0.5 if 0.5 in ratios else None
         close = half and round(acc("ours-corrected", half) - top, 2) >= -0.3
         lines.append(
-            f"- **{rate:.0%} {mode}**: ours-stratified minus oracle "
+            f"- **{enc}, {rate:.0%} {mode}**: ours-stratified minus oracle "
             + ", ".join(f"at {r:g}: {g:+.2f}" for r, g in gaps.items())
             + f" (target >= +{TARGET:g}: {'met' if met else 'not met'}); ours-corrected minus oracle "
             + ", ".join(f"at {r:g}: {acc('ours-corrected', r) - acc('oracle', r):+.2f}" for r in small)
@@ -350,7 +344,7 @@ def reading(all_rec: dict, ratios) -> str:
                          ) or "none"
 
     parts = []
-    for (mode, rate), rec in all_rec.items():
+    for (enc, mode, rate), rec in all_rec.items():
         full = (FULL, 1.0)
         above = [g for g in gaps(rec, [((m, r), full) for m in METHODS if m != "oracle" for r in ratios]) if g[2] > 0]
         clear = sorted({f"{m} at {r:g}" for (m, r), _, d, real in above if real})
@@ -364,7 +358,7 @@ def reading(all_rec: dict, ratios) -> str:
         ours_vs_oracle = gaps(rec, [((best[r], r), ("oracle", r)) for r in ratios])
         acc_full = np.mean(rec[full]["acc"]) * 100
         parts.append(
-            f"**{rate:.0%} {mode}** (full noisy set {acc_full:.2f}): "
+            f"**{enc}, {rate:.0%} {mode}** (full noisy set {acc_full:.2f}): "
             f"subsets that beat the full noisy set by more than the seed spread: {', '.join(clear) or 'none'}"
             + (f"; above it but within the spread: {', '.join(tie)}" if tie else "") + ". "
             f"Ours (the better of its two strategies per ratio) minus random, by ratio: {says(ours_vs_random, '')}; "
@@ -400,59 +394,28 @@ def machine_header(cmd: str, elapsed: float, threads: int, load: tuple) -> str:
 
 
 # ------------------------------------------------------------------------------------------- main
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="1 seed, confusable setting only")
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "selection_quality.md"))
-    ap.add_argument("--features", default=DEFAULT_FEATURES,
-                    help="demo-encoder features of the train split (.npz); missing -> embed with the demo encoder")
-    ap.add_argument("--cache-dir", default=None, help="default: $SELECTOR_CACHE_DIR or ~/.cache/selector")
-    ap.add_argument("--steps", type=int, default=1500, help="optimisation steps per classifier (same for every subset)")
-    ap.add_argument("--input", type=int, choices=(14, 28), default=14, help="pixel input: 14x14 pooled or 28x28")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads (default 1: on a busy shared 2-core machine 2 threads ran 13x slower)")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    t_start = time.perf_counter()
-    load_before = os.getloadavg()[0]
-
+def measure(encoder_name: str, settings, seeds, ratios, args, cache_dir, t_train, spent, notes, extra):
+    """({(encoder, mode, rate): rec}, feature source text) for one bench encoder; rec[(method, ratio)] =
+    {"acc": [...], "noise": [...], "notes": set()}. Appends to t_train, spent, notes and extra."""
     import torch
     from selector.pipeline import Config, load_or_run
-    from selector.files import default_cache_dir
-    torch.set_num_threads(args.threads)
 
-    cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
-    settings = QUICK_SETTINGS if args.quick else SETTINGS
-    seeds = list(range(1 if args.quick else args.seeds))
-    ratios = RATIOS
-
-    pool, encoder, test_px, test_y, feat_src = load_data(args.features, cache_dir)
+    pool, encoder, test_px, test_y, feat_src = load_data(encoder_name)
     Xtr, Xte = pixel_inputs(pool.pixels, args.input), pixel_inputs(test_px, args.input)
     yte = torch.from_numpy(test_y.astype(np.int64))
     n = len(pool)
-    print(f"pool {n} rows, test {len(test_y)} rows (test index % 2 == 1); features: {feat_src}", flush=True)
-
-    # Ceiling: the same classifier on the full set with the TRUE labels.
-    ceiling, t_train = [], []
-    y_true = torch.from_numpy(pool.labels.astype(np.int64))
-    for seed in seeds:
-        t = time.perf_counter()
-        ceiling.append(train_eval(Xtr, y_true, np.arange(n), Xte, yte, steps=args.steps, seed=seed))
-        t_train.append(time.perf_counter() - t)
-        print(f"ceiling seed {seed}: clean full set {ceiling[-1]:.4f} ({t_train[-1]:.1f} s)", flush=True)
-
-    all_rec, notes, extra = {}, [], []
-    spent = {"pipeline": 0.0, "cleanlab": 0.0}
+    print(f"{encoder_name}: pool {n} rows, test {len(test_y)} rows; features: {feat_src}", flush=True)
+    out = {}
     for mode, rate in settings:
         rec = {}
+        where = f"{encoder_name}, {rate:.0%} {mode}"
         for seed in seeds:
             t = time.perf_counter()
             cfg = Config(noise_mode=mode, noise_rate=rate, noise_seed=seed, seed=seed, map="none")
             result = load_or_run(pool, encoder, cfg, cache_dir=cache_dir)
             t_pipe = time.perf_counter() - t
-            pipe_note = f"pipeline.run {result.timings.get('adapt_s', 0) + result.timings.get('neighbors_s', 0) + result.timings.get('score_audit_s', 0):.0f} s" + (
-                " (loaded from cache)" if t_pipe < 15 else "")
+            run_s = sum(result.timings.get(k, 0) for k in ("adapt_s", "neighbors_s", "score_audit_s"))
+            pipe_note = f"pipeline.run {run_s:.0f} s" + (" (loaded from cache)" if t_pipe < 15 else "")
             truth = np.asarray(result.noise_truth, bool)
             y_noisy = result.dataset.labels
             flagged = result.table["flagged"].to_numpy()
@@ -460,7 +423,7 @@ def main(argv=None) -> int:
             issues, probs, t_cl, cl_cached = cleanlab_issues(result.X, y_noisy, seed, cache_dir)
             spent["pipeline"] += t_pipe
             spent["cleanlab"] += t_cl
-            extra.append(f"{rate:.0%} {mode}, seed {seed}: {pipe_note}; our audit flags "
+            extra.append(f"{where}, seed {seed}: {pipe_note}; our audit flags "
                          f"{flagged.sum()} rows (excluded with ood/duplicates: {excluded.sum()}), "
                          f"{(truth & flagged).sum()}/{truth.sum()} truly flipped; cleanlab "
                          f"{'(cached)' if cl_cached else f'{t_cl:.0f} s'}, "
@@ -476,21 +439,71 @@ def main(argv=None) -> int:
                 cell = rec.setdefault((m, r), {"acc": [], "noise": [], "notes": set()})
                 if note:
                     cell["notes"].add(note)
-                    notes.append(f"{rate:.0%} {mode}, seed {seed}, {m} at {r:g}: {note}")
+                    notes.append(f"{where}, seed {seed}, {m} at {r:g}: {note}")
                 train_labels = y_noisy if labels is None else labels
                 wrong = float((train_labels[mask] != pool.labels[mask]).mean())
                 cell["noise"].append(wrong)
                 if m in NOISE_ONLY:
-                    print(f"  {rate:.0%} {mode} seed {seed} {m:16s} {r:.1f}: wrong share {wrong:.3f}", flush=True)
+                    print(f"  {where} seed {seed} {m:16s} {r:.1f}: wrong share {wrong:.3f}", flush=True)
                     continue
                 t = time.perf_counter()
                 y_job = ytr if labels is None else torch.from_numpy(np.asarray(labels, np.int64))
                 acc = train_eval(Xtr, y_job, np.flatnonzero(mask), Xte, yte, steps=args.steps, seed=seed)
                 t_train.append(time.perf_counter() - t)
                 cell["acc"].append(acc)
-                print(f"  {rate:.0%} {mode} seed {seed} {m:16s} {r:.1f}: acc {acc:.4f}, wrong share "
+                print(f"  {where} seed {seed} {m:16s} {r:.1f}: acc {acc:.4f}, wrong share "
                       f"{wrong:.3f} ({t_train[-1]:.1f} s)", flush=True)
-        all_rec[(mode, rate)] = rec
+        out[(encoder_name, mode, rate)] = rec
+    return out, feat_src
+
+
+def main(argv=None) -> int:
+    from _bench_encoders import ENCODERS
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="the demo encoder, 1 seed, confusable setting only")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--encoder", nargs="+", choices=ENCODERS, default=list(ENCODERS),
+                    help="bench encoders whose features score the pool (default: all)")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "selection_quality.md"))
+    ap.add_argument("--cache-dir", default=None, help="default: $SELECTOR_CACHE_DIR or ~/.cache/selector")
+    ap.add_argument("--steps", type=int, default=1500, help="optimisation steps per classifier (same for every subset)")
+    ap.add_argument("--input", type=int, choices=(14, 28), default=14, help="pixel input: 14x14 pooled or 28x28")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (default 1: on a busy shared 2-core machine 2 threads ran 13x slower)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    t_start = time.perf_counter()
+    load_before = os.getloadavg()[0]
+
+    import torch
+    from selector.files import default_cache_dir
+    torch.set_num_threads(args.threads)
+
+    cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    settings = QUICK_SETTINGS if args.quick else SETTINGS
+    seeds = list(range(1 if args.quick else args.seeds))
+    encoders = ["demo"] if args.quick else list(dict.fromkeys(args.encoder))
+    ratios = RATIOS
+
+    # Ceiling: the same classifier on the full set with the TRUE labels (no encoder involved).
+    pool, _, test_px, test_y, _ = load_data(encoders[0])
+    Xtr, Xte = pixel_inputs(pool.pixels, args.input), pixel_inputs(test_px, args.input)
+    yte = torch.from_numpy(test_y.astype(np.int64))
+    n = len(pool)
+    ceiling, t_train = [], []
+    y_true = torch.from_numpy(pool.labels.astype(np.int64))
+    for seed in seeds:
+        t = time.perf_counter()
+        ceiling.append(train_eval(Xtr, y_true, np.arange(n), Xte, yte, steps=args.steps, seed=seed))
+        t_train.append(time.perf_counter() - t)
+        print(f"ceiling seed {seed}: clean full set {ceiling[-1]:.4f} ({t_train[-1]:.1f} s)", flush=True)
+    del pool, Xtr, Xte
+
+    all_rec, notes, extra, sources = {}, [], [], {}
+    spent = {"pipeline": 0.0, "cleanlab": 0.0}
+    for name in encoders:
+        rec, sources[name] = measure(name, settings, seeds, ratios, args, cache_dir, t_train, spent, notes, extra)
+        all_rec.update(rec)
 
     elapsed = time.perf_counter() - t_start
     load = (load_before, os.getloadavg()[0])
@@ -501,12 +514,15 @@ def main(argv=None) -> int:
         machine_header(cmd, elapsed, args.threads, load),
         "",
         f"Pool: Fashion-MNIST train ({n:,} rows) with injected label noise; scores from `pipeline.run` "
-        f"(map=\"none\") on {feat_src}. Test: the {len(test_y):,} clean Fashion-MNIST test rows with index % 2 == 1 "
-        "(the even rows trained the demo encoder). Classifier: a fresh pixel-space MLP "
+        "(map=\"none\") on the features of each encoder: "
+        + "; ".join(f"**{name}**: {src}" for name, src in sources.items())
+        + f". Test: {len(test_y):,} clean Fashion-MNIST test rows (index % 2 == 1, which the demo encoder never "
+        "saw, less the weak encoder's training images). Classifier: a fresh pixel-space MLP "
         f"({args.input}x{args.input} pixels -> 256 -> 10, Adam one-cycle 2e-3, batch 256), {args.steps} steps for "
         "every subset (equal compute; a 0.3 subset sees each sample ~3x as often as the full set), trained on the "
         "subset's GIVEN (noisy) labels (ours-corrected: its corrected_label column). "
-        f"Seeds {seeds} (seed = noise draw, pipeline seed, subset draw, classifier init). "
+        f"Seeds {seeds} (seed = noise draw, pipeline seed, subset draw, classifier init; the selection's settings "
+        "were chosen on seeds 10-13). "
         f"Ceiling (same classifier, full set, true labels): {fmt_acc(ceiling)}. "
         f"Time: {len(t_train)} classifier trainings {sum(t_train) / 60:.1f} min (median {np.median(t_train):.1f} s), "
         f"pipeline {spent['pipeline'] / 60:.1f} min, cleanlab {spent['cleanlab'] / 60:.1f} min in this run (results "
@@ -514,12 +530,13 @@ def main(argv=None) -> int:
         "the classifiers; the per-run lines below give the uncached pipeline times).",
         "",
         f"Ours: `selector.apply(result, Selection(ratio, weights={WEIGHTS}, strategy=...))`: class balance on, "
-        "flagged / OOD / near-duplicate rows excluded (the defaults; stratified drops the noisiest 10% of the "
-        "candidates at ratio 0.1, 5% at 0.2, none from 0.3 on: `selection.hard_cut`). ours-corrected: the same "
+        "flagged / OOD / near-duplicate rows excluded (the defaults; stratified drops the noisiest candidates "
+        "at small ratios: `selection.hard_cut`). ours-corrected: the same "
         "with correct_flagged=True (flagged rows with noise_score and suggested_prob >= 0.95 kept with the "
         "suggested label). ours-open: ours-stratified with exclude_flagged=False (share of wrong labels only). "
         "ccs: coverage-centric coreset selection (bench/_ccs.py) on EL2N from the cleanlab baseline's "
-        "cross-validated probabilities, the hardest beta = cleanlab's issue share pruned.\n\npaper-topk: top-k of A/mean(A) + 0.1·D/mean(D) on the pipeline's alignment_norm / "
+        "cross-validated probabilities, the hardest beta = cleanlab's issue share pruned.\n\n"
+        "paper-topk: top-k of A/mean(A) + 0.1·D/mean(D) on the pipeline's alignment_norm / "
         "diversity_norm (the end point of the paper's STE loop; note the pipeline's adapters are the project's "
         "robust ones, so this row isolates the paper's selection rule), no exclusion, no balance. "
         "cleanlab+random: `cleanlab.filter.find_label_issues` on 5-fold CV LogisticRegression probabilities "
@@ -527,8 +544,8 @@ def main(argv=None) -> int:
         "clean rows.",
         "",
     ]
-    for (mode, rate), rec in all_rec.items():
-        parts += [f"### {rate:.0%} {mode} label noise", "", setting_tables(rec, ratios), ""]
+    for (enc, mode, rate), rec in all_rec.items():
+        parts += [f"### {enc} encoder, {rate:.0%} {mode} label noise", "", setting_tables(rec, ratios), ""]
     parts += ["### The targets", "", targets(all_rec, ratios, ceiling), ""]
     parts += ["### Reading", "", reading(all_rec, ratios), ""]
     parts += ["Per-run details:", ""] + [f"- {e}" for e in extra] + [""]
@@ -539,12 +556,13 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     from _machine import write_results
-    figures = {f"{rate:g} {mode}": {f"{m} @ {r:g}": {"acc": cell["acc"], "wrong_share": cell["noise"]}
-                                    for (m, r), cell in rec.items()} for (mode, rate), rec in all_rec.items()}
+    figures = {f"{enc} {rate:g} {mode}": {f"{m} @ {r:g}": {"acc": cell["acc"], "wrong_share": cell["noise"]}
+                                          for (m, r), cell in rec.items()}
+               for (enc, mode, rate), rec in all_rec.items()}
     date = f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M}"
     write_results(out, text, name="selection_quality", date=date,
                   machine=machine_text(args.threads), command=cmd, load=load, seeds=seeds, steps=args.steps,
-                  ceiling_acc=ceiling, results=figures)
+                  encoders=encoders, ceiling_acc=ceiling, results=figures)
     print(f"wrote {out} and {out.with_suffix('.json')} in {elapsed / 60:.1f} min")
     return 0
 

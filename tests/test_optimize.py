@@ -166,7 +166,11 @@ def test_stratified_spreads_over_the_score_range():
     assert np.median(score[strat]) < np.median(score[top])
     # proportional class budgets without class_balance
     np.testing.assert_allclose(np.bincount(labels[strat]), np.bincount(labels) * 0.1, atol=1)
-    # inside each (class, stratum) cell the chosen are the best of the cell
+    # inside each (class, stratum) cell the chosen are drawn at random, in the fixed draw order, not the
+    # cell's best
+    from selector.optimize import _draw_order
+    key = _draw_order(n)
+    best_of_cell = 0
     for c in range(4):
         rows = np.flatnonzero(labels == c)
         s = score[rows].astype(np.float64)
@@ -177,11 +181,13 @@ def test_stratified_spreads_over_the_score_range():
             in_cell = cell == j
             chosen = strat[rows][in_cell]
             if chosen.any() and (~chosen).any():
-                assert s[in_cell][chosen].min() >= s[in_cell][~chosen].max()
+                assert key[rows][in_cell][chosen].max() < key[rows][in_cell][~chosen].min()
+                best_of_cell += s[in_cell][chosen].min() >= s[in_cell][~chosen].max()
             taken.append((int(chosen.sum()), int(in_cell.sum())))
         # even spread: a cell below the common level is exhausted
         level = max(t for t, _ in taken)
         assert all(t >= level - 1 or t == size for t, size in taken)
+    assert best_of_cell < 5
 
 
 def test_select_is_deterministic_and_fast_path_is_a_noop_on_ratio_one():
