@@ -7,7 +7,7 @@ from selector.optimize import OBJECTIVES, STRATEGIES
 from selector.selection import CONFIDENT, relabelled, selection_warnings
 from selector.ui import backend, state, widgets
 from selector.ui.subsets import COVERAGE_POOL, PROBE_MAX_TRAIN
-from selector.ui.views import class_breakdown
+from selector.ui.views import BAR_CLASSES, class_breakdown, kept_share_histogram
 
 run = state.require_run()
 table = run.table
@@ -74,8 +74,14 @@ st.subheader("Kept and dropped per class")
 codes = run.result.dataset.labels
 breakdown = class_breakdown(codes, mask, run.result.class_names, codes_after=codes_after)
 chart_col, table_col = st.columns([1, 1])
-chart_col.bar_chart(breakdown.set_index("class")[["kept", "dropped"]], stack=True, color=["#2b6cb0", "#b0b8c4"],
-                    sort=False)            # class order, as in the table beside it
+if len(breakdown) <= BAR_CLASSES:
+    chart_col.bar_chart(breakdown.set_index("class")[["kept", "dropped"]], stack=True,
+                        color=["#2b6cb0", "#b0b8c4"], sort=False)            # class order, as in the table beside it
+else:
+    chart_col.bar_chart(kept_share_histogram(breakdown), color="#2b6cb0", sort=False, x_label="share of the class kept",
+                        y_label="classes")
+    chart_col.caption(f"{len(breakdown):,} classes: each bar counts the classes that keep that share of their "
+                      "samples. The table beside it lists every class; sort it by kept_pct to find the thinned ones.")
 table_col.dataframe(breakdown, hide_index=True, key="sel_breakdown")
 
 st.subheader("Compared with a random subset of the same size")

@@ -182,13 +182,14 @@ def confidently_mislabelled(table) -> np.ndarray:
 @dataclass(frozen=True)
 class _Labels:
     """Each row's label after decisions and corrections, and which rows still count as suspects."""
-    codes: np.ndarray         # (n,) int64 class code of the label each row now carries (for class balance)
+    codes: np.ndarray | None  # (n,) int64 class code of the label each row now carries (for class balance);
+                              # None unless asked for (coding 1M label strings takes ~50 ms)
     relabel: np.ndarray       # (n,) bool: carries its suggested label (accepted or corrected) instead of the given one
     corrected: np.ndarray     # (n,) bool: relabelled by correct_flagged (no reviewer decision)
     suspect: np.ndarray       # (n,) bool: flagged or OOD, not reviewed, not corrected
 
 
-def _labels(table: pd.DataFrame, selection: Selection) -> _Labels:
+def _labels(table: pd.DataFrame, selection: Selection, *, codes: bool = False) -> _Labels:
     n = len(table)
     if selection.decisions:
         decided = _decided(table, selection).to_numpy()
@@ -197,19 +198,25 @@ def _labels(table: pd.DataFrame, selection: Selection) -> _Labels:
         undecided, accepted = np.ones(n, bool), np.zeros(n, bool)
     corrected = (confidently_mislabelled(table) & undecided if selection.correct_flagged else np.zeros(n, bool))
     relabel = accepted | corrected
-    codes, names = pd.factorize(table["label"])
-    if relabel.any():           # only the relabelled rows' suggestions are looked up (strings are slow)
-        rows = np.flatnonzero(relabel)
+    rows = np.flatnonzero(relabel)
+    if len(rows):               # only the relabelled rows' labels are compared (strings are slow)
         suggested = pd.Index(table["suggested_label"].iloc[rows])
-        new = names.get_indexer(suggested)
-        if (new < 0).any():     # a suggested class that no row carries as its given label
-            names = names.append(pd.Index(suggested[new < 0].unique()))
+        relabel[rows] = table["label"].iloc[rows].to_numpy() != suggested.to_numpy()
+    label_codes = None
+    if codes:
+        label_codes, names = pd.factorize(table["label"])
+        moved = np.flatnonzero(relabel)
+        if len(moved):
+            suggested = pd.Index(table["suggested_label"].iloc[moved])
             new = names.get_indexer(suggested)
-        given, codes = codes[rows], codes.copy()
-        codes[rows] = new
-        relabel[rows] = codes[rows] != given
+            if (new < 0).any():     # a suggested class that no row carries as its given label
+                names = names.append(pd.Index(suggested[new < 0].unique()))
+                new = names.get_indexer(suggested)
+            label_codes = label_codes.copy()
+            label_codes[moved] = new
+        label_codes = label_codes.astype(np.int64)
     suspect = (table["flagged"].to_numpy() | table["ood"].to_numpy()) & undecided & ~corrected
-    return _Labels(codes.astype(np.int64), relabel, corrected & relabel, suspect)
+    return _Labels(label_codes, relabel, corrected & relabel, suspect)
 
 
 def corrected_labels(result_or_table, selection: Selection) -> pd.Series:
@@ -275,7 +282,7 @@ def selection_mask(result_or_table, selection: Selection = Selection()) -> np.nd
     table = _table(result_or_table)
     n = len(table)
     k = subset_size(n, selection.ratio)
-    rows = _labels(table, selection)
+    rows = _labels(table, selection, codes=True)
     score, noise = _scores_after(table, rows, selection.weights_dict)
     ood = table["ood"].to_numpy()
     exclude = np.zeros(n, dtype=bool)

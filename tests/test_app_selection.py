@@ -127,3 +127,13 @@ def test_a_run_prefetches_the_comparison_spaces_and_each_derived_value_is_comput
     for t in waiters:
         t.join(10)
     assert calls == [1] and run.derived("slow", slow) == "slow"
+
+
+def test_with_many_classes_the_chart_counts_classes_by_the_share_they_keep(env, tmp_path):
+    from selector.ui.views import BAR_CLASSES
+    npz = make_embeddings(tmp_path / "many.npz", n_per_class=6, n_classes=BAR_CLASSES + 5, seed=45)
+    at = goto(started(npz), PAGE)
+    at.slider(key="sel_ratio").set_value(0.5).run()
+    assert not at.exception
+    assert len(frame(at, "kept")) == BAR_CLASSES + 5                  # the table still lists every class
+    assert any("classes: each bar counts the classes" in c.value for c in at.caption)

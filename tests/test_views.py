@@ -311,3 +311,16 @@ def test_similarity_percentile_places_a_pair_among_the_nearest_pairs():
     assert similarity_percentile(ref, np.array([0.96, 0.98, 0.9999, 1.5])).tolist() == [0, 49, 99, 100]
     assert similarity_percentile(ref, np.array([0.5])).tolist() == [0]
     assert similarity_percentile(np.array([]), np.array([0.9, 0.1])).tolist() == [0, 0]
+
+
+def test_kept_share_histogram_counts_classes_by_the_share_they_keep():
+    from selector.ui.views import kept_share_histogram
+    breakdown = pd.DataFrame({"class": ["a", "b", "c", "d", "e"], "before": [10, 10, 10, 4, 0],
+                              "kept": [0, 5, 10, 1, 0]})
+    breakdown["kept_pct"] = 100.0 * breakdown["kept"] / breakdown["before"].clip(lower=1)
+    hist = kept_share_histogram(breakdown, bins=4)
+    assert hist.index.tolist() == ["0-25%", "25-50%", "50-75%", "75-100%"]
+    # a bin holds its lower edge (25% -> "25-50%"), the last one 100%; the empty class is left out
+    assert hist["classes"].tolist() == [1, 1, 1, 1]
+    breakdown.loc[3, "kept"], breakdown.loc[3, "kept_pct"] = 0, 0.0
+    assert kept_share_histogram(breakdown, bins=4)["classes"].tolist() == [2, 0, 1, 1]

@@ -206,6 +206,21 @@ def class_breakdown(codes_before: np.ndarray, mask: np.ndarray, class_names, cod
     return out
 
 
+BAR_CLASSES = 40
+"""Up to this many classes the Selection page draws one bar per class; past it (ImageNet's 1,000 bars are
+unreadable and slow to draw) a histogram of the share each class keeps (`kept_share_histogram`)."""
+
+
+def kept_share_histogram(breakdown: pd.DataFrame, bins: int = 20) -> pd.DataFrame:
+    """How many classes keep what share of their samples: one row per equal-width bin of kept_pct (0-100 %),
+    index the bin's label ("45-50%"), column "classes"; empty classes (before == 0) are left out."""
+    pct = breakdown.loc[breakdown["before"] > 0, "kept_pct"].to_numpy(dtype=np.float64)
+    edges = np.linspace(0.0, 100.0, bins + 1)
+    counts = np.bincount(np.clip(np.searchsorted(edges, pct, side="right") - 1, 0, bins - 1), minlength=bins)
+    labels = [f"{lo:g}-{hi:g}%" for lo, hi in zip(edges[:-1], edges[1:])]
+    return pd.DataFrame({"classes": counts}, index=pd.Index(labels, name="kept"))
+
+
 # --------------------------------------------------------------------------------------- audit check
 def audit_quality(table: pd.DataFrame, mask: np.ndarray | None = None) -> dict | None:
     """Flags vs injected truth (precision, recall, F1, AUROC, ...) and flips left in the subset; None if no
