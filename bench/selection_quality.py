@@ -1,13 +1,13 @@
 """Selection quality: does a smaller selected subset train as well as the full noisy set?
 
 Pool: Fashion-MNIST train (60,000) with injected label noise (20% uniform flips; 30% flips between
-confusable class pairs, the pairs taken from the encoder's zero-shot confusion). Scores come from the real
-pipeline (`selector.pipeline.run`, map="none") on the features of each bench encoder (`_bench_encoders`: the
-demo encoder, the image-only offline encoder and the deliberately weak one), once per encoder, noise setting
-and seed. Each subset trains a fresh PIXEL-space classifier (an MLP, not the encoder) on its GIVEN (noisy)
-labels; accuracy is measured on the clean Fashion-MNIST test rows with index % 2 == 1 (the even rows trained
-the demo encoder) less the first images of that half, which trained the weak encoder: 4,700 rows no encoder
-has seen.
+confusable class pairs, the pairs taken from the encoder's zero-shot confusion, or from its nearest class
+mean for the image-only encoder). Scores come from the real pipeline (`selector.pipeline.run`, map="none")
+on the features of each bench encoder (`_bench_encoders`: the demo encoder, the image-only offline encoder
+and the deliberately weak one), once per encoder, noise setting and seed. Each subset trains a fresh
+PIXEL-space classifier (an MLP, not the encoder) on its GIVEN (noisy) labels; accuracy is measured on the
+clean Fashion-MNIST test rows with index % 2 == 1 (the even rows trained the demo encoder) less the first
+images of that half, which trained the weak encoder: 4,700 rows no encoder has seen.
 
 Methods at ratios 0.1 / 0.2 / 0.3 / 0.5 / 0.7 (k = round(ratio * 60,000) for every method):
   ours-stratified  selector.apply(result, Selection(ratio, weights)): the default selection (stratified,
@@ -36,8 +36,9 @@ come from the data alone. Init and batch order depend only on the seed (common r
 
     .venv/bin/python bench/selection_quality.py [--quick] [--seeds 3] [--encoder demo offline weak]
 
---quick: the demo encoder, 1 seed, the confusable setting only (about 5 minutes on an idle 2-core machine).
-The selection's own settings (`selection.HARD_CUT`) were chosen on seeds 10-13, never on the reported ones.
+--quick: the demo encoder, 1 seed, the confusable setting only (about 3 minutes on an idle 2-core machine).
+The stratified strategy's draw inside a stratum was chosen on seeds 10-13 (its hard cut, `selection.HARD_CUT`,
+earlier, on seed 0, one of the reported seeds).
 cleanlab (AGPL) is imported only here, as a baseline; selector/ never imports it.
 """
 from __future__ import annotations
@@ -521,8 +522,8 @@ def main(argv=None) -> int:
         f"({args.input}x{args.input} pixels -> 256 -> 10, Adam one-cycle 2e-3, batch 256), {args.steps} steps for "
         "every subset (equal compute; a 0.3 subset sees each sample ~3x as often as the full set), trained on the "
         "subset's GIVEN (noisy) labels (ours-corrected: its corrected_label column). "
-        f"Seeds {seeds} (seed = noise draw, pipeline seed, subset draw, classifier init; the selection's settings "
-        "were chosen on seeds 10-13). "
+        f"Seeds {seeds} (seed = noise draw, pipeline seed, subset draw, classifier init; the stratified draw was "
+        "chosen on seeds 10-13, the small-ratio hard cut earlier on seed 0). "
         f"Ceiling (same classifier, full set, true labels): {fmt_acc(ceiling)}. "
         f"Time: {len(t_train)} classifier trainings {sum(t_train) / 60:.1f} min (median {np.median(t_train):.1f} s), "
         f"pipeline {spent['pipeline'] / 60:.1f} min, cleanlab {spent['cleanlab'] / 60:.1f} min in this run (results "
