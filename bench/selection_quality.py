@@ -73,23 +73,30 @@ _MEAN, _STD = 0.2860, 0.3530   # Fashion-MNIST pixel statistics (0..1 scale)
 
 
 # ------------------------------------------------------------------------------------------ data
-def load_data(encoder: str):
-    """-> (pool Dataset with pixels and the encoder's features, PrecomputedEncoder, test pixels, test labels,
-    feature source text). Test rows: half B of the test split less the weak encoder's training images."""
-    from _bench_encoders import WEAK, features
+def load_pool():
+    """-> (Fashion-MNIST train Dataset with pixels, test pixels, test labels). Test rows: half B of the test
+    split less the weak encoder's training images."""
+    from _bench_encoders import WEAK
 
     from selector.encoders.demo import evaluation_rows
-    from selector.encoders.precomputed import PrecomputedEncoder
     from selector.sources import load_fashion_mnist
 
     pool = load_fashion_mnist(split="train")
     test = load_fashion_mnist(split="test")
     rows = evaluation_rows(len(test))[WEAK["images"]:]
+    return pool, test.pixels[rows], test.labels[rows]
+
+
+def with_features(pool, encoder: str):
+    """-> (pool with bench encoder `encoder`'s features, PrecomputedEncoder, feature source text)."""
+    from _bench_encoders import features
+
+    from selector.encoders.precomputed import PrecomputedEncoder
+
     X, T, y, names, desc = features(encoder)
     if not (np.array_equal(y, pool.labels) and tuple(names) == tuple(pool.class_names)):
         raise SystemExit(f"the {encoder} features do not match the Fashion-MNIST train split row for row")
-    ds = dataclasses.replace(pool, embeddings=X, text_embeddings=T)
-    return ds, PrecomputedEncoder(), test.pixels[rows], test.labels[rows], desc
+    return dataclasses.replace(pool, embeddings=X, text_embeddings=T), PrecomputedEncoder(), desc
 
 
 def pixel_inputs(pixels: np.ndarray, size: int):
@@ -395,17 +402,17 @@ def machine_header(cmd: str, elapsed: float, threads: int, load: tuple) -> str:
 
 
 # ------------------------------------------------------------------------------------------- main
-def measure(encoder_name: str, settings, seeds, ratios, args, cache_dir, t_train, spent, notes, extra):
-    """({(encoder, mode, rate): rec}, feature source text) for one bench encoder; rec[(method, ratio)] =
+def measure(encoder_name: str, data, settings, seeds, ratios, args, cache_dir, t_train, spent, notes, extra):
+    """({(encoder, mode, rate): rec}, feature source text) for one bench encoder. data = (pool, its pixel
+    inputs, the test pixel inputs, the test labels), shared by every encoder; rec[(method, ratio)] =
     {"acc": [...], "noise": [...], "notes": set()}. Appends to t_train, spent, notes and extra."""
     import torch
     from selector.pipeline import Config, load_or_run
 
-    pool, encoder, test_px, test_y, feat_src = load_data(encoder_name)
-    Xtr, Xte = pixel_inputs(pool.pixels, args.input), pixel_inputs(test_px, args.input)
-    yte = torch.from_numpy(test_y.astype(np.int64))
+    pool, encoder, feat_src = with_features(data[0], encoder_name)
+    Xtr, Xte, yte = data[1:]
     n = len(pool)
-    print(f"{encoder_name}: pool {n} rows, test {len(test_y)} rows; features: {feat_src}", flush=True)
+    print(f"{encoder_name}: pool {n} rows, test {len(yte)} rows; features: {feat_src}", flush=True)
     out = {}
     for mode, rate in settings:
         rec = {}
@@ -487,7 +494,7 @@ def main(argv=None) -> int:
     ratios = RATIOS
 
     # Ceiling: the same classifier on the full set with the TRUE labels (no encoder involved).
-    pool, _, test_px, test_y, _ = load_data(encoders[0])
+    pool, test_px, test_y = load_pool()
     Xtr, Xte = pixel_inputs(pool.pixels, args.input), pixel_inputs(test_px, args.input)
     yte = torch.from_numpy(test_y.astype(np.int64))
     n = len(pool)
@@ -498,12 +505,12 @@ def main(argv=None) -> int:
         ceiling.append(train_eval(Xtr, y_true, np.arange(n), Xte, yte, steps=args.steps, seed=seed))
         t_train.append(time.perf_counter() - t)
         print(f"ceiling seed {seed}: clean full set {ceiling[-1]:.4f} ({t_train[-1]:.1f} s)", flush=True)
-    del pool, Xtr, Xte
 
     all_rec, notes, extra, sources = {}, [], [], {}
     spent = {"pipeline": 0.0, "cleanlab": 0.0}
     for name in encoders:
-        rec, sources[name] = measure(name, settings, seeds, ratios, args, cache_dir, t_train, spent, notes, extra)
+        rec, sources[name] = measure(name, (pool, Xtr, Xte, yte), settings, seeds, ratios, args, cache_dir,
+                                     t_train, spent, notes, extra)
         all_rec.update(rec)
 
     elapsed = time.perf_counter() - t_start

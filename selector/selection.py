@@ -199,22 +199,22 @@ def _labels(table: pd.DataFrame, selection: Selection, *, codes: bool = False) -
     corrected = (confidently_mislabelled(table) & undecided if selection.correct_flagged else np.zeros(n, bool))
     relabel = accepted | corrected
     rows = np.flatnonzero(relabel)
+    suggested = None
     if len(rows):               # only the relabelled rows' labels are compared (strings are slow)
         suggested = pd.Index(table["suggested_label"].iloc[rows])
-        relabel[rows] = table["label"].iloc[rows].to_numpy() != suggested.to_numpy()
+        changed = table["label"].iloc[rows].to_numpy() != suggested.to_numpy()
+        relabel[rows] = changed
+        rows, suggested = rows[changed], suggested[changed]
     label_codes = None
     if codes:
         label_codes, names = pd.factorize(table["label"])
-        moved = np.flatnonzero(relabel)
-        if len(moved):
-            suggested = pd.Index(table["suggested_label"].iloc[moved])
+        if len(rows):
             new = names.get_indexer(suggested)
             if (new < 0).any():     # a suggested class that no row carries as its given label
                 names = names.append(pd.Index(suggested[new < 0].unique()))
                 new = names.get_indexer(suggested)
-            label_codes = label_codes.copy()
-            label_codes[moved] = new
-        label_codes = label_codes.astype(np.int64)
+            label_codes[rows] = new
+        label_codes = label_codes.astype(np.int64, copy=False)
     suspect = (table["flagged"].to_numpy() | table["ood"].to_numpy()) & undecided & ~corrected
     return _Labels(label_codes, relabel, corrected & relabel, suspect)
 
