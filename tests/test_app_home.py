@@ -33,8 +33,9 @@ def test_run_shows_summary_encoder_and_audit_check(env):
     assert float(metrics["AUROC"]) > 0.9                     # the planted flips are found
     assert "Injected flips in subset" in metrics
     assert any("Scores produced by" in i.value and "precomputed" in i.value.lower() for i in at.info)
-    assert any(c.value.startswith("Label audit by zero-shot class prompts, a cross-fitted classifier and neighbour "
-                                  "votes") for c in at.caption)
+    (said,) = [c.value for c in at.caption if c.value.startswith("Label audit by")]
+    assert said.startswith("Label audit by zero-shot class prompts, a cross-fitted classifier and neighbour votes")
+    assert "Noise model: " in said and "% of the label errors are modelled as hesitant" in said
     summary = frame(at, "estimated_noise_rate")
     assert isinstance(summary, pd.DataFrame) and summary["n"].sum() == 240 and len(summary) == 4
     assert at.session_state["run_key"]

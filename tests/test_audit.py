@@ -142,3 +142,19 @@ def test_many_classes_keep_a_few_candidates_per_row(zero_shot):
     m = audit_metrics(a.noise_score, a.flagged, truth)
     assert m["auroc"] > 0.98 and m["f1"] > 0.85, m
     assert (a.suggested_label[truth] == y[truth]).mean() > 0.9
+
+
+def test_noise_model_tells_hesitant_flips_from_class_to_class_ones():
+    """The fitted hesitant share follows the kind of noise: near 0 for uniform flips, high for flips to the
+    class the image resembles most after its own (instance-dependent, as annotators err). Under uniform flips
+    the refined noise model counts the errors closely."""
+    from selector.noise import hesitation
+    X, T, y = clusters(n=4000, seed=8)
+    uniform, truth = inject_noise(y, rate=0.2, mode="uniform", n_classes=C, seed=8)
+    a = audit_labels(X, T, uniform, seed=0)
+    assert a.hesitant_share < 0.2, a.hesitant_share
+    assert abs(int(a.flagged.sum()) - int(truth.sum())) < 0.05 * truth.sum(), (a.flagged.sum(), truth.sum())
+    hesitant, truth = inject_noise(y, rate=0.2, mode="instance", n_classes=C, hesitation=hesitation(X, T, y), seed=8)
+    b = audit_labels(X, T, hesitant, seed=0)
+    assert b.hesitant_share > 0.5, b.hesitant_share
+    assert audit_metrics(b.noise_score, b.flagged, truth)["auroc"] > 0.85    # 0.899 measured; hard by design

@@ -151,6 +151,9 @@ def audit_description(manifest: dict) -> str:
     names = [EXPERT_NAMES.get(m, m) for m in weights]
     listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
     text = f"Label audit by {listed} (pool weights {' / '.join(f'{w:.2f}' for w in weights.values())})."
+    if "hesitant_share" in audit:
+        text += (f" Noise model: {audit['hesitant_share']:.0%} of the label errors are modelled as hesitant (the "
+                 "given label is a class the image resembles), the rest as class-to-class swaps.")
     if "zero_shot" not in weights:
         text += (" These embeddings have no text tower, so no zero-shot expert ran; alignment and 'matches no "
                  "class' use each class's mean image embedding instead of a class prompt.")
