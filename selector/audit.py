@@ -133,7 +133,13 @@ def _transition(cands: Candidates, a, y, C, thr=None) -> np.ndarray:
         np.add.at(cj, (y[b][has], true[has]), 1.0)
     row = cj.sum(1, keepdims=True)
     Q = np.where(row > 0, cj / np.maximum(row, 1e-12), np.eye(C)) * counts[:, None]   # rows given, cols true
-    Tm = Q.T + 1e-3 * np.eye(C)
+    return _row_stochastic(Q.T)
+
+
+def _row_stochastic(joint) -> np.ndarray:
+    """T[true, given] from a (C, C) joint count of true and given classes: a little mass on the diagonal (so a
+    class with no rows keeps its own label), then each row normalised."""
+    Tm = joint + 1e-3 * np.eye(len(joint))
     return Tm / Tm.sum(1, keepdims=True)
 
 
@@ -146,11 +152,12 @@ def _kernel(P, ids, y, transition, h):
     A mixture: with share 1 - h the class-to-class rate transition[c, y]; with share h a flip of c's rate
     1 - transition[c, c] that lands on y in proportion to the image's resemblance, P(y|x) / (1 - P(c|x))."""
     is_given = ids == y[:, None]
-    K = transition[ids, y[:, None]]
+    K = transition[ids, y[:, None]]               # at the given label this is already transition[y, y]
     if h > 0:
         given = (P * is_given).sum(1, keepdims=True)
         K = (1 - h) * K + h * (1 - transition[ids, ids]) * given / np.maximum(1 - P, 1e-6)
-    return np.where(is_given, transition[y, y][:, None], K), is_given
+        K = np.where(is_given, transition[y, y][:, None], K)
+    return K, is_given
 
 
 def _hesitant_share(cands: Candidates, a, y, transition, rows) -> float:
@@ -177,8 +184,7 @@ def _em_transition(cands: Candidates, a, y, C, transition, h) -> np.ndarray:
         q /= np.maximum(q.sum(1, keepdims=True), 1e-30)
         joint += np.bincount((ids.astype(np.int64) * C + y[b][:, None]).ravel(), weights=q.ravel(),
                              minlength=C * C)
-    Tm = joint.reshape(C, C) + 1e-3 * np.eye(C)
-    return Tm / Tm.sum(1, keepdims=True)
+    return _row_stochastic(joint.reshape(C, C))
 
 
 # ------------------------------------------------------------------------------------------ audit
