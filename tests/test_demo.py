@@ -131,6 +131,22 @@ def test_training_uses_only_even_test_rows(cache):
     assert info["train_rows_sha1"] == hashlib.sha1(rows.astype("<i8").tobytes()).hexdigest()
 
 
+def test_prepared_cpu_tower_gives_the_eager_networks_embeddings(enc, sample):
+    """The image tower runs with batch norms folded and oneDNN convolutions: the same embeddings as the eager
+    network, for the in-memory fast path and for preprocessed batches, at any batch size."""
+    import torch
+    from selector.encoders.inference import cpu_tower
+    from selector.encoders.demo import _to_input
+    with torch.inference_mode():
+        eager = enc.net.embed_images(_to_input(sample.pixels[:64])).numpy()
+    np.testing.assert_allclose(enc.encode_images(sample, np.arange(64), batch_size=7), eager, atol=2e-5)
+    np.testing.assert_allclose(enc.embed_batch(_to_input(sample.pixels[:5])), eager[:5], atol=2e-5)
+    if torch.backends.mkldnn.is_available():
+        assert enc.image_tower is enc.image_tower and cpu_tower(enc.net.image, (1, 28, 28)) is not enc.net.image
+    no_convs = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2)).eval()
+    assert cpu_tower(no_convs, (1, 2, 2)) is no_convs                 # nothing to prepare: the module itself
+
+
 def test_images_from_files_rgb_any_size(enc, tmp_path):
     rng = np.random.default_rng(0)
     for c in ("Bag", "Trouser"):

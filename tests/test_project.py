@@ -1,4 +1,6 @@
 """selector.project: UMAP on our kNN graph (no second neighbour search), PCA."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -58,6 +60,27 @@ def test_umap_handles_padding_and_graph_with_self(no_umap_search):
     assert (np.diff(Dg, axis=1) >= 0).all()
 
 
+def test_umap_pca_start_is_seeded_keeps_blobs_apart_and_survives_ties(no_umap_search, monkeypatch):
+    """init='pca' hands umap-learn the principal components of X as its start (no eigensolve of the graph)."""
+    import umap.umap_ as umap_module
+    X, y = blobs(n=600, c=4, seed=5)
+    X[1] = X[0]                                                         # exact duplicates tie in the start
+    S, I = knn(X, 10, metric="cosine", exclude_self=True)
+    D = 1.0 - S
+    monkeypatch.setattr(umap_module, "spectral_layout", lambda *a, **k: pytest.fail("spectral start computed"))
+    emb = umap_from_knn(I, D, seed=0, n_epochs=100, X=X, init="pca")
+    assert emb.shape == (600, 2) and np.isfinite(emb).all()
+    np.testing.assert_array_equal(emb, umap_from_knn(I, D, seed=0, n_epochs=100, X=X, init="pca"))
+    _, nn2d = knn(emb, 1, metric="l2", exclude_self=True)
+    assert (y[nn2d[:, 0]] == y).mean() > 0.9
+    flat = np.zeros_like(X)                                             # no spread at all: still finite
+    assert np.isfinite(umap_from_knn(I, D, seed=0, n_epochs=20, X=flat, init="pca")).all()
+    with pytest.raises(InputError, match="pass X"):
+        umap_from_knn(I, D, init="pca")
+    with pytest.raises(InputError, match="init must be"):
+        umap_from_knn(I, D, X=X, init="random")
+
+
 def test_umap_input_errors():
     X, _ = blobs(n=50)
     S, I = knn(X, 5, metric="l2")
@@ -112,3 +135,39 @@ def test_landmark_map_places_every_row_among_its_neighbours(no_umap_search, monk
     I2[I2 < 10] = -1
     xy2 = project.landmark_umap(X, S, I2, landmarks=400, seed=0)
     assert np.isfinite(xy2).all()
+
+
+_UMAP_SCRIPT = """
+import sys
+import numpy as np
+from selector.project import umap_from_knn
+rng = np.random.default_rng(0)
+X = rng.standard_normal((300, 8)).astype(np.float32)
+d = ((X[:, None] - X[None]) ** 2).sum(-1)
+I = np.argsort(d, axis=1)[:, 1:9].astype(np.int64)
+D = np.sqrt(np.take_along_axis(d, I, 1)).astype(np.float32)
+np.save(sys.argv[1], umap_from_knn(I, D, seed=0, n_epochs=30, X=X, init="pca"))
+"""
+
+
+@pytest.mark.slow
+def test_umap_kernels_are_compiled_once_and_kept_in_the_cache_dir(tmp_path):
+    """A new process loads umap-learn's compiled kernels from the cache dir instead of compiling them again,
+    and draws the same layout."""
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env["SELECTOR_CACHE_DIR"] = str(tmp_path / "cache")
+    layouts = []
+    for run in range(2):
+        out = tmp_path / f"xy{run}.npy"
+        subprocess.run([sys.executable, "-c", _UMAP_SCRIPT, str(out)], env=env, check=True,
+                       cwd=Path(__file__).parents[1])
+        layouts.append(np.load(out))
+        if run == 0:
+            kept = sorted((tmp_path / "cache" / "numba").rglob("*.nbi"))
+            assert len(kept) >= 3, kept                     # the four kernels' indexes (one per compiled kernel)
+            stamps = {p: p.stat().st_mtime_ns for p in kept}
+    assert {p: p.stat().st_mtime_ns for p in kept} == stamps   # the second process compiled nothing new
+    np.testing.assert_array_equal(layouts[0], layouts[1])

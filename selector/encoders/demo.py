@@ -166,6 +166,7 @@ class DemoEncoder(PromptTower):
         whose embeddings are cached never imports torch)."""
         self._net, self._net_lock = (None, threading.Lock()) if isinstance(net, bytes) else (net.eval(), None)
         self._weights = net if isinstance(net, bytes) else None
+        self._tower, self._tower_lock = None, threading.Lock()
         self.info = dict(info)
         self.num_workers = num_workers
         self.cacheable = True
@@ -187,6 +188,18 @@ class DemoEncoder(PromptTower):
         return self._net
 
     @property
+    def image_tower(self):
+        """net.embed_images, prepared once for CPU inference (selector.encoders.inference.cpu_tower)."""
+        if self._tower is None:
+            with self._tower_lock:
+                if self._tower is None:
+                    from torch.nn.functional import normalize
+                    from selector.encoders.inference import cpu_tower
+                    convs = cpu_tower(self.net.image, (1, 28, 28))
+                    self._tower = lambda x: normalize(convs(x), dim=-1)
+        return self._tower
+
+    @property
     def accuracy(self) -> float | None:
         """Zero-shot accuracy on Fashion-MNIST test half B (never trained on)."""
         return self.info.get("accuracy_half_b")
@@ -196,7 +209,7 @@ class DemoEncoder(PromptTower):
         out = []
         with torch.inference_mode():
             for s in range(0, len(pixels), batch_size):
-                out.append(self.net.embed_images(_to_input(pixels[s:s + batch_size])).numpy())
+                out.append(self.image_tower(_to_input(pixels[s:s + batch_size])).numpy())
         return np.concatenate(out).astype(np.float32)
 
     def encode_images(self, dataset, rows, *, batch_size: int = 256, progress: Progress | None = None) -> np.ndarray:
@@ -223,7 +236,7 @@ class DemoEncoder(PromptTower):
         """(b, 128) float32 unit-norm embeddings of a preprocessed (b,1,28,28) tensor batch."""
         import torch
         with torch.inference_mode():
-            return self.net.embed_images(x).numpy()
+            return self.image_tower(x).numpy()
 
     def encode_texts(self, prompts: list[str]) -> np.ndarray:
         """(len(prompts), 128) float32: the class embedding of each prompt's class."""
