@@ -8,7 +8,7 @@ with Playwright, as a user would:
   (a) cold start: empty SELECTOR_CACHE_DIR -> launch the server, open the app (the built-in demo starts by
       itself on a session's first visit: Fashion-MNIST train, 60,000 images, offline demo encoder, 20% planted
       flips), wait for the dataset summary, go to Selection; timed until its counts are shown and Streamlit is
-      idle. Includes training the demo encoder, embedding 60k images, the audit and the UMAP map.
+      idle. Includes embedding 60k images with the shipped demo encoder, the audit and the UMAP map.
   (b) warm start: the same cache, a new server process, the same steps.
   (c) slider latency: on Selection, press an arrow key on the ratio slider --moves times; each time from the
       key press until the "Selected" count shows round(ratio x n) for the new ratio AND Streamlit's script
@@ -160,6 +160,9 @@ class Server:
         self.log_path = log_path
         env = dict(os.environ, SELECTOR_CACHE_DIR=str(cache_dir), PYTHONUNBUFFERED="1",
                    SELECTOR_AUTORUN="1" if autorun else "0")
+        # Python's default, as on a user's machine: the first launch compiles the project's modules to
+        # __pycache__ and later launches reuse them (a shell with this set would recompile at every start)
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         with open(log_path, "ab") as log:
             self.t_launch = time.perf_counter()
             self.proc = subprocess.Popen(
