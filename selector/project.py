@@ -1,7 +1,9 @@
 """2-D maps of the embeddings: UMAP on our own kNN graph (no second neighbour search), PCA for previews."""
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import warnings
 from typing import Optional
 
@@ -98,18 +100,12 @@ def _knn_graph(I, D) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(I), np.ascontiguousarray(D)
 
 
-_KERNELS_CACHED = []   # set once per process: umap-learn's numba kernels are cached on disk
-
-
+@functools.lru_cache(maxsize=1)
 def _cache_umap_kernels() -> None:
     """Keep umap-learn's compiled numba kernels on disk (NUMBA_CACHE_DIR, else the cache dir's numba/): they
     take 7-10 s to compile in every new process and a fraction of a second to load. Must run before the
-    first UMAP of the process; a cache folder that cannot be used only costs the compile."""
-    if _KERNELS_CACHED:
-        return
-    _KERNELS_CACHED.append(True)
-    import os
-
+    first UMAP of the process (it runs once per process); a cache folder that cannot be used only costs the
+    compile."""
     import numba
     import umap.layouts as layouts
     import umap.umap_ as umap_
@@ -222,10 +218,11 @@ def landmark_umap(F, D, I, *, landmarks: int = LANDMARKS, seed: int = 0) -> np.n
     from selector.neighbors import Neighbors
     n = len(F)
     L = np.sort(np.random.default_rng([seed, 3]).choice(n, size=min(n, landmarks), replace=False))
-    index = Neighbors(F[L], exact_limit=len(L))
-    DL, IL = index.search(F[L], min(I.shape[1], len(L) - 1), exclude_self=True)
+    FL = F[L]                                  # the landmarks' rows, copied once (F may be memory-mapped)
+    index = Neighbors(FL, exact_limit=len(L))
+    DL, IL = index.search(FL, min(I.shape[1], len(L) - 1), exclude_self=True)
     pos = np.zeros((n, 2), np.float32)
-    pos[L] = umap_from_knn(IL, np.maximum(1.0 - DL, 0.0).astype(np.float32), seed=seed, X=F[L], init="pca")
+    pos[L] = umap_from_knn(IL, np.maximum(1.0 - DL, 0.0).astype(np.float32), seed=seed, X=FL, init="pca")
     placed = np.zeros(n, bool)
     placed[L] = True
     W = np.where(I >= 0, np.maximum(D, 0.0) + 1e-6, 0.0).astype(np.float32)
