@@ -3,7 +3,7 @@ import numpy as np
 import streamlit as st
 
 from selector.selection import annotate
-from selector.ui import charts, state, widgets
+from selector.ui import charts, hover, state, widgets
 from selector.ui.density import rows_in_region
 from selector.ui.views import map_rows, rows_from_selection
 from selector.writer import table_bytes
@@ -20,8 +20,8 @@ if run.result.config.map == "none":
     st.stop()
 st.caption(f"{run.result.config.map.upper()} of the adapted image embeddings; nearby points look alike to the "
            "encoder. Every sample is drawn: a pixel's colour mixes its samples' colours, and its strength grows with "
-           "how many it holds. Hover a point for its label and scores; click it to see its image and decide on it "
-           "beside the map. Dragging pans; choose the lasso or box in the toolbar at the top right to pick every "
+           "how many it holds. Hover a point for its image, label and scores; click it to see it larger and decide on "
+           "it beside the map. Dragging pans; choose the lasso or box in the toolbar at the top right to pick every "
            "sample inside a region and act on them below.")
 
 state.restore_form("map")
@@ -32,22 +32,23 @@ if colour == "selected":                           # changes with the sliders: d
     image = charts.map_image(table, mask, colour, classes=classes)
 else:                                              # one image per colouring and run, shared by every session
     image = run.derived(f"map_image/{colour}", lambda: charts.map_image(table, mask, colour, classes=classes))
-hover = map_rows(len(table), limit=charts.MAX_MAP_POINTS, seed=0)
-if len(hover) < len(table):
-    st.caption(f"All {len(table):,} samples are in the image; hovering and clicking reach a random {len(hover):,} "
-               "of them, and a box or lasso picks every sample inside it.")
+reachable = map_rows(len(table), limit=charts.MAX_MAP_POINTS, seed=0)
+if len(reachable) < len(table):
+    st.caption(f"All {len(table):,} samples are in the image; hovering and clicking reach a random "
+               f"{len(reachable):,} of them, and a box or lasso picks every sample inside it.")
 if colour == "label" and len(classes) > len(image.legend):
     st.caption(f"{len(classes):,} classes share {len(charts.PALETTE)} colours; the legend lists the first "
                f"{len(image.legend)}.")
 if colour == "selected":
-    fig = charts.map_figure(table, image, hover, revision=run.key)
+    fig = charts.map_figure(table, image, reachable, revision=run.key)
 else:                                              # a click redraws the page: the figure is made once per colouring
-    fig = run.derived(f"map_figure/{colour}", lambda: charts.map_figure(table, image, hover, revision=run.key))
+    fig = run.derived(f"map_figure/{colour}", lambda: charts.map_figure(table, image, reachable, revision=run.key))
 
 chart_col, detail_col = st.columns([3, 1])
 with chart_col:
     chart_key = f"map_chart_{st.session_state.get('map_chart_gen', 0)}"
     event = st.plotly_chart(fig, key=chart_key, on_select="rerun", selection_mode=("points", "box", "lasso"))
+    hover.thumbnails(run, chart_key)
 selection = event.selection if event else None
 region = rows_in_region(table[["map_x", "map_y"]].to_numpy(), selection)
 picked_now = region if region is not None else np.asarray(rows_from_selection(selection), dtype=np.int64)

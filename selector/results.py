@@ -7,9 +7,14 @@ other file's size and CRC-32 and is sealed with its own checksum. Every file is 
 re-opened; a folder that fails a check is computed again, with a warning, and replaced once the new one is
 written. The frozen embeddings are not copied: they are re-read from the embedding cache (or the dataset's
 own file) when first used.
+
+A folder's views/ holds what a client derives from the run and wants back on the next re-open (the app's subset
+comparison spaces: `save_view`, `load_view`), each a .npz with its own sealed .json of parameters and checksum.
+Views go with their folder: a run computed again starts without them.
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import os
@@ -172,3 +177,45 @@ def _assemble(meta, arrays, table, X, T, source, encoder, config, path):
                   class_summary=pd.DataFrame(meta["class_summary"]), manifest=meta["manifest"],
                   flag_threshold=meta["flag_threshold"], noise_truth=arrays.get("noise_truth"),
                   timings=meta["timings"])
+
+
+# -------------------------------------------------------------------------------------------- views
+VIEWS = "views"
+_VIEW_FORMAT = 1
+
+
+def save_view(path: Path, name: str, view, params: dict) -> bool:
+    """Keep `view` (a dataclass whose fields are arrays or None), computed with `params`, in the result folder
+    `path` as views/<name>.npz. False when the folder holds no finished result or cannot be written (logged):
+    the caller simply computes it again next time."""
+    if not (path / "meta.json").is_file():
+        return False
+    arrays = {f.name: getattr(view, f.name) for f in dataclasses.fields(view) if getattr(view, f.name) is not None}
+    target = path / VIEWS / f"{name}.npz"
+    try:
+        atomic_write(target, lambda f: np.savez(f, **arrays))
+        record = {"format": _VIEW_FORMAT, "params": jsonable(params), "file": file_record(target)}
+        atomic_write_bytes(target.with_suffix(".json"), sealed_json(record))
+        return True
+    except OSError as exc:
+        log.warning("could not keep %s beside the run in %s: %s", name, path, exc)
+        return False
+
+
+def load_view(path: Path, name: str, kind, params: dict):
+    """The `kind` dataclass save_view kept as views/<name>.npz with the same `params`, else None: none kept,
+    other parameters, or a file that fails its checks (logged, and computed again by the caller)."""
+    target = path / VIEWS / f"{name}.npz"
+    if not target.with_suffix(".json").exists():
+        return None
+    try:
+        record = read_sealed_json(target.with_suffix(".json"))
+        if record.get("format") != _VIEW_FORMAT or record.get("params") != jsonable(params):
+            return None
+        check_file(target, record.get("file"))
+        with np.load(target, allow_pickle=False) as z:
+            arrays = {key: z[key] for key in z.files}
+        return kind(**{f.name: arrays.get(f.name) for f in dataclasses.fields(kind)})
+    except (CacheCorrupt, OSError, ValueError, TypeError) as exc:
+        log.warning("the kept %s of %s is damaged (%s); computing it again", name, path, exc)
+        return None

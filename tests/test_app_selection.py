@@ -129,6 +129,40 @@ def test_a_run_prefetches_the_comparison_spaces_and_each_derived_value_is_comput
     assert calls == [1] and run.derived("slow", slow) == "slow"
 
 
+def test_the_next_server_reads_the_comparison_spaces_back_instead_of_computing_them(tmp_path, monkeypatch):
+    import time
+
+    from selector import results
+    from selector.ui import backend, subsets
+
+    def prefetched():
+        run = next(iter(backend.registry().runs.values()))
+        deadline = time.monotonic() + 30
+        while not {"coverage_space", "probe_space"} <= set(run._derived) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return run
+
+    npz = make_embeddings(tmp_path / "emb.npz", seed=46)
+    with cache_env(tmp_path / "cache"):
+        started(npz)
+        first = prefetched()
+        views = results.folder(first.cache_dir, first.key) / results.VIEWS
+        assert {p.name for p in views.iterdir()} >= {"coverage_space.npz", "coverage_space.json",
+                                                      "probe_space.npz", "probe_space.json"}
+        backend.registry.clear()                                   # a new server process: nothing in memory
+
+        def never(*args, **kwargs):
+            raise AssertionError("computed again")
+        monkeypatch.setattr(subsets, "coverage_space", never)
+        monkeypatch.setattr(subsets, "probe_space", never)
+        at = goto(started(npz), PAGE)
+        second = prefetched()
+        assert second is not first
+        np.testing.assert_array_equal(backend.coverage_space(second).Z, backend.coverage_space(first).Z)
+        np.testing.assert_array_equal(backend.probe_space(second).Z, backend.probe_space(first).Z)
+        assert frame(at, "random subset") is not None and not at.exception
+
+
 def test_with_many_classes_the_chart_counts_classes_by_the_share_they_keep(env, tmp_path):
     from selector.ui.views import BAR_CLASSES
     npz = make_embeddings(tmp_path / "many.npz", n_per_class=6, n_classes=BAR_CLASSES + 5, seed=45)

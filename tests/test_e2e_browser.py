@@ -8,7 +8,8 @@ full table, check them against what the page says, and check that the CLI writes
 same run, selection and decisions) -> Map and Scores (they render, no traceback). A
 second browser context checks that sessions are independent. The review workflows each have a test: a bulk
 accept on a filtered view undone in one step, duplicate groups resolved with "keep one per group", the Label
-issues grid decided from the keyboard, a map point clicked open and decided in its card.
+issues grid decided from the keyboard, a map point hovered (its image beside the cursor), clicked open and
+decided in its card.
 
 Data: by default a small synthetic dataset built in a tmp folder (240 generated PNG images, one shape per
 class, with precomputed embeddings that point at them, so thumbnails exist) so the test takes well under
@@ -23,6 +24,7 @@ Skipped only when /usr/bin/chromium is missing (`.ci/setup` installs it on Debia
 """
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -332,6 +334,42 @@ def point_on_map(page: Page, where: float) -> tuple[float, float]:
     """Screen position of the map's sample at fraction `where` of its points (as the chart draws it)."""
     xy = page.evaluate(_POINT_JS, where)
     return xy["x"], xy["y"]
+
+
+def settled_hover_row(page: Page) -> int:
+    """The row in the map's hover label once it stops changing (the label follows the cursor as it moves)."""
+    label, seen = page.locator(".hoverlayer .hovertext").first, None
+    for _ in range(50):
+        now = re.search(r"row (\d+)", label.text_content()).group(1)
+        if now == seen:
+            return int(now)
+        seen = now
+        time.sleep(0.2)
+    raise AssertionError("the map's hover label kept changing")
+
+
+def hover_image(page: Page, row: int):
+    """The image the map's hover card shows once it shows `row` (PIL, RGB)."""
+    from PIL import Image
+    card = page.locator("#selector-map-hover")
+    expect(card).to_have_attribute("data-row", str(row))
+    expect(card).to_be_visible()
+    src = card.locator("img").get_attribute("src")
+    assert src.startswith("data:image/png;base64,")
+    return Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).convert("RGB")
+
+
+def check_hover_image(page: Page, npz: Path | None, row: int) -> None:
+    """The hover card beside the cursor shows `row`'s own image: scaled back to the file's size it matches that
+    image, and it is much further from the image of a row of another class."""
+    from selector.sources import open_source
+    source = open_source("embeddings", path=str(npz)) if npz is not None else open_source("demo")
+    shown = hover_image(page, row)
+    other = int(np.flatnonzero(source.labels != source.labels[row])[0])
+    mine, theirs = (np.asarray(source.image(r).convert("RGB"), np.float32) for r in (row, other))
+    back = np.asarray(shown.resize(mine.shape[1::-1]), np.float32)
+    near, far = np.abs(back - mine).mean(), np.abs(back - theirs).mean()
+    assert near < 12 and far > 2 * near, (near, far)
 
 
 def run_pipeline(app: App, npz: Path | None) -> None:
@@ -796,7 +834,7 @@ def test_the_grid_view_is_driven_from_the_keyboard(new_app, dataset, cache_dir):
     app.step("keyboard done")
 
 
-def test_a_clicked_point_opens_in_a_card_beside_the_map_and_is_decided_there(new_app, dataset, cache_dir):
+def test_a_map_point_shows_its_image_on_hover_and_opens_in_a_card_on_click(new_app, dataset, cache_dir):
     app = new_app()
     run_pipeline(app, dataset)
     app.goto("Map")
@@ -813,7 +851,8 @@ def test_a_clicked_point_opens_in_a_card_beside_the_map_and_is_decided_there(new
             hover.first.wait_for(timeout=3000)
         except Exception:  # noqa: BLE001 - no hover label here: try another point
             continue
-        row = int(re.search(r"row (\d+)", hover.first.text_content()).group(1))
+        row = settled_hover_row(page)
+        check_hover_image(page, dataset, row)
         t0 = time.monotonic()
         page.mouse.down()
         page.mouse.up()

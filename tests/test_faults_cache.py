@@ -67,6 +67,37 @@ def test_a_damaged_result_cache_file_is_found_and_the_run_computed_again(emb, tm
     assert not [p for p in (cache / "results").iterdir() if p.name.startswith(".")]   # no half folders left
 
 
+@pytest.mark.parametrize("how", DAMAGES + ("other parameters",))
+def test_a_kept_view_is_read_back_only_whole_and_made_with_the_same_parameters(emb, tmp_path, caplog, how):
+    from selector import results
+    from selector.ui.subsets import CoverageSpace, coverage_space
+    cache = copy_tree(emb["cache"], tmp_path / "cache")
+    folder, params = _result_folder(cache), dict(dims=4, n_probe=20, seed=0)
+    view = coverage_space(emb["reference"].F, **params)
+    assert results.save_view(folder, "coverage", view, params)
+    back = results.load_view(folder, "coverage", CoverageSpace, params)
+    for name in ("Z", "probe", "near", "near_d"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(view, name))
+    assert back.pool is None and view.pool is None                      # a None field stays None
+    if how == "other parameters":
+        assert results.load_view(folder, "coverage", CoverageSpace, dict(params, dims=5)) is None
+        return
+    damage(folder / results.VIEWS / "coverage.npz", how)
+    with caplog.at_level(logging.WARNING):
+        assert results.load_view(folder, "coverage", CoverageSpace, params) is None
+    assert "coverage" in caplog.text and "damaged" in caplog.text
+    assert _rerun(emb, cache).timings == emb["reference"].timings        # the run itself is still read, not redone
+
+
+def test_a_view_is_kept_only_beside_a_finished_result(tmp_path):
+    from selector import results
+    from selector.ui.subsets import ProbeSpace
+    view = ProbeSpace(Z=np.ones((3, 2), np.float32), held_out=np.arange(1), trainable=np.ones(3, bool))
+    assert not results.save_view(tmp_path / "no-result", "probe", view, {})
+    assert not (tmp_path / "no-result").exists()
+    assert results.load_view(tmp_path / "no-result", "probe", ProbeSpace, {}) is None
+
+
 def test_an_edited_number_in_the_result_meta_is_found(emb, tmp_path, caplog):
     cache = copy_tree(emb["cache"], tmp_path / "cache")
     meta = _result_folder(cache) / "meta.json"

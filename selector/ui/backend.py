@@ -24,7 +24,7 @@ from typing import Callable, Optional
 import numpy as np
 import streamlit as st
 
-from selector import pipeline
+from selector import pipeline, results
 from selector.encoders import ENCODERS, check_encoder, open_encoder, options_of
 from selector.errors import InputError
 from selector.files import atomic_write_bytes, cache_problems, default_cache_dir
@@ -227,12 +227,12 @@ def run_pipeline(spec: RunSpec, progress: Optional[Progress] = None) -> Run:
 def _prefetch(run: Run) -> None:
     """Compute in the background what the Selection page needs first (the coverage and probe spaces and the
     label codes, about a second at 60k; and altair, which its bar chart imports), then the in-memory images
-    the galleries show, while Home shows the run: the pages then wait only for what is left."""
+    the galleries show, while Home shows the run: the pages then wait only for what is left. The two spaces
+    are kept beside the run's result, so after the first server this only reads them back."""
     from selector.selection import Selection
-    from selector.ui import subsets as sv
     try:
         coverage_space(run)
-        run.derived("probe_space", lambda: sv.probe_space(run.result.F, seed=run.result.config.seed))
+        probe_space(run)
         label_codes(run, Selection())
         import altair  # noqa: F401 - st.bar_chart's library: 0.4 s to import on the page's first draw
         materialize(run.result.dataset.pixels)       # in-memory images are read on first use: the thumbnails'
@@ -265,10 +265,32 @@ def find_run(key: str) -> Optional[Run]:
 
 
 # ------------------------------------------------------------------------------------------ derived
+def _kept(run: Run, name: str, kind, compute: Callable, params: dict):
+    """run.derived(name) of compute(F, **params), also kept beside the run's cached result (a dataclass of
+    arrays: results.save_view), so that the next server reads it back in milliseconds instead of computing it
+    again while the first page draws (1.8-3 s at 60k rows on two busy cores)."""
+    def load_or_compute():
+        folder = results.folder(run.cache_dir, run.key)
+        view = results.load_view(folder, name, kind, params)
+        if view is None:
+            view = compute(run.result.F, **params)
+            results.save_view(folder, name, view, params)
+        return view
+    return run.derived(name, load_or_compute)
+
+
 def coverage_space(run: Run):
-    """The low-dimensional embedding copy + probe used to compare subsets (computed once per run)."""
-    from selector.ui.subsets import coverage_space as compute
-    return run.derived("coverage_space", lambda: compute(run.result.F, seed=run.result.config.seed))
+    """The low-dimensional embedding copy + probe used to compare subsets (computed once per run, and kept)."""
+    from selector.ui import subsets as sv
+    params = dict(dims=32, n_probe=500, seed=run.result.config.seed, pool=sv.COVERAGE_POOL, nearest=sv.NEAREST_KEPT)
+    return _kept(run, "coverage_space", sv.CoverageSpace, sv.coverage_space, params)
+
+
+def probe_space(run: Run):
+    """The linear probe's features and held-out rows (computed once per run, and kept)."""
+    from selector.ui import subsets as sv
+    return _kept(run, "probe_space", sv.ProbeSpace, sv.probe_space,
+                 dict(dims=64, n_held_out=5000, seed=run.result.config.seed))
 
 
 def compare_with_random(run: Run, mask: np.ndarray):
@@ -308,7 +330,7 @@ def probe_comparison(run: Run, selection, mask: np.ndarray) -> tuple[list, float
 
     def compute():
         t0 = time.perf_counter()
-        space = run.derived("probe_space", lambda: sv.probe_space(run.result.F, seed=seed))
+        space = probe_space(run)
         reviewed = label_codes(run, selection.replace(correct_flagged=False))
         targets = [("given labels, corrected where a suggestion was accepted", reviewed)]
         if "original_label" in table:
