@@ -15,7 +15,8 @@ with Playwright, as a user would:
       is no longer running (no running indicator), plus two animation frames so the charts are painted.
   (d) page switches at that size: sidebar click -> page idle with its charts, tables and images drawn.
   (e) lasso: on the Map, three lassos of different sizes; each from mouse release until the picked samples'
-      gallery is drawn.
+      gallery is drawn. Then (demo only: it has images) the mouse moved onto a dozen samples in turn, each timed
+      until the hover card beside the cursor shows that sample's image.
   (f) sessions: --sessions browser sessions join the warm server one by one; its memory is read after each.
 --quick: the app has no smaller demo, so --quick runs (a)-(f) on a synthetic precomputed-embeddings file
   (60,000 x 64, 10 classes, no images, PCA map) instead: no encoder training or embedding, same slider path.
@@ -405,6 +406,46 @@ def lasso_latency(tab: Tab, repeats: int = 3) -> list[tuple[float, int]]:
     return out
 
 
+_POINT_JS = """(i) => {
+  const gd = document.querySelector('[data-testid="stPlotlyChart"] .js-plotly-plot');
+  const t = gd._fullData.find(d => d.name === 'samples');
+  const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, box = gd.getBoundingClientRect();
+  const k = Math.floor(i * (t.x.length - 1));
+  return {x: box.left + xa._offset + xa.l2p(t.x[k]), y: box.top + ya._offset + ya.l2p(t.y[k])};
+}"""
+_CARD_SHOWS_HOVERED_JS = """() => {
+  const card = document.getElementById('selector-map-hover'), label = document.querySelector('.hoverlayer .hovertext');
+  const m = label && label.textContent.match(/row (\\d+)/);
+  return !!(card && m && card.style.display === 'block' && card.dataset.row === m[1]
+            && card.querySelector('img').complete);
+}"""
+
+
+def hover_latency(tab: Tab, points: int = 12) -> list[float]:
+    """[seconds]: on the Map, the mouse moved onto `points` samples spread over the chart, one after another;
+    each from the move until the hover card beside the cursor shows the image of the sample Plotly's label
+    names (a sample not hovered before, so its image comes from the server, unless the cursor crossed it on
+    the way). A point where Plotly shows no label within 3 s (another marker on top) is skipped."""
+    page, out = tab.page, []
+    tab.goto("Map")
+    page.locator('[data-testid="stPlotlyChart"] .main-svg').first.wait_for(state="attached")
+    tab.rendered()
+    for k in range(points):
+        xy = page.evaluate(_POINT_JS, (k + 0.5) / points)
+        page.mouse.move(xy["x"] - 30, xy["y"] - 30)
+        t0 = time.perf_counter()
+        page.mouse.move(xy["x"], xy["y"], steps=2)
+        try:
+            page.wait_for_function(_CARD_SHOWS_HOVERED_JS, timeout=3000)
+        except Exception:  # noqa: BLE001 - no label at this point, or it moved on: not a timing
+            continue
+        out.append(time.perf_counter() - t0)
+        print(f"  hover {k + 1}: card in {fmt_s(out[-1])}", flush=True)
+    page.mouse.move(5, 5)
+    tab.idle()
+    return out
+
+
 def session_memory(browser, server: Server, first: Tab, sessions: int, *, npz: Path | None, map_label: str,
                    run_timeout_s: float) -> list[tuple[int, float, float]]:
     """(sessions open, server RSS GB, seconds for the newcomer to reach Selection then Map) as sessions join.
@@ -502,6 +543,14 @@ def render(args, started, elapsed, source_desc, results, command) -> str:
                   "| lasso | samples picked | time |", "|---:|---:|---:|"]
         lines += [f"| {k} | {m:,} | {fmt_s(sec)} |" for k, (sec, m) in enumerate(lasso, 1)]
         lines.append(f"\nMedian {fmt_s(statistics.median(sec for sec, _ in lasso))}.")
+    hover = results.get("hover") or []
+    if hover:
+        lines += ["", f"### Hover card on the map at N = {results['n']:,} (warm server)", "",
+                  "The mouse moved onto a sample not hovered before -> the card beside the cursor shows the image of "
+                  "the sample Plotly's hover label names (its image asked of the server).", "",
+                  "| hovers | median | p95 | max |", "|---:|---:|---:|---:|",
+                  f"| {len(hover)} | {fmt_s(statistics.median(hover))} | {fmt_s(percentile(hover, 95))} | "
+                  f"{fmt_s(max(hover))} |"]
     sessions = results.get("session_rss") or []
     if len(sessions) > 1:
         lines += ["", "### Memory per browser session (warm server)", "",
@@ -603,6 +652,9 @@ def main(argv=None) -> int:
                             print(f"  {page:<15} {fmt_s(sec)}", flush=True)
                         print("# lasso on the map", flush=True)
                         results["lasso"] = lasso_latency(tab)
+                        if npz is None:                   # the demo has images; an embeddings file has none
+                            print("# hover card on the map", flush=True)
+                            results["hover"] = hover_latency(tab)
                         results["session_rss"] = session_memory(browser, server, tab, args.sessions, npz=npz,
                                                                 map_label=map_label, run_timeout_s=args.run_timeout)
                     rss.append(server.peak_rss_gb() or 0.0)
@@ -628,6 +680,8 @@ def main(argv=None) -> int:
                "slider_s": {"median": statistics.median(results["latency"]), "p95": percentile(results["latency"], 95),
                             "max": max(results["latency"]), "moves": len(results["latency"])},
                "pages_s": dict(results["pages"]),
+               "lasso_s": [[sec, m] for sec, m in results.get("lasso", [])],
+               "hover_s": results.get("hover", []),
                "peak_rss_gb": dict(zip(("warm",) if args.warm_only else ("cold", "warm"), results.get("rss", []))),
                "sessions_rss_gb": [[k, gb] for k, gb, _ in results.get("session_rss", [])]}
     json_path = Path(args.json) if args.json else out.with_suffix(".json")

@@ -853,6 +853,8 @@ def test_a_map_point_shows_its_image_on_hover_and_opens_in_a_card_on_click(new_a
             continue
         row = settled_hover_row(page)
         check_hover_image(page, dataset, row)
+        if SCREENSHOTS:                                      # the window as it is: the card is beside the cursor
+            save_png(page.screenshot(animations="disabled"), SHOTS / "map_hover.png")
         t0 = time.monotonic()
         page.mouse.down()
         page.mouse.up()
