@@ -293,6 +293,28 @@ def test_linear_probe_scores_subsets_on_the_same_held_out_rows():
         probe_accuracy(space, everything, y, t, 6) for t in (y, wrong, half_unknown)]
 
 
+def test_the_probe_space_normalises_a_large_memory_mapped_F_block_by_block(tmp_path):
+    import tracemalloc
+
+    from selector.linalg import l2_normalize, principal_axes
+    from selector.ui.subsets import probe_space
+    F = np.random.default_rng(6).normal(size=(60_000, 512)).astype(np.float32) * 3     # rows not unit length
+    np.save(tmp_path / "F.npy", F)
+    mapped = np.load(tmp_path / "F.npy", mmap_mode="r")
+    tracemalloc.start()
+    try:
+        space = probe_space(mapped, dims=8, seed=1)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.75 * F.nbytes, peak                      # no (n, d) copy of F (123 MB here)
+    Fn = l2_normalize(F)                                     # the same features as from a whole normalised copy
+    rows = np.sort(np.random.default_rng(1).choice(len(F), 5000, replace=False))
+    mean, axes = principal_axes(Fn[rows], 8)
+    np.testing.assert_allclose(space.Z[:, :-1], (Fn - mean) @ axes, atol=1e-5)
+    assert (space.Z[:, -1] == 1).all()
+
+
 def test_a_large_subset_trains_the_probe_on_a_seeded_sample():
     from selector.ui.subsets import probe_accuracy, probe_space
     rng = np.random.default_rng(5)
