@@ -3,13 +3,16 @@
 For each size, synthetic embeddings shaped like adapted CLIP features (bench/_synthetic.py: 1,000 classes,
 512-d) are written once as an .npz, then the real CLI runs on them as a user would, in its own process:
 
-    selector --source embeddings --path <npz> --map none --noise-mode uniform --noise-rate 0.2 --out <parquet>
+    selector --source embeddings --path <npz> --map umap --noise-mode uniform --noise-rate 0.2 --out <parquet>
 
 and a second, identical run re-opens the cached result. Recorded per size: wall time and peak RSS of each
 process (os.wait4), each stage's time from the run manifest, the kNN index with its recall@10, and the
 audit against the planted flips (AUROC, F1).
 
-    .venv/bin/python bench/scale.py [--sizes 60000 250000] [--quick] [--out bench/results/scale.md]
+    .venv/bin/python bench/scale.py [--sizes 60000 250000] [--map umap|pca|none] [--quick] [--out bench/results/scale.md]
+
+--map umap (the default) is the whole engine, the map included (above 100,000 rows: 50,000 landmarks, the rest
+placed from the kNN graph); --map none leaves the map out.
 
 Writes the markdown fragment and bench/results/scale.json (machine, date, command, load, figures).
 """
@@ -50,13 +53,13 @@ def run_cli(args: list[str]) -> tuple[float, float, str]:
     return wall, usage.ru_maxrss / 2 ** 20, err[-2000:]
 
 
-def measure(n: int, work: Path) -> dict:
+def measure(n: int, work: Path, map_kind: str = "umap") -> dict:
     import pandas as pd
     from sklearn.metrics import roc_auc_score
     npz = write_npz(work / f"emb_{n}.npz", n)
     cache, out = work / f"cache_{n}", work / f"out_{n}.parquet"
     shutil.rmtree(cache, ignore_errors=True)          # the first run computes everything (a reused --work too)
-    args = ["--source", "embeddings", "--path", str(npz), "--map", "none", "--noise-mode", "uniform",
+    args = ["--source", "embeddings", "--path", str(npz), "--map", map_kind, "--noise-mode", "uniform",
             "--noise-rate", "0.2", "--cache-dir", str(cache), "--out", str(out)]
     load = os.getloadavg()[0]
     wall, rss, _ = run_cli(args)
@@ -76,6 +79,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[60_000, 250_000])
     ap.add_argument("--quick", action="store_true", help="60,000 rows only")
     ap.add_argument("--work", help="folder for the .npz files and caches (default: a temporary one)")
+    ap.add_argument("--map", default="umap", choices=("umap", "pca", "none"), help="the CLI's --map")
     ap.add_argument("--out", default=str(HERE / "results" / "scale.md"))
     args = ap.parse_args(argv)
     sizes = [60_000] if args.quick else args.sizes
@@ -86,7 +90,7 @@ def main(argv=None) -> int:
         work.mkdir(parents=True, exist_ok=True)
         rows = []
         for n in sizes:
-            rows.append(measure(n, work))
+            rows.append(measure(n, work, args.map))
             print(json.dumps(rows[-1]), flush=True)
     load_after = os.getloadavg()
     import torch
@@ -100,7 +104,7 @@ def main(argv=None) -> int:
              f"- load average before / after: {load_before[0]:.2f} / {load_after[0]:.2f}; command: `{command}`; "
              f"total {(time.perf_counter() - t0) / 60:.1f} min",
              "- data: synthetic unit-norm 512-d embeddings, 1,000 classes (bench/_synthetic.py), 20% uniform flips "
-             "planted by the CLI; `--map none`; every figure from one run per size", "",
+             f"planted by the CLI; `--map {args.map}`; every figure from one run per size", "",
              "| rows | wall | peak RSS | " + " | ".join(s.removesuffix("_s") for s in stages) +
              " | kNN index | recall@10 | re-open | AUROC | F1 |",
              "|---:|---:|---:|" + "---:|" * len(stages) + "---|---:|---:|---:|---:|"]
