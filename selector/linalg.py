@@ -50,6 +50,13 @@ def softmax(Z: np.ndarray, axis: int = 1) -> np.ndarray:
     return Z
 
 
+def sample_rows(n: int, k: int, seed: int = 0) -> np.ndarray:
+    """(min(n, k),) int64 sorted row indices: every row when n <= k, else a seeded sample of k of them."""
+    if n <= k:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, k, replace=False))
+
+
 def principal_axes(X: np.ndarray, n_axes: int, *, sample: Optional[int] = None, seed: int = 0
                    ) -> tuple[np.ndarray, np.ndarray]:
     """(mean (d,) float32, axes (d, min(n_axes, d)) float32): the top principal axes of X's rows, from the
@@ -58,7 +65,7 @@ def principal_axes(X: np.ndarray, n_axes: int, *, sample: Optional[int] = None, 
     n, d = X.shape
     rows = X
     if sample is not None and n > sample:
-        rows = X[np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))]
+        rows = X[sample_rows(n, sample, seed)]
     mean = rows.mean(axis=0, dtype=np.float64)
     centred = rows.astype(np.float64) - mean
     cov = centred.T @ centred / max(len(rows) - 1, 1)

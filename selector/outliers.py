@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from selector.errors import InputError
-from selector.linalg import l2_normalize
+from selector.linalg import l2_normalize, sample_rows
 from selector.validate import check_matrix, check_neighbor_ids, check_number, check_vector
 
 OOD_CUT = 3.5          # robust z (median/MAD, Iglewicz-Hoaglin "outlier" level)
@@ -149,7 +149,7 @@ def _match_z(X, class_embeddings, rows, seed: int, reference: int = 100_000) -> 
     the lowest over the class embeddings. Median and MAD come from every row (a seeded sample past `reference`
     rows), so only the listed rows and the sample are compared with the classes."""
     n = len(X)
-    ref = np.arange(n) if n <= reference else np.sort(np.random.default_rng(seed).choice(n, reference, replace=False))
+    ref = sample_rows(n, reference, seed)
     z = np.full(len(rows), np.inf, np.float32)
     for E in class_embeddings:
         v_ref = np.log(np.maximum(1.0 - _best_sim(X, E, ref), 1e-6))

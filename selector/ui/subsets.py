@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from selector.errors import InputError
-from selector.linalg import l2_normalize, principal_axes
+from selector.linalg import l2_normalize, principal_axes, sample_rows
 from selector.runtime import blas_threads
 
 
@@ -185,8 +185,7 @@ def probe_space(F: np.ndarray, *, dims: int = 64, n_held_out: int = 5000, seed: 
     hold out min(n_held_out, n // 10) rows. F is normalised block by block: no (n, d) copy (2.6 GB at 1.28M x
     512, read from a memory-mapped F)."""
     n = len(F)
-    fit = np.sort(np.random.default_rng(seed).choice(n, 5000, replace=False)) if n > 5000 else slice(None)
-    mean, axes = principal_axes(l2_normalize(F[fit]), dims)
+    mean, axes = principal_axes(l2_normalize(F[sample_rows(n, 5000, seed)]), dims)
     Z = np.ones((n, axes.shape[1] + 1), np.float32)             # the last column is the bias
     for s in range(0, n, 16_384):
         Z[s:s + 16_384, :-1] = (l2_normalize(F[s:s + 16_384]) - mean) @ axes

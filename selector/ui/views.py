@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from selector.errors import InputError
+from selector.linalg import sample_rows
 from selector.selection import relabelled
 
 
@@ -349,9 +350,7 @@ def keep_one_per_group(table: pd.DataFrame, groups, decisions: dict) -> dict[str
 # --------------------------------------------------------------------------------------------- map
 def map_rows(n: int, *, limit: int, seed: int = 0) -> np.ndarray:
     """Rows the map sends as markers (hover and click): all when n <= limit, else a sorted seeded sample."""
-    if n <= limit:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
+    return sample_rows(n, limit, seed)
 
 
 def rows_from_selection(selection) -> list[int]:
