@@ -6,9 +6,13 @@ three experts, none of which scores a row with a model that saw that row's own l
   (a) zero-shot probabilities of the frozen encoder (independent of the given labels; one temperature
       fitted by likelihood); left out for image-only embeddings (`zero_shot=False`: no text tower, so T
       holds class prototypes made from the labels, which only name each row's best-matching class),
-  (b) a linear discriminant (class means + pooled shrunk covariance) on the frozen embeddings,
-      5-fold cross-fitted (out-of-fold), refit once with robust per-sample weights = agreement of the
-      first-round pool with the given label, p(y_i) / max_c p(c), and
+  (b) a 5-fold cross-fitted (out-of-fold) classifier on the frozen embeddings: in the first round a linear
+      discriminant (class means + pooled shrunk covariance); in the second a one-hidden-layer ReLU network
+      (`selector.experts.fit_mlp`; the discriminant again below MLP_MIN_ROWS rows), rows drawn by robust
+      weights = agreement of the first-round pool with the given label, p(y_i) / max_c p(c), and trained
+      through the first round's noise model (EM-refined, as below) so that its softmax estimates the clean
+      posterior (forward correction). The network separates classes an encoder leaves non-linearly separable: on the weak bench encoder (32-d) a network
+      trained on the TRUE labels reaches 0.86 accuracy against the discriminant's 0.76. And
   (c) smoothed label votes of the k global neighbours in embedding space.
 Pool: log-linear, P ~ exp(sum_m a_m log p_m), with a_m >= 0 fitted by likelihood of the GIVEN labels
 through the estimated noise transition matrix (forward correction, so an expert that predicts the noise
@@ -39,8 +43,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from selector.errors import InputError
-from selector.experts import (EXPERTS, IMAGE_ONLY_EXPERTS, Candidates, Experts, best_temperature, blocks, fit_lda,
-                               stratified_folds)
+from selector.experts import (EXPERTS, IMAGE_ONLY_EXPERTS, MLP_MIN_ROWS, Candidates, Experts, best_temperature, blocks,
+                               fit_lda, fit_mlp, stratified_folds)
 from selector.linalg import l2_normalize
 from selector.progress import Progress, ensure
 from selector.runtime import blas_threads
@@ -263,14 +267,20 @@ def _audit(X, T, y, *, neighbors, seed, n_folds, k, names, progress) -> LabelAud
         w[b] = given / P.max(1)
         conf += np.bincount(y[b], weights=given, minlength=C)
     T1 = _transition(cands, a1, y, C, thr=_thresholds(conf, counts))
-    experts.lda = fit_lda(Xn, y, C, w, folds, n_folds)
+    fit_rows = np.sort(rng.choice(n, size=min(n, 20_000), replace=False))
+    T_fit, a = T1, a1
+    for _ in range(EM_ROUNDS):                        # round 1's noise model, refined, for the network's loss
+        T_fit = _em_transition(cands, a, y, C, T_fit, _hesitant_share(cands, a, y, T_fit, fit_rows))
+        a = _pool_weights(cands, y, T_fit, rng)
+    h_fit = _hesitant_share(cands, a, y, T_fit, fit_rows)
+    experts.classifier = (fit_mlp(Xn, y, C, w, folds, n_folds, T_fit, h_fit, seed=seed) if n >= MLP_MIN_ROWS
+                          else fit_lda(Xn, y, C, w, folds, n_folds))
     del cands
     progress("auditing labels", 2, stages)
 
     cands = experts.candidates()
     pool_w = _pool_weights(cands, y, T1, rng)
     transition = _transition(cands, pool_w, y, C)
-    fit_rows = np.sort(rng.choice(n, size=min(n, 20_000), replace=False))
     for _ in range(EM_ROUNDS):                        # refine the noise model, then the pool through it
         h = _hesitant_share(cands, pool_w, y, transition, fit_rows)
         transition = _em_transition(cands, pool_w, y, C, transition, h)

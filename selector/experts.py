@@ -3,7 +3,9 @@
 None of the experts scores a row with a model that saw that row's own label:
   zero_shot  the frozen encoder's class-prompt similarities, softmax with one fitted temperature (only
              when the encoder has a text tower: IMAGE_ONLY_EXPERTS leave it out);
-  cross_fit  a linear discriminant (class means + pooled, shrunk covariance), 5-fold cross-fitted;
+  cross_fit  a 5-fold cross-fitted classifier: a linear discriminant (class means + pooled, shrunk covariance)
+             in the audit's first round, then a small ReLU network trained through the first round's noise
+             model (fit_mlp), which also separates classes that are not linearly separable;
   knn        smoothed label votes of the row's global neighbours.
 `Experts` computes their log-probabilities for any block of rows, so no (n, C) array is ever held.
 `Experts.candidates` makes one pass over the rows and keeps, per row, only the classes that can carry the
@@ -28,6 +30,12 @@ IMAGE_ONLY_EXPERTS = ("cross_fit", "knn")   # no text tower: class prototypes ar
 TOP_CLASSES = 8        # per expert and row, when there are more classes than candidate columns
 PAD = np.float32(-1e30)  # log-probability of a repeated candidate column: it carries no mass
 _CHUNK = 65_536
+# the audit's second-round classifier (fit_mlp); 512 units and 2,000 steps found more label errors than 256 and 1,000
+# on every bench encoder (bench/audit_quality.py's features; ~3x the time)
+MLP_HIDDEN, MLP_STEPS, MLP_BATCH, MLP_EPOCHS = 512, 2000, 512, 20
+MLP_MIN_STEPS = 200   # however few the rows: a network of a few steps has learned nothing yet
+MLP_MIN_ROWS = 1000   # fewer rows than this: the second round refits the linear discriminant instead
+MLP_LR, MLP_WEIGHT_DECAY = 3e-3, 1e-4
 
 
 def blocks(rows: np.ndarray, width: int):
@@ -114,6 +122,84 @@ def fit_lda(Xn, y, C, weights, folds, n_folds, *, shrinkage=LDA_SHRINKAGE) -> li
     return params
 
 
+def fit_mlp(Xn, y, C, weights, folds, n_folds, transition, hesitant: float = 0.0, *, seed: int = 0,
+            hidden: int = MLP_HIDDEN,
+            steps: int = MLP_STEPS, batch: int = MLP_BATCH, epochs: int = MLP_EPOCHS) -> list:
+    """Per fold, the float32 (W1 (d, h), b1 (h,), W2 (h, C), b2 (C,)) of a one-hidden-layer ReLU network over the
+    standardised embeddings, trained on the OTHER folds' given labels with rows drawn in proportion to
+    `weights`, through the audit's noise model (forward correction, Patrini et al. 2017): the network's
+    softmax is the CLEAN posterior P(c|x), and the loss is -log sum_c P(c|x) K(c, given) for the kernel of
+    `selector.audit` (class-to-class rates `transition`, a share `hesitant` of flips to a class the image
+    resembles), so the network does not learn the noise the kernel explains. min(steps, epochs x rows /
+    batch) AdamW steps, at least MLP_MIN_STEPS, on a one-cycle schedule, so the cost is bounded at any n;
+    batches are standardised as they are drawn (no copy of the rows), and the standardisation (label-free)
+    is folded into W1, b1 for `logits`."""
+    import torch
+
+    from selector.runtime import torch_threads
+    d = Xn.shape[1]
+    mu = np.zeros(d)
+    sq = np.zeros(d)
+    for s in range(0, len(Xn), _CHUNK):
+        xb = Xn[s:s + _CHUNK].astype(np.float64)
+        mu += xb.sum(0)
+        sq += (xb * xb).sum(0)
+    mu /= len(Xn)
+    sd = np.sqrt(np.maximum(sq / len(Xn) - mu ** 2, 0)) + 1e-6
+    mu_t, sd_t = torch.from_numpy(mu.astype(np.float32)), torch.from_numpy(sd.astype(np.float32))
+    yt = torch.from_numpy(np.asarray(y, np.int64))
+    Tt = torch.from_numpy(np.asarray(transition, np.float32))
+    w = np.asarray(weights, np.float64)
+    params = []
+    with torch_threads(threads_for(6 * batch * d * hidden)):
+        for f in range(n_folds):
+            rows = np.flatnonzero((folds != f) & (w > 0))
+            rng = np.random.default_rng([seed, f])
+            n_steps = int(min(steps, max(MLP_MIN_STEPS, epochs * len(rows) // batch)))
+            draws = rng.choice(rows, size=(n_steps, min(batch, len(rows))), p=w[rows] / w[rows].sum())
+            torch.manual_seed(int(rng.integers(2 ** 31)))
+            net = torch.nn.Sequential(torch.nn.Linear(d, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, C))
+            opt = torch.optim.AdamW(net.parameters(), lr=MLP_LR, weight_decay=MLP_WEIGHT_DECAY)
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, MLP_LR, total_steps=n_steps)
+            for idx in draws:
+                xb = (torch.from_numpy(np.ascontiguousarray(Xn[idx], np.float32)) - mu_t) / sd_t
+                loss = -torch.log(_given_through(torch.softmax(net(xb), 1), yt[idx], Tt, hesitant)).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+            W1 = net[0].weight.detach().numpy().T.astype(np.float64)
+            b1 = net[0].bias.detach().numpy() - (mu / sd) @ W1
+            params.append(((W1 / sd[:, None]).astype(np.float32), b1.astype(np.float32),
+                           net[2].weight.detach().numpy().T.copy(), net[2].bias.detach().numpy().copy()))
+    return params
+
+
+def _given_through(P, y, T, h):
+    """(b,) p(given = y | x) = sum_c P(c|x) K(c, y) for the audit's kernel: T[y, y] at c = y, else
+    (1 - h) T[c, y] + h (1 - T[c, c]) P(y|x) / (1 - P(c|x)) (`selector.audit._kernel`, in torch)."""
+    Py = P.gather(1, y[:, None])[:, 0]
+    Tyy = T[y, y]
+    swaps = (P @ T).gather(1, y[:, None])[:, 0] - Py * Tyy
+    out = Py * Tyy + (1 - h) * swaps
+    if h > 0:
+        resemble = (P * (1 - T.diagonal())[None] / (1 - P).clamp_min(1e-6)).sum(1)
+        resemble = resemble - Py * (1 - Tyy) / (1 - Py).clamp_min(1e-6)       # every class but the given one
+        out = out + h * Py * resemble
+    return out.clamp_min(1e-12)
+
+
+def logits(params, X) -> np.ndarray:
+    """(b, C) logits of one fold's fitted classifier: (A, b) linear (fit_lda) or (W1, b1, W2, b2) (fit_mlp)."""
+    if len(params) == 2:
+        return X @ params[0] + params[1]
+    W1, b1, W2, b2 = params
+    H = X @ W1
+    H += b1
+    np.maximum(H, 0, out=H)
+    return H @ W2 + b2
+
+
 @dataclass(eq=False)
 class Candidates:
     """Per row, the W classes that can matter and each expert's log-probability of them.
@@ -138,12 +224,14 @@ class Candidates:
 
 class Experts:
     """The experts' log-probabilities (b, C) for any block of rows, recomputed on demand: zero-shot (frozen
-    prompts, temperature tau), cross-fitted LDA (out-of-fold parameters per row, `lda`) and smoothed kNN votes
+    prompts, temperature tau), a cross-fitted classifier (`classifier`: each fold's fit_lda or fit_mlp
+    parameters, applied to that fold's rows) and smoothed kNN votes
     over the neighbour ids I. names: EXPERTS, or IMAGE_ONLY_EXPERTS (T then holds class prototypes, used only
     for best_class)."""
 
-    def __init__(self, Xn, T, y, I, C, tau, folds, lda, names=EXPERTS):
-        self.Xn, self.T, self.y, self.I, self.C, self.tau, self.folds, self.lda = Xn, T, y, I, C, tau, folds, lda
+    def __init__(self, Xn, T, y, I, C, tau, folds, classifier, names=EXPERTS):
+        self.Xn, self.T, self.y, self.I, self.C, self.tau, self.folds = Xn, T, y, I, C, tau, folds
+        self.classifier = classifier
         self.names = tuple(names)
         self.prior = (np.bincount(y, minlength=C) / len(y)).astype(np.float32)
 
@@ -154,10 +242,10 @@ class Experts:
     def cross_fit(self, rows) -> np.ndarray:
         out = np.empty((len(rows), self.C), np.float32)
         fold = self.folds[rows]
-        for f, (A, b) in enumerate(self.lda):
+        for f, params in enumerate(self.classifier):
             at = np.flatnonzero(fold == f)
             if len(at):
-                out[at] = log_softmax(self.Xn[rows[at]] @ A + b)
+                out[at] = log_softmax(logits(params, self.Xn[rows[at]]))
         return out
 
     def votes(self, rows) -> np.ndarray:
@@ -187,7 +275,7 @@ class Experts:
         L = np.empty((len(self.names), n, W), np.float32)
         best, best_sim = np.empty(n, np.int64), np.empty(n, np.float32)
         every = np.arange(n)
-        with blas_threads(threads_for(2 * next(blocks(every, C)).size * d * C)):
+        with blas_threads(threads_for(2 * next(blocks(every, C)).size * d * (C + MLP_HIDDEN))):
             for rows in blocks(every, C):
                 r = np.arange(len(rows))
                 cos = zero_shot_logits(self.Xn[rows], self.T)

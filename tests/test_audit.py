@@ -144,17 +144,29 @@ def test_many_classes_keep_a_few_candidates_per_row(zero_shot):
     assert (a.suggested_label[truth] == y[truth]).mean() > 0.9
 
 
+def _ring(n=4000, n_classes=8, d=16, seed=8):
+    """Classes evenly spaced on a circle (in a random plane of R^d): each class has two neighbours, and which of
+    them an image resembles depends on where it lies, so hesitant flips and class-to-class swaps differ."""
+    rng = np.random.default_rng(seed)
+    plane = np.linalg.qr(rng.normal(size=(d, 2)))[0]
+    angle = 2 * np.pi * np.arange(n_classes) / n_classes
+    T = (np.c_[np.cos(angle), np.sin(angle)] @ plane.T).astype(np.float32)
+    y = rng.integers(0, n_classes, n)
+    return (T[y] + 0.25 * rng.normal(size=(n, d))).astype(np.float32), T, y
+
+
 def test_noise_model_tells_hesitant_flips_from_class_to_class_ones():
     """The fitted hesitant share follows the kind of noise: near 0 for uniform flips, high for flips to the
     class the image resembles most after its own (instance-dependent, as annotators err). Under uniform flips
-    the refined noise model counts the errors closely."""
+    the refined noise model counts the errors closely. (On clusters with random centres one class-to-class swap
+    per class explains instance flips about as well, and the share is not identifiable there.)"""
     from selector.noise import hesitation
-    X, T, y = clusters(n=4000, seed=8)
-    uniform, truth = inject_noise(y, rate=0.2, mode="uniform", n_classes=C, seed=8)
+    X, T, y = _ring()
+    uniform, truth = inject_noise(y, rate=0.2, mode="uniform", n_classes=8, seed=8)
     a = audit_labels(X, T, uniform, seed=0)
     assert a.hesitant_share < 0.2, a.hesitant_share
     assert abs(int(a.flagged.sum()) - int(truth.sum())) < 0.05 * truth.sum(), (a.flagged.sum(), truth.sum())
-    hesitant, truth = inject_noise(y, rate=0.2, mode="instance", n_classes=C, hesitation=hesitation(X, T, y), seed=8)
+    hesitant, truth = inject_noise(y, rate=0.2, mode="instance", n_classes=8, hesitation=hesitation(X, T, y), seed=8)
     b = audit_labels(X, T, hesitant, seed=0)
     assert b.hesitant_share > 0.5, b.hesitant_share
-    assert audit_metrics(b.noise_score, b.flagged, truth)["auroc"] > 0.85    # 0.899 measured; hard by design
+    assert audit_metrics(b.noise_score, b.flagged, truth)["auroc"] > 0.85    # 0.886 measured; hard by design
