@@ -33,6 +33,7 @@ _CHUNK = 65_536
 # the audit's second-round classifier (fit_mlp); 512 units and 2,000 steps found more label errors than 256 and 1,000
 # on every bench encoder (bench/audit_quality.py's features; ~3x the time)
 MLP_HIDDEN, MLP_STEPS, MLP_BATCH, MLP_EPOCHS = 512, 2000, 512, 20
+MLP_WIDE_DIM = 256    # wider embeddings get proportionally fewer hidden units: a step costs no more than at d = 256
 MLP_MIN_STEPS = 200   # however few the rows: a network of a few steps has learned nothing yet
 MLP_MIN_ROWS = 1000   # fewer rows than this: the second round refits the linear discriminant instead
 MLP_LR, MLP_WEIGHT_DECAY = 3e-3, 1e-4
@@ -123,21 +124,24 @@ def fit_lda(Xn, y, C, weights, folds, n_folds, *, shrinkage=LDA_SHRINKAGE) -> li
 
 
 def fit_mlp(Xn, y, C, weights, folds, n_folds, transition, hesitant: float = 0.0, *, seed: int = 0,
-            hidden: int = MLP_HIDDEN,
-            steps: int = MLP_STEPS, batch: int = MLP_BATCH, epochs: int = MLP_EPOCHS) -> list:
+            hidden: int | None = None, steps: int = MLP_STEPS, batch: int = MLP_BATCH,
+            epochs: int = MLP_EPOCHS) -> list:
     """Per fold, the float32 (W1 (d, h), b1 (h,), W2 (h, C), b2 (C,)) of a one-hidden-layer ReLU network over the
-    standardised embeddings, trained on the OTHER folds' given labels with rows drawn in proportion to
-    `weights`, through the audit's noise model (forward correction, Patrini et al. 2017): the network's
-    softmax is the CLEAN posterior P(c|x), and the loss is -log sum_c P(c|x) K(c, given) for the kernel of
-    `selector.audit` (class-to-class rates `transition`, a share `hesitant` of flips to a class the image
-    resembles), so the network does not learn the noise the kernel explains. min(steps, epochs x rows /
-    batch) AdamW steps, at least MLP_MIN_STEPS, on a one-cycle schedule, so the cost is bounded at any n;
-    batches are standardised as they are drawn (no copy of the rows), and the standardisation (label-free)
-    is folded into W1, b1 for `logits`."""
+    standardised embeddings, trained on the OTHER folds' given labels.
+
+    Rows are drawn in proportion to `weights`. The loss goes through the audit's noise model (forward
+    correction, Patrini et al. 2017): the network's softmax is the CLEAN posterior P(c|x), and the loss is
+    -log sum_c P(c|x) K(c, given) for the kernel of `selector.audit` (class-to-class rates `transition`, a
+    share `hesitant` of flips to a class the image resembles), so the network does not learn the noise the
+    kernel explains. `hidden` units: by default MLP_HIDDEN, times MLP_WIDE_DIM / d for wider embeddings.
+    min(steps, epochs x rows / batch) AdamW steps, at least MLP_MIN_STEPS, on a one-cycle schedule, so the
+    cost is bounded at any n. Batches are standardised as they are drawn (no copy of the rows); the
+    standardisation (label-free) is folded into W1, b1 for `logits`."""
     import torch
 
     from selector.runtime import torch_threads
     d = Xn.shape[1]
+    hidden = int(hidden or max(64, MLP_HIDDEN * min(1.0, MLP_WIDE_DIM / d)))
     mu = np.zeros(d)
     sq = np.zeros(d)
     for s in range(0, len(Xn), _CHUNK):
