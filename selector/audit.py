@@ -11,8 +11,9 @@ three experts, none of which scores a row with a model that saw that row's own l
       (`selector.experts.fit_mlp`; the discriminant again below MLP_MIN_ROWS rows), rows drawn by robust
       weights = agreement of the first-round pool with the given label, p(y_i) / max_c p(c), and trained
       through the first round's noise model (EM-refined, as below) so that its softmax estimates the clean
-      posterior (forward correction). The network separates classes an encoder leaves non-linearly separable: on the weak bench encoder (32-d) a network
-      trained on the TRUE labels reaches 0.86 accuracy against the discriminant's 0.76. And
+      posterior (forward correction). The network separates classes an encoder leaves non-linearly
+      separable: on the weak bench encoder (32-d) a network trained on the TRUE labels reaches 0.86 accuracy
+      against the discriminant's 0.76. And
   (c) smoothed label votes of the k global neighbours in embedding space.
 Pool: log-linear, P ~ exp(sum_m a_m log p_m), with a_m >= 0 fitted by likelihood of the GIVEN labels
 through the estimated noise transition matrix (forward correction, so an expert that predicts the noise

@@ -30,8 +30,8 @@ IMAGE_ONLY_EXPERTS = ("cross_fit", "knn")   # no text tower: class prototypes ar
 TOP_CLASSES = 8        # per expert and row, when there are more classes than candidate columns
 PAD = np.float32(-1e30)  # log-probability of a repeated candidate column: it carries no mass
 _CHUNK = 65_536
-# the audit's second-round classifier (fit_mlp); 512 units and 2,000 steps found more label errors than 256 and 1,000
-# on every bench encoder (bench/audit_quality.py's features; ~3x the time)
+# the audit's second-round classifier (fit_mlp): 512 units and 2,000 steps found more label errors than 256 units
+# and 1,000 steps on every bench encoder (bench/audit_quality.py's features), at about 3x the time
 MLP_HIDDEN, MLP_STEPS, MLP_BATCH, MLP_EPOCHS = 512, 2000, 512, 20
 MLP_WIDE_DIM = 256    # wider embeddings get proportionally fewer hidden units: a step costs no more than at d = 256
 MLP_MIN_STEPS = 200   # however few the rows: a network of a few steps has learned nothing yet
@@ -229,9 +229,8 @@ class Candidates:
 class Experts:
     """The experts' log-probabilities (b, C) for any block of rows, recomputed on demand: zero-shot (frozen
     prompts, temperature tau), a cross-fitted classifier (`classifier`: each fold's fit_lda or fit_mlp
-    parameters, applied to that fold's rows) and smoothed kNN votes
-    over the neighbour ids I. names: EXPERTS, or IMAGE_ONLY_EXPERTS (T then holds class prototypes, used only
-    for best_class)."""
+    parameters, applied to that fold's rows) and smoothed kNN votes over the neighbour ids I. names: EXPERTS,
+    or IMAGE_ONLY_EXPERTS (T then holds class prototypes, used only for best_class)."""
 
     def __init__(self, Xn, T, y, I, C, tau, folds, classifier, names=EXPERTS):
         self.Xn, self.T, self.y, self.I, self.C, self.tau, self.folds = Xn, T, y, I, C, tau, folds
