@@ -193,6 +193,15 @@ def _em_transition(cands: Candidates, a, y, C, transition, h) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------ audit
+def _refine(cands: Candidates, a, y, C, transition, rows, rng):
+    """EM_ROUNDS refinements of the noise model, each followed by the pool weights through it -> (transition,
+    pool weights, hesitant share); the hesitant share is fitted on `rows`."""
+    for _ in range(EM_ROUNDS):
+        transition = _em_transition(cands, a, y, C, transition, _hesitant_share(cands, a, y, transition, rows))
+        a = _pool_weights(cands, y, transition, rng)
+    return transition, a, _hesitant_share(cands, a, y, transition, rows)
+
+
 def neighbor_ids(neighbors, Xn, k: int = 10) -> np.ndarray:
     """(n, k') int64 global neighbour ids (self excluded, -1 padded) from None (exact cosine kNN on Xn, k
     neighbours), a Neighbors index over the rows, or a (D, I) pair."""
@@ -269,11 +278,7 @@ def _audit(X, T, y, *, neighbors, seed, n_folds, k, names, progress) -> LabelAud
         conf += np.bincount(y[b], weights=given, minlength=C)
     T1 = _transition(cands, a1, y, C, thr=_thresholds(conf, counts))
     fit_rows = np.sort(rng.choice(n, size=min(n, 20_000), replace=False))
-    T_fit, a = T1, a1
-    for _ in range(EM_ROUNDS):                        # round 1's noise model, refined, for the network's loss
-        T_fit = _em_transition(cands, a, y, C, T_fit, _hesitant_share(cands, a, y, T_fit, fit_rows))
-        a = _pool_weights(cands, y, T_fit, rng)
-    h_fit = _hesitant_share(cands, a, y, T_fit, fit_rows)
+    T_fit, _, h_fit = _refine(cands, a1, y, C, T1, fit_rows, rng)   # round 1's noise model, for the network's loss
     experts.classifier = (fit_mlp(Xn, y, C, w, folds, n_folds, T_fit, h_fit, seed=seed) if n >= MLP_MIN_ROWS
                           else fit_lda(Xn, y, C, w, folds, n_folds))
     del cands
@@ -281,12 +286,7 @@ def _audit(X, T, y, *, neighbors, seed, n_folds, k, names, progress) -> LabelAud
 
     cands = experts.candidates()
     pool_w = _pool_weights(cands, y, T1, rng)
-    transition = _transition(cands, pool_w, y, C)
-    for _ in range(EM_ROUNDS):                        # refine the noise model, then the pool through it
-        h = _hesitant_share(cands, pool_w, y, transition, fit_rows)
-        transition = _em_transition(cands, pool_w, y, C, transition, h)
-        pool_w = _pool_weights(cands, y, transition, rng)
-    h = _hesitant_share(cands, pool_w, y, transition, fit_rows)
+    transition, pool_w, h = _refine(cands, pool_w, y, C, _transition(cands, pool_w, y, C), fit_rows, rng)
     out = _per_row(cands, I, pool_w, y, transition, h)
     noise_score = out["noise_score"]
     n_err, threshold, flagged = _flag(noise_score)

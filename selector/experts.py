@@ -278,7 +278,8 @@ class Experts:
         L = np.empty((len(self.names), n, W), np.float32)
         best, best_sim = np.empty(n, np.int64), np.empty(n, np.float32)
         every = np.arange(n)
-        with blas_threads(threads_for(2 * next(blocks(every, C)).size * d * (C + MLP_HIDDEN))):
+        hidden = self.classifier[0][0].shape[1] if len(self.classifier[0]) == 4 else 0   # a network's width
+        with blas_threads(threads_for(2 * next(blocks(every, C)).size * d * (C + hidden))):
             for rows in blocks(every, C):
                 r = np.arange(len(rows))
                 cos = zero_shot_logits(self.Xn[rows], self.T)
