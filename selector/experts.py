@@ -184,7 +184,7 @@ def _given_through(P, y, T, h):
     (1 - h) T[c, y] + h (1 - T[c, c]) P(y|x) / (1 - P(c|x)) (`selector.audit._kernel`, in torch)."""
     Py = P.gather(1, y[:, None])[:, 0]
     Tyy = T[y, y]
-    swaps = (P @ T).gather(1, y[:, None])[:, 0] - Py * Tyy
+    swaps = (P * T.t()[y]).sum(1) - Py * Tyy          # sum_c P(c|x) T[c, y]: O(b C), not a (b, C) x (C, C) product
     out = Py * Tyy + (1 - h) * swaps
     if h > 0:
         resemble = (P * (1 - T.diagonal())[None] / (1 - P).clamp_min(1e-6)).sum(1)
