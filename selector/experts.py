@@ -33,7 +33,8 @@ _CHUNK = 65_536
 # the audit's second-round classifier (fit_mlp): 512 units and 2,000 steps found more label errors than 256 units
 # and 1,000 steps on every bench encoder (bench/audit_quality.py's features), at about 3x the time
 MLP_HIDDEN, MLP_STEPS, MLP_BATCH, MLP_EPOCHS = 512, 2000, 512, 20
-MLP_WIDE_DIM = 256    # wider embeddings get proportionally fewer hidden units: a step costs no more than at d = 256
+MLP_WIDE_DIM = 256    # wider embeddings get proportionally fewer hidden units: the first layer costs no more than at
+#                       d = 256 (the output layer, hidden x C, grows with the classes: ~15 ms a step at 1,000)
 MLP_MIN_STEPS = 200   # however few the rows: a network of a few steps has learned nothing yet
 MLP_MIN_ROWS = 1000   # fewer rows than this: the second round refits the linear discriminant instead
 MLP_LR, MLP_WEIGHT_DECAY = 3e-3, 1e-4
