@@ -20,7 +20,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 # Order of sections in BENCHMARKS.md.
 SCRIPTS = ("audit_quality", "offline_folder", "outlier_quality", "selection_quality", "engine_speed", "scale",
-           "cache_check", "knn_scale", "exact_search", "map_quality", "embed_speed", "demo_embed_speed", "app_speed", "gpu_check")
+           "many_classes", "cache_check", "knn_scale", "exact_search", "map_quality", "embed_speed",
+           "demo_embed_speed", "app_speed", "gpu_check")
 
 
 def main(argv=None) -> int:

@@ -36,6 +36,8 @@ MLP_HIDDEN, MLP_STEPS, MLP_BATCH, MLP_EPOCHS = 512, 2000, 512, 20
 MLP_WIDE_DIM = 256    # wider embeddings get proportionally fewer hidden units: the first layer costs no more than at
 #                       d = 256 (the output layer, hidden x C, grows with the classes: ~15 ms a step at 1,000)
 MLP_MIN_STEPS = 200   # however few the rows: a network of a few steps has learned nothing yet
+MLP_BUDGET_CLASSES = 10  # more classes than this: fewer steps, so a fold's fit costs no more than with this many
+#                          (1,000 classes at 512-d: 690 steps; as good as 1,875 on a 1,000-class set, bench/scale.py)
 MLP_MIN_ROWS = 1000   # fewer rows than this: the second round refits the linear discriminant instead
 MLP_LR, MLP_WEIGHT_DECAY = 3e-3, 1e-4
 
@@ -135,8 +137,8 @@ def fit_mlp(Xn, y, C, weights, folds, n_folds, transition, hesitant: float = 0.0
     -log sum_c P(c|x) K(c, given) for the kernel of `selector.audit` (class-to-class rates `transition`, a
     share `hesitant` of flips to a class the image resembles), so the network does not learn the noise the
     kernel explains. `hidden` units: by default MLP_HIDDEN, times MLP_WIDE_DIM / d for wider embeddings.
-    min(steps, epochs x rows / batch) AdamW steps, at least MLP_MIN_STEPS, on a one-cycle schedule, so the
-    cost is bounded at any n. Batches are standardised as they are drawn (no copy of the rows); the
+    `mlp_steps` AdamW steps on a one-cycle schedule, so the cost is bounded at any n and any number of
+    classes. Batches are standardised as they are drawn (no copy of the rows); the
     standardisation (label-free) is folded into W1, b1 for `logits`."""
     import torch
 
@@ -160,7 +162,7 @@ def fit_mlp(Xn, y, C, weights, folds, n_folds, transition, hesitant: float = 0.0
         for f in range(n_folds):
             rows = np.flatnonzero((folds != f) & (w > 0))
             rng = np.random.default_rng([seed, f])
-            n_steps = int(min(steps, max(MLP_MIN_STEPS, epochs * len(rows) // batch)))
+            n_steps = mlp_steps(len(rows), d, C, steps, batch, epochs)
             draws = rng.choice(rows, size=(n_steps, min(batch, len(rows))), p=w[rows] / w[rows].sum())
             torch.manual_seed(int(rng.integers(2 ** 31)))
             net = torch.nn.Sequential(torch.nn.Linear(d, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, C))
@@ -178,6 +180,15 @@ def fit_mlp(Xn, y, C, weights, folds, n_folds, transition, hesitant: float = 0.0
             params.append(((W1 / sd[:, None]).astype(np.float32), b1.astype(np.float32),
                            net[2].weight.detach().numpy().T.copy(), net[2].bias.detach().numpy().copy()))
     return params
+
+
+def mlp_steps(rows: int, d: int, C: int, steps: int = MLP_STEPS, batch: int = MLP_BATCH,
+              epochs: int = MLP_EPOCHS) -> int:
+    """A fold's step count: min(steps, epochs x rows / batch), scaled down past MLP_BUDGET_CLASSES classes by
+    the cost of a step, h (d + C) multiply-adds per row (both layers), against its cost at that many classes,
+    and never below MLP_MIN_STEPS."""
+    budget = steps * min(1.0, (d + MLP_BUDGET_CLASSES) / (d + C))
+    return int(max(MLP_MIN_STEPS, min(budget, epochs * rows // batch)))
 
 
 def _given_through(P, y, T, h):

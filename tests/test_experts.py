@@ -81,3 +81,19 @@ def test_the_networks_loss_uses_the_audits_noise_kernel():
         K, _ = _kernel(P, np.tile(np.arange(C), (b, 1)), y, T, h)
         got = _given_through(torch.from_numpy(P), torch.from_numpy(y), torch.from_numpy(T), h).numpy()
         np.testing.assert_allclose(got, (P * K).sum(1), atol=1e-6)
+
+
+def test_the_networks_steps_cost_no_more_at_many_classes_than_at_ten():
+    """A step costs h (d + C) multiply-adds per row: past MLP_BUDGET_CLASSES classes the step count shrinks
+    so that steps x (d + C) stays at its value for that many classes, never below MLP_MIN_STEPS; at few
+    classes, or few rows, the step count is what it was."""
+    from selector.experts import MLP_BUDGET_CLASSES, MLP_MIN_STEPS, MLP_STEPS, mlp_steps
+    big = 10 ** 6
+    assert mlp_steps(big, 512, 2) == mlp_steps(big, 512, MLP_BUDGET_CLASSES) == MLP_STEPS
+    assert mlp_steps(15_000, 512, 1000) == mlp_steps(15_000, 512, 10) == 20 * 15_000 // 512    # epochs bind first
+    assert mlp_steps(100, 512, 10) == MLP_MIN_STEPS
+    for d, C in ((512, 100), (512, 1000), (512, 21_000), (32, 1000)):
+        steps = mlp_steps(big, d, C)
+        assert steps < MLP_STEPS
+        assert steps == MLP_MIN_STEPS or steps * (d + C) <= MLP_STEPS * (d + MLP_BUDGET_CLASSES) < (steps + 1) * (d + C)
+    assert mlp_steps(big, 512, 1000) == 690 and mlp_steps(big, 32, 1000) == MLP_MIN_STEPS
