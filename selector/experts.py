@@ -37,7 +37,7 @@ MLP_WIDE_DIM = 256    # wider embeddings get proportionally fewer hidden units: 
 #                       d = 256 (the output layer, hidden x C, grows with the classes: ~15 ms a step at 1,000)
 MLP_MIN_STEPS = 200   # however few the rows: a network of a few steps has learned nothing yet
 MLP_BUDGET_CLASSES = 10  # more classes than this: fewer steps, so a fold's fit costs no more than with this many
-#                          (1,000 classes at 512-d: 690 steps; as good as 1,875 on a 1,000-class set, bench/scale.py)
+#                          (1,000 classes at 512-d: 690 steps; as good as 1,875 on a 1,000-class set, bench/many_classes.py)
 MLP_MIN_ROWS = 1000   # fewer rows than this: the second round refits the linear discriminant instead
 MLP_LR, MLP_WEIGHT_DECAY = 3e-3, 1e-4
 
