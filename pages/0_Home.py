@@ -176,7 +176,10 @@ if quality is not None:
     cols = st.columns(5)
     cols[0].metric("Precision", f"{quality['precision']:.3f}")
     cols[1].metric("Recall", f"{quality['recall']:.3f}")
-    cols[2].metric("F1", f"{quality['f1']:.3f}")
+    cols[2].metric("F1", f"{quality['f1']:.3f}",
+                   help=f"Flagging the top samples by noise score at the best threshold would reach F1 "
+                        f"{quality['best_f1']:.3f} with {quality['best_n_flagged']:,} flags: a gap means the "
+                        "ranking is right and the flagged count is not.")
     cols[3].metric("AUROC", f"{quality['auroc']:.3f}")
     cols[4].metric("Injected flips in subset", f"{quality['injected_in_subset']:,}",
                    help=f"of {quality['n_true']:,} flips; subset of {quality['subset_size']:,} samples")

@@ -121,7 +121,10 @@ def inject_noise(labels, *, rate: float, mode: str = "uniform", n_classes: int, 
 # ------------------------------------------------------------------------------------------ metrics
 def audit_metrics(noise_score, flagged, truth) -> dict:
     """Precision, recall, F1 of `flagged` and AUROC / average precision of `noise_score` against the
-    true mislabelled mask. AUROC/AP are NaN when truth is all True or all False."""
+    true mislabelled mask; best_f1 / best_n_flagged: the highest F1 that flagging the top rows by noise_score
+    reaches at any threshold, and how many rows that flags (what a perfect flag count would give: best_f1 well
+    above f1 means the ranking is right and the count is not). AUROC/AP are NaN when truth is all True or all
+    False."""
     s = np.asarray(noise_score, dtype=np.float64)
     f = np.asarray(flagged)
     t = np.asarray(truth)
@@ -139,7 +142,19 @@ def audit_metrics(noise_score, flagged, truth) -> dict:
     return {"precision": float(prec), "recall": float(rec), "f1": float(f1),
             "auroc": _auroc(s, t) if both else float("nan"),
             "average_precision": _average_precision(s, t) if both else float("nan"),
-            "n_flagged": int(f.sum()), "n_true": int(t.sum())}
+            "n_flagged": int(f.sum()), "n_true": int(t.sum()), **_best_f1(s, t)}
+
+
+def _best_f1(s, t) -> dict:
+    """{best_f1, best_n_flagged}: F1 of flagging every row scoring >= each distinct score, at its maximum (tied
+    scores as one threshold); 0 and 0 when nothing is truly mislabelled."""
+    if not t.any():
+        return {"best_f1": 0.0, "best_n_flagged": 0}
+    order = np.argsort(-s, kind="stable")
+    last = np.r_[np.flatnonzero(np.diff(s[order])), len(s) - 1]      # the last row of each tie group
+    f1 = 2 * np.cumsum(t[order])[last] / (last + 1 + t.sum())
+    i = int(np.argmax(f1))
+    return {"best_f1": float(f1[i]), "best_n_flagged": int(last[i] + 1)}
 
 
 def _auroc(s, t) -> float:

@@ -100,13 +100,18 @@ def test_audit_metrics_against_brute_force():
     assert m["auroc"] == pytest.approx(_brute_auroc(s, t))
     assert m["average_precision"] == pytest.approx(_brute_ap(s, t))
     assert (m["n_flagged"], m["n_true"]) == (f.sum(), t.sum())
+    thresholds = np.unique(s)                          # every way to flag the top rows, ties kept together
+    f1s = [2 * ((s >= u) & t).sum() / ((s >= u).sum() + t.sum()) for u in thresholds]
+    best = max(range(len(thresholds)), key=lambda i: (f1s[i], thresholds[i]))   # equal F1: the fewest flags
+    assert m["best_f1"] == pytest.approx(max(f1s)) and m["best_f1"] >= m["f1"]
+    assert m["best_n_flagged"] == (s >= thresholds[best]).sum()
 
 
 def test_audit_metrics_edges():
     m = audit_metrics(np.zeros(4), np.zeros(4, bool), np.array([1, 0, 0, 0], bool))
     assert m["precision"] == 0 and m["f1"] == 0 and m["auroc"] == 0.5
     m = audit_metrics(np.zeros(3), np.ones(3, bool), np.zeros(3, bool))
-    assert np.isnan(m["auroc"]) and m["recall"] == 0
+    assert np.isnan(m["auroc"]) and m["recall"] == 0 and (m["best_f1"], m["best_n_flagged"]) == (0, 0)
     with pytest.raises(InputError, match="one length"):
         audit_metrics(np.zeros(3), np.zeros(2, bool), np.zeros(3, bool))
     with pytest.raises(InputError, match="NaN"):
