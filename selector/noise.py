@@ -139,22 +139,27 @@ def audit_metrics(noise_score, flagged, truth) -> dict:
     rec = tp / t.sum() if t.sum() else 0.0
     f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
     both = 0 < t.sum() < len(t)
+    cuts = _cuts(s, t) if t.any() else None
     return {"precision": float(prec), "recall": float(rec), "f1": float(f1),
             "auroc": _auroc(s, t) if both else float("nan"),
-            "average_precision": _average_precision(s, t) if both else float("nan"),
-            "n_flagged": int(f.sum()), "n_true": int(t.sum()), **_best_f1(s, t)}
+            "average_precision": _average_precision(*cuts) if both else float("nan"),
+            "n_flagged": int(f.sum()), "n_true": int(t.sum()),
+            **(_best_f1(*cuts) if cuts else {"best_f1": 0.0, "best_n_flagged": 0})}
 
 
-def _best_f1(s, t) -> dict:
-    """{best_f1, best_n_flagged}: F1 of flagging every row scoring >= each distinct score, at its maximum (tied
-    scores as one threshold); 0 and 0 when nothing is truly mislabelled."""
-    if not t.any():
-        return {"best_f1": 0.0, "best_n_flagged": 0}
+def _cuts(s, t) -> tuple[np.ndarray, np.ndarray]:
+    """(flagged, hits): for each distinct score from high to low, how many rows score at least it and how many
+    of those are truly mislabelled (tied scores as one threshold)."""
     order = np.argsort(-s, kind="stable")
     last = np.r_[np.flatnonzero(np.diff(s[order])), len(s) - 1]      # the last row of each tie group
-    f1 = 2 * np.cumsum(t[order])[last] / (last + 1 + t.sum())
+    return last + 1, np.cumsum(t[order])[last]
+
+
+def _best_f1(flagged, hits) -> dict:
+    """{best_f1, best_n_flagged}: the highest F1 over the thresholds of `_cuts`, and how many rows it flags."""
+    f1 = 2 * hits / (flagged + hits[-1])
     i = int(np.argmax(f1))
-    return {"best_f1": float(f1[i]), "best_n_flagged": int(last[i] + 1)}
+    return {"best_f1": float(f1[i]), "best_n_flagged": int(flagged[i])}
 
 
 def _auroc(s, t) -> float:
@@ -169,12 +174,8 @@ def _auroc(s, t) -> float:
     return float((ranks[t].sum() - pos * (pos + 1) / 2) / (pos * (len(t) - pos)))
 
 
-def _average_precision(s, t) -> float:
-    """Average precision: the sum over score thresholds (high to low) of precision x the recall gained there,
-    tied scores as one threshold (sklearn's average_precision_score)."""
-    order = np.argsort(-s, kind="stable")
-    last = np.r_[np.flatnonzero(np.diff(s[order])), len(s) - 1]      # the last row of each tie group
-    tps = np.cumsum(t[order])[last]
-    precision = tps / (last + 1)
-    recall_gain = np.diff(np.r_[0, tps]) / tps[-1]
-    return float((precision * recall_gain).sum())
+def _average_precision(flagged, hits) -> float:
+    """Average precision: the sum over the thresholds of `_cuts` (high to low) of precision x the recall gained
+    there (sklearn's average_precision_score)."""
+    recall_gain = np.diff(np.r_[0, hits]) / hits[-1]
+    return float((hits / flagged * recall_gain).sum())
