@@ -18,8 +18,9 @@ OOD_CUT = 3.5          # robust z (median/MAD, Iglewicz-Hoaglin "outlier" level)
 DUP_LOCAL = 0.15       # a near-duplicate pair: distance <= this share of the row's farthest listed neighbour
 DUP_SCALE = 0.5        # ... and <= this share of the median 1-NN distance
 MISSING_MIN_SIZE = 20  # rows a group of a missing class needs
-MISSING_SCATTER = 1.5  # its labels: collision probability at most this multiple of the dataset's
-MISSING_Z = 2.0        # its median class-match robust z (matches no class) must exceed this
+MISSING_SCATTER = 1.5  # its trusted labels: collision probability at most this multiple of the dataset's
+MISSING_SPREAD = 1.5   # its spread (mean cosine distance to its centroid) at most this multiple of the median cluster's
+MISSING_RELABEL = 0.9  # a flagged row the audit relabels with at least this confidence is a label error, not one
 _BLOCK = 8192
 
 
@@ -63,22 +64,26 @@ def find_ood(best_class_sim, neighbor_sims, *, cut: float = OOD_CUT) -> tuple[np
     return score, score > cut
 
 
-def find_missing_class(X, labels, class_embeddings, knn_agreement, *, seed: int = 0) -> np.ndarray:
+def find_missing_class(X, labels, class_embeddings, audit, *, seed: int = 0) -> np.ndarray:
     """group (n,) int64: rows that look like a class missing from the label set, numbered by group; -1 elsewhere.
 
-    What marks such a class: a dense group of images that matches no class embedding well and whose given
-    labels are scattered as if at random (each image got whatever label was at hand), so its neighbours agree
-    with each other but not with its label. X (n, d) unit rows; labels (n,) in [0, C); class_embeddings: a list
-    of (C, d) unit arrays (the class prompts and/or the class prototypes; a row must match none of them);
-    knn_agreement (n,) from the audit. Steps:
+    What marks such a class: a dense group of images whose given labels are scattered as if at random (each
+    image got whatever label was at hand), so its neighbours agree with each other but not with its label, and
+    which matches the known classes no better than a typical row does. Label noise also scatters labels, so the
+    labels are read only where the audit trusts them. X (n, d) unit rows; labels (n,) in [0, C);
+    class_embeddings: a list of (C, d) unit arrays (the class prompts and/or the class prototypes); audit: the
+    `LabelAudit` of these labels (its flagged, suggested_prob and knn_agreement). Steps:
       1. spherical k-means of X into K = clip(n / 500, 2C, 512) clusters (on a sample of 64 rows per centroid);
-      2. a cluster is a missing-class seed when it has >= MISSING_MIN_SIZE rows, its labels are nearly as
-         scattered as the whole dataset's (label collision probability <= MISSING_SCATTER x the dataset's) and
-         the median class-match z of its rows (`_match_z`: the robust z of log(1 - cosine to the best class),
-         the lowest over the class embeddings given) is > MISSING_Z;
+      2. a cluster is a missing-class seed when it has >= MISSING_MIN_SIZE rows the audit does not flag, their
+         labels are nearly as scattered as all unflagged rows' (label collision probability <= MISSING_SCATTER x
+         theirs), it is about as tight as a typical cluster (mean cosine distance to its centroid <=
+         MISSING_SPREAD x the median over the clusters of >= MISSING_MIN_SIZE rows: a region between classes,
+         where the encoder mixes them, is looser than a class) and the median class-match z of its rows (`_match_z`: the robust z of log(1 - cosine to the
+         best class), the lowest over the class embeddings given) is > 0;
       3. twice: each seed's centroid becomes a new class prototype beside the known ones (recomputed without the
-         seeds' rows), and a row joins the seed it is nearest to when that is nearer than every known prototype
-         and fewer than half its neighbours share its label;
+         seeds' rows), and a row joins the seed it is nearest to when that is nearer than every known prototype,
+         fewer than half its neighbours share its label, and the audit does not relabel it to a known class
+         with confidence >= MISSING_RELABEL (that is a label error);
       4. a group is the members nearest to one seed; groups smaller than MISSING_MIN_SIZE are dropped."""
     X = check_matrix(X, "X (image embeddings)")
     y = np.asarray(labels, np.int64)
@@ -87,17 +92,24 @@ def find_missing_class(X, labels, class_embeddings, knn_agreement, *, seed: int 
     if n < 2 * MISSING_MIN_SIZE:
         return out
     centroids, assign = spherical_kmeans(X, int(np.clip(n // 500, 2 * C, 512)), seed=seed)
-    counts = np.bincount(assign * C + y, minlength=len(centroids) * C).reshape(-1, C)   # labels per cluster
-    scattered = np.flatnonzero((counts.sum(1) >= MISSING_MIN_SIZE) & (
+    K, trusted = len(centroids), ~np.asarray(audit.flagged, bool)
+    counts = np.bincount(assign[trusted] * C + y[trusted], minlength=K * C).reshape(-1, C)   # trusted labels
+    sizes = np.bincount(assign, minlength=K)
+    spread = 1.0 - np.bincount(assign, weights=np.einsum("ij,ij->i", X, centroids[assign]), minlength=K) / np.maximum(
+        sizes, 1)
+    big = sizes >= MISSING_MIN_SIZE
+    scattered = np.flatnonzero(big & (counts.sum(1) >= MISSING_MIN_SIZE) & (
+        spread <= MISSING_SPREAD * np.median(spread[big]) if big.any() else False) & (
         _collision(counts) <= MISSING_SCATTER * _collision(counts.sum(0, keepdims=True))[0]))
     rows = np.flatnonzero(np.isin(assign, scattered))
     z = _match_z(X, class_embeddings, rows, seed)
-    seeds = [k for k in scattered if np.median(z[assign[rows] == k]) > MISSING_Z]
+    seeds = [k for k in scattered if np.median(z[assign[rows] == k]) > 0]
     if not seeds:
         return out
     new, member = centroids[seeds], np.isin(assign, seeds)
     sums = _class_sums(X, y, C)
-    maybe = np.flatnonzero(np.asarray(knn_agreement, np.float32) < 0.5)   # neighbours disagree with the label
+    relabelled = ~trusted & (np.asarray(audit.suggested_prob, np.float32) >= MISSING_RELABEL)
+    maybe = np.flatnonzero((np.asarray(audit.knn_agreement, np.float32) < 0.5) & ~relabelled)
     for _ in range(2):
         known = l2_normalize(sums - _class_sums(X[member], y[member], C))
         sim = np.concatenate([X[maybe[s:s + _BLOCK]] @ new.T for s in range(0, len(maybe), _BLOCK)] or

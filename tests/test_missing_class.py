@@ -9,7 +9,8 @@ import pytest
 from selector.__main__ import main
 from selector.errors import InputError
 from selector.issues import find_issues
-from selector.linalg import l2_normalize
+from selector.audit import audit_labels
+from selector.linalg import class_prototypes, l2_normalize
 from selector.neighbors import knn
 from selector.noise import inject_noise
 from selector.outliers import find_leaks, find_missing_class, find_near_duplicates, neighbor_similarities
@@ -47,14 +48,13 @@ def test_missing_class_with_prototypes_only_and_bad_input():
     X, _, y = clusters(n=2000, seed=6)
     X, y, planted = plant_missing_class(X, y, C, n=150, seed=3)
     Xn = l2_normalize(X)
-    _, I = knn(Xn, 10)
-    agree = (y[I] == y[:, None]).mean(1)
-    from selector.linalg import class_prototypes
-    group = find_missing_class(Xn, y, [class_prototypes(Xn, y, C)], agree)
+    P = class_prototypes(Xn, y, C)
+    audit = audit_labels(Xn, P, y, seed=0, zero_shot=False)
+    group = find_missing_class(Xn, y, [P], audit)
     found = group >= 0
     assert (found & planted).sum() >= 0.9 * planted.sum() and (found & ~planted).sum() <= 0.1 * found.sum()
     assert set(np.unique(group[found])) == set(range(group.max() + 1))     # groups numbered from 0
-    assert (find_missing_class(Xn[:30], y[:30], [class_prototypes(Xn, y, C)], agree[:30]) == -1).all()
+    assert (find_missing_class(Xn[:30], y[:30], [P], audit) == -1).all()
 
 
 def test_reencoded_near_copies_and_exact_copies_are_paired():
