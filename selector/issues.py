@@ -50,7 +50,8 @@ def find_issues(X, T, labels, class_names, *, neighbors=None, seed: int = 0, dup
     sims = neighbor_similarities(Xn, I)
     ood_score, far = find_ood(audit.best_class_sim, sims)
     prototypes = class_prototypes(Xn, y, len(names))
-    missing = find_missing_class(Xn, y, [l2_normalize(T), prototypes] if zero_shot else [prototypes], audit, seed=seed)
+    class_embeddings = [l2_normalize(T), prototypes] if zero_shot else [prototypes]
+    missing = find_missing_class(Xn, y, class_embeddings, audit, I, seed=seed)
     audit = dataclasses.replace(audit, flagged=audit.flagged & (missing < 0))
     duplicate_of = find_near_duplicates(sims, I, threshold=duplicate_threshold)
     leak_of = None if split is None else find_leaks(duplicate_of, split)

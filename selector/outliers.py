@@ -21,6 +21,7 @@ MISSING_MIN_SIZE = 20  # rows a group of a missing class needs
 MISSING_SCATTER = 1.5  # its trusted labels: collision probability at most this multiple of the dataset's
 MISSING_SPREAD = 1.5   # its spread (mean cosine distance to its centroid) at most this multiple of the median cluster's
 MISSING_RELABEL = 0.9  # a flagged row the audit relabels with at least this confidence is a label error, not one
+MISSING_JOIN, MISSING_LEAVE = 0.3, 0.2   # neighbour shares in a group for a row to join it, and below which it leaves
 _BLOCK = 8192
 
 
@@ -64,7 +65,7 @@ def find_ood(best_class_sim, neighbor_sims, *, cut: float = OOD_CUT) -> tuple[np
     return score, score > cut
 
 
-def find_missing_class(X, labels, class_embeddings, audit, *, seed: int = 0) -> np.ndarray:
+def find_missing_class(X, labels, class_embeddings, audit, I, *, seed: int = 0) -> np.ndarray:
     """group (n,) int64: rows that look like a class missing from the label set, numbered by group; -1 elsewhere.
 
     What marks such a class: a dense group of images whose given labels are scattered as if at random (each
@@ -72,22 +73,28 @@ def find_missing_class(X, labels, class_embeddings, audit, *, seed: int = 0) -> 
     which matches the known classes no better than a typical row does. Label noise also scatters labels, so the
     labels are read only where the audit trusts them. X (n, d) unit rows; labels (n,) in [0, C);
     class_embeddings: a list of (C, d) unit arrays (the class prompts and/or the class prototypes); audit: the
-    `LabelAudit` of these labels (its flagged, suggested_prob and knn_agreement). Steps:
+    `LabelAudit` of these labels (its flagged, suggested_prob and knn_agreement); I (n, k) each row's neighbours
+    (-1 for none). Steps:
       1. spherical k-means of X into K = clip(n / 500, 2C, 512) clusters (on a sample of 64 rows per centroid);
       2. a cluster is a missing-class seed when it has >= MISSING_MIN_SIZE rows the audit does not flag, their
          labels are nearly as scattered as all unflagged rows' (label collision probability <= MISSING_SCATTER x
          theirs), it is about as tight as a typical cluster (mean cosine distance to its centroid <=
          MISSING_SPREAD x the median over the clusters of >= MISSING_MIN_SIZE rows: a region between classes,
-         where the encoder mixes them, is looser than a class) and the median class-match z of its rows (`_match_z`: the robust z of log(1 - cosine to the
-         best class), the lowest over the class embeddings given) is > 0;
+         where the encoder mixes them, is looser than a class) and the median class-match z of its rows
+         (`_match_z`: the robust z of log(1 - cosine to the best class), the lowest over the class embeddings
+         given) is > 0;
       3. twice: each seed's centroid becomes a new class prototype beside the known ones (recomputed without the
          seeds' rows), and a row joins the seed it is nearest to when that is nearer than every known prototype,
          fewer than half its neighbours share its label, and the audit does not relabel it to a known class
          with confidence >= MISSING_RELABEL (that is a label error);
-      4. a group is the members nearest to one seed; groups smaller than MISSING_MIN_SIZE are dropped."""
+      4. three neighbourhood votes, since a class mean is a coarse border: such a row joins the group most of its
+         member neighbours are in when >= MISSING_JOIN of its neighbours are members, and a member leaves when
+         fewer than MISSING_LEAVE of them are;
+      5. groups smaller than MISSING_MIN_SIZE are dropped."""
     X = check_matrix(X, "X (image embeddings)")
     y = np.asarray(labels, np.int64)
     C, n = int(class_embeddings[0].shape[0]), len(X)
+    I = check_neighbor_ids(I, n)
     out = np.full(n, -1, np.int64)
     if n < 2 * MISSING_MIN_SIZE:
         return out
@@ -95,11 +102,12 @@ def find_missing_class(X, labels, class_embeddings, audit, *, seed: int = 0) -> 
     K, trusted = len(centroids), ~np.asarray(audit.flagged, bool)
     counts = np.bincount(assign[trusted] * C + y[trusted], minlength=K * C).reshape(-1, C)   # trusted labels
     sizes = np.bincount(assign, minlength=K)
-    spread = 1.0 - np.bincount(assign, weights=np.einsum("ij,ij->i", X, centroids[assign]), minlength=K) / np.maximum(
-        sizes, 1)
+    cos = np.concatenate([np.einsum("ij,ij->i", X[s:s + _BLOCK], centroids[assign[s:s + _BLOCK]])
+                          for s in range(0, n, _BLOCK)])
+    spread = 1.0 - np.bincount(assign, weights=cos, minlength=K) / np.maximum(sizes, 1)   # mean distance to centroid
     big = sizes >= MISSING_MIN_SIZE
-    scattered = np.flatnonzero(big & (counts.sum(1) >= MISSING_MIN_SIZE) & (
-        spread <= MISSING_SPREAD * np.median(spread[big]) if big.any() else False) & (
+    typical = np.median(spread[big]) if big.any() else 0.0
+    scattered = np.flatnonzero(big & (counts.sum(1) >= MISSING_MIN_SIZE) & (spread <= MISSING_SPREAD * typical) & (
         _collision(counts) <= MISSING_SCATTER * _collision(counts.sum(0, keepdims=True))[0]))
     rows = np.flatnonzero(np.isin(assign, scattered))
     z = _match_z(X, class_embeddings, rows, seed)
@@ -109,7 +117,8 @@ def find_missing_class(X, labels, class_embeddings, audit, *, seed: int = 0) -> 
     new, member = centroids[seeds], np.isin(assign, seeds)
     sums = _class_sums(X, y, C)
     relabelled = ~trusted & (np.asarray(audit.suggested_prob, np.float32) >= MISSING_RELABEL)
-    maybe = np.flatnonzero((np.asarray(audit.knn_agreement, np.float32) < 0.5) & ~relabelled)
+    candidate = (np.asarray(audit.knn_agreement, np.float32) < 0.5) & ~relabelled
+    maybe = np.flatnonzero(candidate)
     for _ in range(2):
         known = l2_normalize(sums - _class_sums(X[member], y[member], C))
         sim = np.concatenate([X[maybe[s:s + _BLOCK]] @ new.T for s in range(0, len(maybe), _BLOCK)] or
@@ -119,6 +128,14 @@ def find_missing_class(X, labels, class_embeddings, audit, *, seed: int = 0) -> 
         out[maybe[joined]] = sim[joined].argmax(1)
         member = out >= 0
         new = l2_normalize(np.stack([X[out == g].mean(0) if (out == g).any() else new[g] for g in range(len(new))]))
+    for _ in range(3):
+        near = np.where(I >= 0, out[np.maximum(I, 0)], -1)                 # the group of each neighbour, -1 none
+        share = (near >= 0).mean(1)
+        votes = np.stack([(near == g).sum(1) for g in range(len(new))], 1)
+        joins = (out < 0) & candidate & (share >= MISSING_JOIN)
+        out[joins] = votes[joins].argmax(1)
+        out[(out >= 0) & (share < MISSING_LEAVE)] = -1
+    member = out >= 0
     sizes = np.bincount(out[member], minlength=len(new))
     renumber = np.where(sizes >= MISSING_MIN_SIZE, np.cumsum(sizes >= MISSING_MIN_SIZE) - 1, -1)
     out[member] = renumber[out[member]]

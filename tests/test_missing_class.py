@@ -49,12 +49,13 @@ def test_missing_class_with_prototypes_only_and_bad_input():
     X, y, planted = plant_missing_class(X, y, C, n=150, seed=3)
     Xn = l2_normalize(X)
     P = class_prototypes(Xn, y, C)
-    audit = audit_labels(Xn, P, y, seed=0, zero_shot=False)
-    group = find_missing_class(Xn, y, [P], audit)
+    _, I = knn(Xn, 10)
+    audit = audit_labels(Xn, P, y, neighbors=(None, I), seed=0, zero_shot=False)
+    group = find_missing_class(Xn, y, [P], audit, I)
     found = group >= 0
     assert (found & planted).sum() >= 0.9 * planted.sum() and (found & ~planted).sum() <= 0.1 * found.sum()
     assert set(np.unique(group[found])) == set(range(group.max() + 1))     # groups numbered from 0
-    assert (find_missing_class(Xn[:30], y[:30], [P], audit) == -1).all()
+    assert (find_missing_class(Xn[:30], y[:30], [P], audit, I[:30] % 30) == -1).all()
 
 
 def test_reencoded_near_copies_and_exact_copies_are_paired():
