@@ -43,6 +43,26 @@ def test_no_missing_class_in_clean_or_noisy_labels(rate):
     assert (issues.missing_class >= 0).sum() == 0
 
 
+def test_missing_class_found_under_label_noise():
+    """Flipped labels scatter the known classes too; the group is still found, and its rows leave the label errors."""
+    X, T, y = clusters(n=3000, seed=1)
+    X, y, planted = plant_missing_class(X, y, C, n=200, seed=2)
+    y[~planted] = inject_noise(y[~planted], rate=0.2, mode="uniform", n_classes=C, seed=0)[0]
+    found = find_issues(X, T, y, NAMES, seed=0).missing_class >= 0
+    assert (found & planted).sum() >= 0.9 * planted.sum() and (found & ~planted).sum() <= 0.1 * found.sum()
+
+
+def test_a_loose_region_of_mixed_labels_is_not_a_missing_class():
+    """Where the encoder blurs classes together, the labels look scattered too, but the region is far looser
+    than a class: it is not reported as a missing class."""
+    X, T, y = clusters(n=3000, seed=1)
+    Xp, yp, planted = plant_missing_class(X, y, C, n=200, seed=2)
+    centre = Xp[planted].mean(0)
+    Xp[planted] = centre + 3.0 * (Xp[planted] - centre)          # the same rows, three times as spread out
+    assert (find_issues(X, T, y, NAMES, seed=0).missing_class < 0).all()
+    assert (find_issues(Xp, T, yp, NAMES, seed=0).missing_class[planted] < 0).all()
+
+
 def test_missing_class_with_prototypes_only_and_bad_input():
     """Image-only embeddings: class prototypes are the only class embeddings, and the cluster is still found."""
     X, _, y = clusters(n=2000, seed=6)
