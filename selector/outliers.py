@@ -21,7 +21,7 @@ MISSING_MIN_SIZE = 20  # rows a group of a missing class needs
 MISSING_SCATTER = 1.5  # its trusted labels: collision probability at most this multiple of the dataset's
 MISSING_SPREAD = 1.5   # its spread (mean cosine distance to its centroid) at most this multiple of the median cluster's
 MISSING_RELABEL = 0.9  # a flagged row the audit relabels with at least this confidence is a label error, not one
-MISSING_JOIN, MISSING_LEAVE = 0.3, 0.2   # neighbour shares in a group for a row to join it, and below which it leaves
+MISSING_JOIN = 0.3     # share of a row's neighbours in a group for it to join the group
 _BLOCK = 8192
 
 
@@ -87,9 +87,8 @@ def find_missing_class(X, labels, class_embeddings, audit, I, *, seed: int = 0) 
          seeds' rows), and a row joins the seed it is nearest to when that is nearer than every known prototype,
          fewer than half its neighbours share its label, and the audit does not relabel it to a known class
          with confidence >= MISSING_RELABEL (that is a label error);
-      4. three neighbourhood votes, since a class mean is a coarse border: such a row joins the group most of its
-         member neighbours are in when >= MISSING_JOIN of its neighbours are members, and a member leaves when
-         fewer than MISSING_LEAVE of them are;
+      4. three neighbourhood votes, since a class mean is a coarse border: such a row also joins the group most
+         of its member neighbours are in when >= MISSING_JOIN of its neighbours are members;
       5. groups smaller than MISSING_MIN_SIZE are dropped."""
     X = check_matrix(X, "X (image embeddings)")
     y = np.asarray(labels, np.int64)
@@ -134,7 +133,6 @@ def find_missing_class(X, labels, class_embeddings, audit, I, *, seed: int = 0) 
         votes = np.stack([(near == g).sum(1) for g in range(len(new))], 1)
         joins = (out < 0) & candidate & (share >= MISSING_JOIN)
         out[joins] = votes[joins].argmax(1)
-        out[(out >= 0) & (share < MISSING_LEAVE)] = -1
     member = out >= 0
     sizes = np.bincount(out[member], minlength=len(new))
     renumber = np.where(sizes >= MISSING_MIN_SIZE, np.cumsum(sizes >= MISSING_MIN_SIZE) - 1, -1)
