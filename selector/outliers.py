@@ -128,11 +128,10 @@ def find_missing_class(X, labels, class_embeddings, audit, I, *, seed: int = 0) 
         member = out >= 0
         new = l2_normalize(np.stack([X[out == g].mean(0) if (out == g).any() else new[g] for g in range(len(new))]))
     for _ in range(3):
-        near = np.where(I >= 0, out[np.maximum(I, 0)], -1)                 # the group of each neighbour, -1 none
-        share = (near >= 0).mean(1)
-        votes = np.stack([(near == g).sum(1) for g in range(len(new))], 1)
-        joins = (out < 0) & candidate & (share >= MISSING_JOIN)
-        out[joins] = votes[joins].argmax(1)
+        free = np.flatnonzero(candidate & (out < 0))
+        near = np.where(I[free] >= 0, out[np.maximum(I[free], 0)], -1)      # the group of each neighbour, -1 none
+        joins = (near >= 0).mean(1) >= MISSING_JOIN
+        out[free[joins]] = np.stack([(near[joins] == g).sum(1) for g in range(len(new))], 1).argmax(1)
     member = out >= 0
     sizes = np.bincount(out[member], minlength=len(new))
     renumber = np.where(sizes >= MISSING_MIN_SIZE, np.cumsum(sizes >= MISSING_MIN_SIZE) - 1, -1)
