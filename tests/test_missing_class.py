@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from selector.__main__ import main
+from selector.audit import audit_labels
 from selector.errors import InputError
 from selector.issues import find_issues
-from selector.audit import audit_labels
 from selector.linalg import class_prototypes, l2_normalize
 from selector.neighbors import knn
 from selector.noise import inject_noise
@@ -44,7 +44,7 @@ def test_no_missing_class_in_clean_or_noisy_labels(rate):
 
 
 def test_missing_class_found_under_label_noise():
-    """Flipped labels scatter the known classes too; the group is still found, and its rows leave the label errors."""
+    """Flipped labels scatter the known classes' labels too; the group is still found, and only it."""
     X, T, y = clusters(n=3000, seed=1)
     X, y, planted = plant_missing_class(X, y, C, n=200, seed=2)
     y[~planted] = inject_noise(y[~planted], rate=0.2, mode="uniform", n_classes=C, seed=0)[0]
