@@ -97,14 +97,12 @@ def find_missing_class(X, labels, class_embeddings, audit, I, *, seed: int = 0) 
     out = np.full(n, -1, np.int64)
     if n < 2 * MISSING_MIN_SIZE:
         return out
-    centroids, assign = spherical_kmeans(X, int(np.clip(n // 500, 2 * C, 512)), seed=seed)
+    centroids, assign, cos = spherical_kmeans(X, int(np.clip(n // 500, 2 * C, 512)), seed=seed)
     K, trusted = len(centroids), ~np.asarray(audit.flagged, bool)
     counts = np.bincount(assign[trusted] * C + y[trusted], minlength=K * C).reshape(-1, C)   # trusted labels
-    sizes = np.bincount(assign, minlength=K)
-    cos = np.concatenate([np.einsum("ij,ij->i", X[s:s + _BLOCK], centroids[assign[s:s + _BLOCK]])
-                          for s in range(0, n, _BLOCK)])
-    spread = 1.0 - np.bincount(assign, weights=cos, minlength=K) / np.maximum(sizes, 1)   # mean distance to centroid
-    big = sizes >= MISSING_MIN_SIZE
+    cluster_sizes = np.bincount(assign, minlength=K)
+    spread = 1.0 - np.bincount(assign, weights=cos, minlength=K) / np.maximum(cluster_sizes, 1)   # to the centroid
+    big = cluster_sizes >= MISSING_MIN_SIZE
     typical = np.median(spread[big]) if big.any() else 0.0
     scattered = np.flatnonzero(big & (counts.sum(1) >= MISSING_MIN_SIZE) & (spread <= MISSING_SPREAD * typical) & (
         _collision(counts) <= MISSING_SCATTER * _collision(counts.sum(0, keepdims=True))[0]))
@@ -140,8 +138,9 @@ def find_missing_class(X, labels, class_embeddings, audit, I, *, seed: int = 0) 
 
 
 def spherical_kmeans(X, K: int, *, seed: int = 0, iters: int = 15, per_centroid: int = 64):
-    """(centroids (K, d) unit, assignment (n,) int64) of unit rows X: k-means++ seeding and Lloyd steps on
-    cosine, on a seeded sample of per_centroid rows per centroid; then every row goes to its nearest centroid."""
+    """(centroids (K, d) unit, assignment (n,) int64, cosine (n,) float32 of each row to its centroid) of unit
+    rows X: k-means++ seeding and Lloyd steps on cosine, on a seeded sample of per_centroid rows per centroid;
+    then every row goes to its nearest centroid."""
     rng = np.random.default_rng(seed)
     S = X[np.sort(rng.choice(len(X), min(len(X), per_centroid * K), replace=False))]
     K = min(K, len(S))
@@ -158,10 +157,12 @@ def spherical_kmeans(X, K: int, *, seed: int = 0, iters: int = 15, per_centroid:
         empty = np.bincount(a, minlength=K) == 0
         sums[empty] = cen[empty]
         cen = l2_normalize(sums)
-    assign = np.empty(len(X), np.int64)
+    assign, cos = np.empty(len(X), np.int64), np.empty(len(X), np.float32)
     for s in range(0, len(X), _BLOCK):
-        assign[s:s + _BLOCK] = (X[s:s + _BLOCK] @ cen.T).argmax(1)
-    return cen, assign
+        sim = X[s:s + _BLOCK] @ cen.T
+        assign[s:s + _BLOCK] = sim.argmax(1)
+        cos[s:s + _BLOCK] = sim[np.arange(len(sim)), assign[s:s + _BLOCK]]
+    return cen, assign, cos
 
 
 def _best_sim(X, E, rows) -> np.ndarray:
