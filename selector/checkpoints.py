@@ -4,7 +4,8 @@
 a folder beside the result cache, each written to a temporary file and renamed into place, with a small
 sealed JSON file per stage that lists them with their sizes and CRC-32 (written last: a stage without it never
 finished). A file that does not match its listing, or a listing that was changed, is not used; the stage is
-computed again. `load_or_run` removes the folder once the run's result is cached.
+computed again. `load_or_run` removes the folder once the run's result is cached; a second run of the same
+inputs that finds it removed while it reads a stage computes that stage, with no warning.
 """
 from __future__ import annotations
 
@@ -59,6 +60,9 @@ class Checkpoints:
                 arrays[name] = arr
             return arrays, listing["info"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
+            if not listing_path.exists():      # cleared meanwhile by a run of the same inputs that finished first
+                log.info("checkpoint of stage %s in %s was removed while it was read", stage, self.folder)
+                return None
             log.warning("checkpoint of stage %s in %s is unusable (%s); computing it again", stage, self.folder, exc)
             return None
 

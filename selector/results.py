@@ -5,8 +5,9 @@ A folder holds arrays.npz (row map, labels, class embeddings T, G, noise truth),
 adapted embeddings and the kNN, memory-mapped when re-opened), table.parquet and meta.json, which records every
 other file's size and CRC-32 and is sealed with its own checksum. Every file is checked when the folder is
 re-opened; a folder that fails a check is computed again, with a warning, and replaced once the new one is
-written. The frozen embeddings are not copied: they are re-read from the embedding cache (or the dataset's
-own file) when first used.
+written. Runs of the same inputs may share the cache at once: a folder another process swaps in while this one
+reads it is read again, not called damaged. The frozen embeddings are not copied: they are re-read from the
+embedding cache (or the dataset's own file) when first used.
 
 A folder's views/ holds what a client derives from the run and wants back on the next re-open (the app's subset
 comparison spaces: `save_view`, `load_view`), each a .npz with its own sealed .json of parameters and checksum.
@@ -113,22 +114,38 @@ def load(path: Path, source, encoder, config, *, cache_dir, progress=None) -> Op
         return embed_dataset(source, encoder, cache_dir=cache_dir, batch_size=config.batch_size, progress=progress,
                              verify_content=config.verify_content)
 
-    if not os.path.lexists(path):
-        return None
-    try:
-        meta = _read_meta(path)
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            checked = pool.submit(_read, path, meta)
-            X, T, _ = (None, None, None) if meta.get("has_T") else frozen(progress)
-            arrays, table = checked.result()
-    except CacheCorrupt as exc:
-        log.warning("result cache %s is damaged (%s); computing the run again", path, exc)
-        return None
+    for attempt in range(2):
+        if not os.path.lexists(path):
+            return None
+        seal = _seal(path)
+        try:
+            meta = _read_meta(path)
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                checked = pool.submit(_read, path, meta)
+                X, T, _ = (None, None, None) if meta.get("has_T") else frozen(progress)
+                arrays, table = checked.result()
+            break
+        except CacheCorrupt as exc:
+            if attempt == 0 and _seal(path) != seal:   # another process swapped in its copy while this one read
+                log.info("result cache %s was replaced while it was read; reading it again", path)
+                continue
+            log.warning("result cache %s is damaged (%s); computing the run again", path, exc)
+            return None
     if X is None:
         T = arrays.pop("T")
         rows = arrays["rows"]
         X = LazyArray((len(rows), T.shape[1]), np.float32, lambda: _unit_rows(frozen()[0], rows))
     return _assemble(meta, arrays, table, X, T, source, encoder, config, path)
+
+
+def _seal(path: Path):
+    """Which meta.json the folder at path holds now (its inode and modification time), None when there is none:
+    a folder swapped in by another process has another."""
+    try:
+        st = os.stat(path / "meta.json")
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
 
 
 def _unit_rows(X, rows) -> np.ndarray:
@@ -217,5 +234,8 @@ def load_view(path: Path, name: str, kind, params: dict):
             arrays = {key: z[key] for key in z.files}
         return kind(**{f.name: arrays.get(f.name) for f in dataclasses.fields(kind)})
     except (CacheCorrupt, OSError, ValueError, TypeError) as exc:
+        if not target.with_suffix(".json").exists():   # its run was computed again and swapped in meanwhile
+            log.info("the kept %s of %s was removed while it was read", name, path)
+            return None
         log.warning("the kept %s of %s is damaged (%s); computing it again", name, path, exc)
         return None

@@ -89,6 +89,26 @@ def test_a_kept_view_is_read_back_only_whole_and_made_with_the_same_parameters(e
     assert _rerun(emb, cache).timings == emb["reference"].timings        # the run itself is still read, not redone
 
 
+
+def test_a_kept_view_removed_while_it_is_read_is_no_warning(emb, tmp_path, caplog, monkeypatch):
+    """The run was computed again and swapped in by another process (its views go with the old folder) while this
+    one read a kept view: there is simply no view, and no warning that it is damaged."""
+    from selector import results
+    from selector.ui.subsets import CoverageSpace, coverage_space
+    cache = copy_tree(emb["cache"], tmp_path / "cache")
+    folder, params = _result_folder(cache), dict(dims=4, n_probe=20, seed=0)
+    assert results.save_view(folder, "coverage", coverage_space(emb["reference"].F, **params), params)
+    real_check = results.check_file
+
+    def removed_meanwhile(path, record):
+        shutil.rmtree(folder / results.VIEWS)
+        return real_check(path, record)
+    monkeypatch.setattr(results, "check_file", removed_meanwhile)
+    with caplog.at_level(logging.INFO):
+        assert results.load_view(folder, "coverage", CoverageSpace, params) is None
+    assert "removed while it was read" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
 def test_a_view_is_kept_only_beside_a_finished_result(tmp_path):
     from selector import results
     from selector.ui.subsets import ProbeSpace
@@ -368,3 +388,59 @@ def test_a_cache_folder_that_is_a_symlink_loop_runs_uncached_with_a_warning(emb,
         result.cache_warnings
     assert _embed_again(clip, cache).rows == 48
     assert cache.is_symlink()                                          # the user's entry is left as it was
+
+
+def test_a_damaged_checkpoint_is_not_used_and_one_cleared_while_read_is_no_warning(tmp_path, caplog, monkeypatch):
+    """A stage whose array file was damaged is refused with a warning. A stage that a run of the same inputs
+    clears (its result cached) while this one reads it is simply not there: no warning."""
+    from selector import checkpoints
+    from selector.checkpoints import Checkpoints
+    stages = Checkpoints(tmp_path / "key.stages")
+    F = np.arange(12, dtype=np.float32).reshape(4, 3)
+    stages.save("adapt", {"rounds": 2}, F=F)
+    arrays, info = stages.load("adapt")
+    assert np.array_equal(arrays["F"], F) and info == {"rounds": 2}
+    damage(tmp_path / "key.stages" / "adapt.F.npy", "bit-flipped")
+    with caplog.at_level(logging.INFO):
+        assert stages.load("adapt") is None
+    assert "unusable" in caplog.text and "WARNING" in [r.levelname for r in caplog.records][-1]
+
+    stages.save("adapt", {"rounds": 2}, F=F)
+    real_check = checkpoints.check_file
+
+    def cleared_by_the_other_run(path, record):
+        stages.clear()                               # what the run that finished first does
+        return real_check(path, record)
+    monkeypatch.setattr(checkpoints, "check_file", cleared_by_the_other_run)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert stages.load("adapt") is None
+    assert "removed while it was read" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_result_swapped_in_by_another_process_while_it_is_read_is_read_again(emb, tmp_path, caplog, monkeypatch):
+    """Another process of the same inputs swaps its copy of the result folder in while this one checks the files
+    (they are missing for a moment): the folder is read again, with no warning and no run computed again."""
+    from selector import results
+    cache = copy_tree(emb["cache"], tmp_path / "cache")
+    folder = _result_folder(cache)
+    theirs = copy_tree(folder, tmp_path / "theirs")
+    real_read, calls = results._read, []
+
+    def swapped_meanwhile(path, meta):
+        calls.append(path)
+        if len(calls) > 1:
+            return real_read(path, meta)
+        shutil.rmtree(path)                          # the other process moved the old folder away...
+        try:
+            return real_read(path, meta)
+        finally:
+            os.replace(theirs, path)                 # ...and then put its own in place
+    monkeypatch.setattr(results, "_read", swapped_meanwhile)
+    with caplog.at_level(logging.INFO):
+        again = _rerun(emb, cache)
+    assert len(calls) == 2 and "replaced while it was read" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert again.timings == emb["reference"].timings                 # read, not computed again
+    pd.testing.assert_frame_equal(again.table, emb["reference"].table)
