@@ -193,7 +193,7 @@ def mlp_steps(rows: int, d: int, C: int, steps: int = MLP_STEPS, batch: int = ML
 
 def _given_through(P, y, T, h):
     """(b,) p(given = y | x) = sum_c P(c|x) K(c, y) for the audit's kernel: T[y, y] at c = y, else
-    (1 - h) T[c, y] + h (1 - T[c, c]) P(y|x) / (1 - P(c|x)) (`selector.audit._kernel`, in torch)."""
+    (1 - h) T[c, y] + h (1 - T[c, c]) P(y|x) / (1 - P(c|x)) (`selector.audit._kernel` at g = 0, in torch)."""
     Py = P.gather(1, y[:, None])[:, 0]
     Tyy = T[y, y]
     swaps = (P * T.t()[y]).sum(1) - Py * Tyy          # sum_c P(c|x) T[c, y]: O(b C), not a (b, C) x (C, C) product

@@ -221,6 +221,7 @@ def _run(dataset, encoder, config, cache_dir, progress, checkpoints) -> Result:
     manifest["audit"] = {"experts": list(issues.labels.experts),
                          "pool_weights": {m: round(w, 4) for m, w in issues.labels.pool_weights.items()},
                          "hesitant_share": round(issues.labels.hesitant_share, 4),
+                         "hesitation_power": issues.labels.hesitation_power,
                          "class_embeddings": "text prompts" if text_tower else
                          "image prototypes (no text tower: the mean embedding of each given class)"}
     manifest["resumed_stages"] = resumed     # stages a killed earlier run had finished (read, not recomputed)

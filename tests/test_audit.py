@@ -164,9 +164,13 @@ def test_noise_model_tells_hesitant_flips_from_class_to_class_ones():
     X, T, y = _ring()
     uniform, truth = inject_noise(y, rate=0.2, mode="uniform", n_classes=8, seed=8)
     a = audit_labels(X, T, uniform, seed=0)
-    assert a.hesitant_share < 0.2, a.hesitant_share
+    assert a.hesitant_share < 0.2 and a.hesitation_power == 0, (a.hesitant_share, a.hesitation_power)
     assert abs(int(a.flagged.sum()) - int(truth.sum())) < 0.05 * truth.sum(), (a.flagged.sum(), truth.sum())
     hesitant, truth = inject_noise(y, rate=0.2, mode="instance", n_classes=8, hesitation=hesitation(X, T, y), seed=8)
     b = audit_labels(X, T, hesitant, seed=0)
-    assert b.hesitant_share > 0.5, b.hesitant_share
-    assert audit_metrics(b.noise_score, b.flagged, truth)["auroc"] > 0.85    # 0.886 measured; hard by design
+    assert b.hesitant_share > 0.5 and b.hesitation_power > 0, (b.hesitant_share, b.hesitation_power)
+    m = audit_metrics(b.noise_score, b.flagged, truth)
+    assert m["auroc"] > 0.85, m                                   # 0.886 measured; hard by design
+    # the flip rate grows where the image hesitates: 0.34 of the errors flagged, F1 0.46 (0.27 and 0.40 when
+    # every image of a class flipped alike)
+    assert b.flagged.sum() > 0.3 * truth.sum() and m["f1"] > 0.44, (b.flagged.sum(), truth.sum(), m)

@@ -66,8 +66,8 @@ def test_the_network_learns_the_clean_posterior_through_the_noise_model():
 
 
 def test_the_networks_loss_uses_the_audits_noise_kernel():
-    """The network is trained through the same noise model the audit scores with: p(given | x) from
-    `_given_through` (torch) equals sum_c P(c|x) K(c, given) from the audit's `_kernel` (numpy)."""
+    """The network is trained through the noise model the audit's EM rounds use (hesitation power g = 0):
+    p(given | x) from `_given_through` (torch) equals sum_c P(c|x) K(c, given) from the audit's `_kernel`."""
     import torch
 
     from selector.audit import _kernel
@@ -78,7 +78,7 @@ def test_the_networks_loss_uses_the_audits_noise_kernel():
     T = rng.dirichlet(3 * np.ones(C), C).astype(np.float32)
     y = rng.integers(0, C, b)
     for h in (0.0, 0.4, 1.0):
-        K, _ = _kernel(P, np.tile(np.arange(C), (b, 1)), y, T, h)
+        K, _ = _kernel(P, np.tile(np.arange(C), (b, 1)), y, T, (h, 0.0, None))
         got = _given_through(torch.from_numpy(P), torch.from_numpy(y), torch.from_numpy(T), h).numpy()
         np.testing.assert_allclose(got, (P * K).sum(1), atol=1e-6)
 

@@ -155,6 +155,8 @@ def audit_description(manifest: dict) -> str:
     if "hesitant_share" in audit:
         text += (f" Noise model: {audit['hesitant_share']:.0%} of the label errors are modelled as hesitant (the "
                  "given label is a class the image resembles), the rest as class-to-class swaps.")
+        if audit.get("hesitation_power"):
+            text += " Hesitant errors are modelled as likelier where the image is ambiguous."
     if "zero_shot" not in weights:
         text += (" These embeddings have no text tower, so no zero-shot expert ran; alignment and 'matches no "
                  "class' use each class's mean image embedding instead of a class prompt.")
