@@ -308,7 +308,7 @@ def _audit(X, T, y, *, neighbors, seed, n_folds, k, names, progress) -> LabelAud
         conf += np.bincount(y[b], weights=given, minlength=C)
     T1 = _transition(cands, a1, y, C, thr=_thresholds(conf, counts))
     fit_rows = np.sort(rng.choice(n, size=min(n, 20_000), replace=False))
-    T_fit, _, (h_fit, _, _) = _refine(cands, a1, y, C, T1, fit_rows, rng)   # round 1's noise model, for the network's loss
+    T_fit, _, (h_fit, _, _) = _refine(cands, a1, y, C, T1, fit_rows, rng)   # round 1's noise model, for the net
     del cands                                         # round 1's candidates are not needed past here: free them first
     experts.classifier = (fit_mlp(Xn, y, C, w, folds, n_folds, T_fit, h_fit, seed=seed) if n >= MLP_MIN_ROWS
                           else fit_lda(Xn, y, C, w, folds, n_folds))
