@@ -222,14 +222,14 @@ def _em_transition(cands: Candidates, a, y, C, transition, hes) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------ audit
-def _refine(cands: Candidates, a, y, C, transition, rows, rng):
+def _refine(cands: Candidates, a, y, C, transition, rows, rng, powers=HESITATION_POWERS):
     """EM_ROUNDS refinements of the noise model, each followed by the pool weights through it -> (transition,
-    pool weights, (h, g, amb)); the hesitation is fitted on `rows`, its power g only at the end (the EM rounds
-    run with g = 0), for the per-row scores."""
+    pool weights, (h, g, amb)); the hesitation is fitted on `rows`, its power g (from `powers`) only at the end
+    (the EM rounds run with g = 0), for the per-row scores."""
     for _ in range(EM_ROUNDS):
         transition = _em_transition(cands, a, y, C, transition, _hesitation(cands, a, y, transition, rows, C))
         a = _pool_weights(cands, y, transition, rng)
-    return transition, a, _hesitation(cands, a, y, transition, rows, C, HESITATION_POWERS)
+    return transition, a, _hesitation(cands, a, y, transition, rows, C, powers)
 
 
 def neighbor_ids(neighbors, Xn, k: int = 10) -> np.ndarray:
@@ -308,7 +308,8 @@ def _audit(X, T, y, *, neighbors, seed, n_folds, k, names, progress) -> LabelAud
         conf += np.bincount(y[b], weights=given, minlength=C)
     T1 = _transition(cands, a1, y, C, thr=_thresholds(conf, counts))
     fit_rows = np.sort(rng.choice(n, size=min(n, 20_000), replace=False))
-    T_fit, _, (h_fit, _, _) = _refine(cands, a1, y, C, T1, fit_rows, rng)   # round 1's noise model, for the net
+    # round 1's noise model, for the network's loss (which takes no power g: none is fitted)
+    T_fit, _, (h_fit, _, _) = _refine(cands, a1, y, C, T1, fit_rows, rng, powers=())
     del cands                                         # round 1's candidates are not needed past here: free them first
     experts.classifier = (fit_mlp(Xn, y, C, w, folds, n_folds, T_fit, h_fit, seed=seed) if n >= MLP_MIN_ROWS
                           else fit_lda(Xn, y, C, w, folds, n_folds))

@@ -89,7 +89,6 @@ def test_a_kept_view_is_read_back_only_whole_and_made_with_the_same_parameters(e
     assert _rerun(emb, cache).timings == emb["reference"].timings        # the run itself is still read, not redone
 
 
-
 def test_a_kept_view_removed_while_it_is_read_is_no_warning(emb, tmp_path, caplog, monkeypatch):
     """The run was computed again and swapped in by another process (its views go with the old folder) while this
     one read a kept view: there is simply no view, and no warning that it is damaged."""
@@ -108,6 +107,7 @@ def test_a_kept_view_removed_while_it_is_read_is_no_warning(emb, tmp_path, caplo
         assert results.load_view(folder, "coverage", CoverageSpace, params) is None
     assert "removed while it was read" in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
 
 def test_a_view_is_kept_only_beside_a_finished_result(tmp_path):
     from selector import results
