@@ -171,6 +171,6 @@ def test_noise_model_tells_hesitant_flips_from_class_to_class_ones():
     assert b.hesitant_share > 0.5 and b.hesitation_power > 0, (b.hesitant_share, b.hesitation_power)
     m = audit_metrics(b.noise_score, b.flagged, truth)
     assert m["auroc"] > 0.85, m                                   # 0.886 measured; hard by design
-    # the flip rate grows where the image hesitates: 0.34 of the errors flagged, F1 0.46 (0.27 and 0.40 when
-    # every image of a class flipped alike)
-    assert b.flagged.sum() > 0.3 * truth.sum() and m["f1"] > 0.44, (b.flagged.sum(), truth.sum(), m)
+    # the flip rate grows where the image hesitates (g fitted in every EM round): 0.78 of the errors flagged,
+    # F1 0.65 (0.20 and 0.33 when the rounds held g at 0)
+    assert b.flagged.sum() > 0.6 * truth.sum() and m["f1"] > 0.55, (b.flagged.sum(), truth.sum(), m)

@@ -66,7 +66,7 @@ def test_the_network_learns_the_clean_posterior_through_the_noise_model():
 
 
 def test_the_networks_loss_uses_the_audits_noise_kernel():
-    """The network is trained through the noise model the audit's EM rounds use (hesitation power g = 0):
+    """The network is trained through the noise model of the audit's first round (hesitation power g = 0):
     p(given | x) from `_given_through` (torch) equals sum_c P(c|x) K(c, given) from the audit's `_kernel`."""
     import torch
 
