@@ -224,9 +224,9 @@ def _em_transition(cands: Candidates, a, y, C, transition, hes) -> np.ndarray:
 def _refine(cands: Candidates, a, y, C, transition, rows, rng, powers=HESITATION_POWERS):
     """EM_ROUNDS refinements of the noise model, each followed by the pool weights through it -> (transition,
     pool weights, (h, g, amb)). The hesitation (h, and its power g from `powers`) is fitted on `rows` before
-    every round, so each EM step counts the joint under the model it ends with: with g held at 0 in the rounds,
-    T drifted towards the flips that a flat rate explains, and under instance flips on the ring of
-    tests/test_audit.py 10 rounds then flagged 0.20 of the errors (0.78 with g fitted in every round)."""
+    every round, so each EM step counts the joint under the model it ends with. With g held at 0 in the rounds
+    and fitted once at the end, 10 rounds under instance flips on the ring of tests/test_audit.py ended at
+    g = 0 and flagged 0.20 of the errors (0.78 with g fitted in every round)."""
     hes = _hesitation(cands, a, y, transition, rows, C, powers)
     for _ in range(EM_ROUNDS):
         transition = _em_transition(cands, a, y, C, transition, hes)
