@@ -103,6 +103,12 @@ def measure(ood, missing, flagged, found, partnered, copy_of, unknown) -> dict:
     return out
 
 
+def measure_table(table, copy_of, unknown) -> dict:
+    """`measure` on the engine's per-sample table."""
+    return measure(table["ood"].to_numpy(bool), table["missing_class"].to_numpy() >= 0, table["flagged"].to_numpy(bool),
+                   *groups_found(table["duplicate_of"].to_numpy(), copy_of), copy_of, unknown)
+
+
 def run_engine(X, labels, names, T, tmp, noise=("none", 0.0)):
     import selector
     npz = Path(tmp) / f"features-{noise[0]}.npz"
@@ -184,16 +190,12 @@ def one_encoder(encoder, tmp, *, with_datalab: bool, sweep: bool) -> dict:
     """Every measurement on one bench encoder's features."""
     X, labels, names, T, copy_of, unknown = planted(encoder)
     table, seconds = run_engine(X, labels, names, T, tmp)
-    ours = measure(table["ood"].to_numpy(bool), table["missing_class"].to_numpy() >= 0, table["flagged"].to_numpy(bool),
-                   *groups_found(table["duplicate_of"].to_numpy(), copy_of), copy_of, unknown)
+    ours = measure_table(table, copy_of, unknown)
     theirs, dl_seconds = None, None
     if with_datalab:
         is_outlier, sets, dl_seconds = datalab(X / np.linalg.norm(X, axis=1, keepdims=True), labels)
         theirs = measure(is_outlier, None, None, *datalab_pairs(sets, copy_of), copy_of, unknown)
-    noisy, _ = run_engine(X, labels, names, T, tmp, NOISY)
-    with_flips = measure(noisy["ood"].to_numpy(bool), noisy["missing_class"].to_numpy() >= 0,
-                         noisy["flagged"].to_numpy(bool), *groups_found(noisy["duplicate_of"].to_numpy(), copy_of),
-                         copy_of, unknown)
+    with_flips = measure_table(run_engine(X, labels, names, T, tmp, NOISY)[0], copy_of, unknown)
     out = {"n": len(X), "image_only": T is None, "engine_seconds": seconds, "datalab_seconds": dl_seconds,
            "ours": ours, "datalab": theirs, "with_flips": with_flips, "clean": clean_checks(encoder, tmp),
            "every_class": every_class(encoder, tmp) if sweep else []}
